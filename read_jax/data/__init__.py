@@ -1,0 +1,1 @@
+"""Inputs: ArrayRecord shards read by grain, and the synthetic talking-face set."""

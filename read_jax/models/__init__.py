@@ -1,0 +1,1 @@
+"""Networks: the LTX-Video VAE, the Whisper encoder, the SpeechAE and the A2V-DiT."""
