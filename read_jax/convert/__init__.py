@@ -1,7 +1,10 @@
 """Weights in and out: diffusers / transformers / original LTX-Video checkpoints ↔ read_jax params.
 
-Public entry points (each returns ``(module, params)``):
-  load_vae(path), load_transformer(path), load_whisper_encoder(path)
+Public entry points (each loader returns ``(module, params)``); only safetensors are ever read:
+  load_vae(path), export_vae(module, variables, out_dir)                 LTX-Video VAE (diffusers layout)
+  load_transformer(path), export_transformer(params, config, out_dir)   LTX-Video transformer → A2V-DiT
+  load_whisper_encoder(path), export_whisper_encoder(...)              Whisper encoder (transformers layout)
 """
 
 from read_jax.convert._io import CheckpointError
+from read_jax.convert.whisper import export_whisper_encoder, load_whisper_encoder, whisper_config

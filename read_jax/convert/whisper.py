@@ -76,3 +76,24 @@ def load_whisper_encoder(path: str, dtype=jnp.float32, param_dtype=jnp.float32, 
                           + ", ".join(f"'{p}conv1.weight'" for p in _ENCODER_PREFIXES) + ")")
   params = torch_to_flax(state, encoder_param_shapes(encoder), what=f"{path} (Whisper encoder)")
   return encoder, jax.tree.map(lambda a: jnp.asarray(a, param_dtype), params)
+
+
+def export_whisper_encoder(encoder: whisper.WhisperEncoder, params, out_dir: str) -> None:
+  """Write the encoder as a transformers Whisper directory (``config.json`` + ``model.safetensors``,
+  keys under ``model.encoder.``) that :func:`load_whisper_encoder` and transformers read back.
+
+  Only the encoder is written; the config carries Whisper's decoder defaults sized like the encoder,
+  so ``WhisperModel.from_pretrained(..., strict=False)``-style loaders can build the full model.
+  """
+  from read_jax.convert._io import write_json, write_safetensors
+  from read_jax.convert.torch_layout import flax_to_torch
+  os.makedirs(out_dir, exist_ok=True)
+  tensors = {f"model.encoder.{k}": v for k, v in flax_to_torch(params).items()}
+  write_safetensors(os.path.join(out_dir, "model.safetensors"), tensors, metadata={"format": "pt"})
+  write_json(os.path.join(out_dir, "config.json"), {
+      "model_type": "whisper", "architectures": ["WhisperModel"],
+      "d_model": encoder.d_model, "encoder_layers": encoder.num_layers,
+      "encoder_attention_heads": encoder.num_heads, "encoder_ffn_dim": encoder.ffn_dim,
+      "decoder_layers": encoder.num_layers, "decoder_attention_heads": encoder.num_heads,
+      "decoder_ffn_dim": encoder.ffn_dim, "num_mel_bins": encoder.num_mel_bins,
+      "max_source_positions": encoder.max_source_positions, "activation_function": encoder.activation})
