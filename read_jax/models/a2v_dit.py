@@ -1,0 +1,457 @@
+"""A2V-DiT: LTX-Video transformer blocks plus the frame-level audio cross-attention of Eq. 10.
+
+Reference: diffusers ``LTXVideoTransformer3DModel``. Submodules carry diffusers' module names, so
+``torch_to_flax(state_dict, params, stacked=["transformer_blocks"])`` maps LTX weights with no key table:
+``proj_in``, ``time_embed/{emb/timestep_embedder/linear_{1,2}, linear}``, ``caption_projection/linear_{1,2}``,
+``transformer_blocks/{attn1, attn2}/{to_q, to_k, to_v, norm_q, norm_k, to_out_0}``,
+``transformer_blocks/ff/{net_0/proj, net_2}``, ``transformer_blocks/scale_shift_table``,
+``scale_shift_table``, ``proj_out``.
+
+Call (DESIGN §3.4)::
+
+  v = model.apply(variables, x, t, speech, text, text_mask)
+
+  x     [B, T, H, W, C]   latents, T = 1 + f, the reference frame z_R first
+  t     [B, T]            per-frame timesteps in [0, 1] (the embedding sees t·1000, as LTX)
+  speech [B, T-1, S, A]   speech latents C (S = 2 tokens per latent frame) or None (no audio update)
+  text  [B or 1, L, caption_channels] with text_mask [B or 1, L] (True = real token), or a
+        :class:`TextKV` from ``model.apply(variables, text, text_mask, method=A2VDiT.encode_text)``
+        (the prompt is constant: its per-block keys/values are computed once per generation)
+  v     [B, T, H, W, out_channels]
+
+One block (per-frame AdaLN: the 6 modulation vectors are computed per frame, ``[B, T, 6, D]``, and
+broadcast over the frame's H·W tokens by a reshape, never materialised per token)::
+
+  h += gate_msa · SelfAttn(RMSNorm(h)·(1 + scale_msa) + shift_msa)      3D RoPE on q and k
+  h += TextCrossAttn(h, text)                                           as LTX: no norm, no gate
+  h[:, k] += AudioCrossAttn(h[:, k], C_k)   for latent frames k ≥ 1     Eq. 10; frame 0 (z_R) untouched
+  h += gate_mlp · FF(RMSNorm(h)·(1 + scale_mlp) + shift_mlp)
+
+Audio cross-attention (``transformer_blocks/audio_attn``), a design choice kept as simple as LTX's
+text cross-attention: no norm or AdaLN gate of its own; queries from h (width D), keys/values from C
+(width A), RMS QK-norm across heads, N heads × K. Extra parameters per block, exactly:
+``to_q`` D·D + D, ``to_k`` A·D + D, ``to_v`` A·D + D, ``to_out_0`` D·D + D, ``norm_q`` D, ``norm_k`` D,
+i.e. 2·D·D + 2·A·D + 6·D (16,789,504 for D = A = 2048; 402,948,096 for 24 blocks).
+``to_out_0`` starts at zero (kernel and bias), so at initialisation the model computes exactly LTX.
+It is computed per frame as a batched tiny attention: queries ``[B·f, H·W, N, K]`` against
+``[B·f, S, N, K]``, not as a masked full-length attention.
+
+Text fallback: with no prompt-embedding file, :func:`load_text_embedding` returns one zero token with an
+all-False mask; a batch row whose mask is all False gets no text update at all (the whole attn2 output,
+bias included, is replaced by 0 with ``where``, so an all-masked softmax cannot leak NaN or a uniform
+average). LTX itself never sees an all-masked prompt, so this changes nothing where parity matters.
+
+Logical axis names (map them to mesh axes in the config's sharding rules):
+  params       "embed" D, "heads" N·K (attention width), "mlp" FFN / MLP hidden width,
+               "adaln" 6·D, "time_freq" sinusoid width, "caption" caption channels, "audio" A,
+               "channels" latent channels, "table" rows of a scale_shift_table, "layers" the block stack.
+  activations  ("batch", "length", "embed") hidden states, ("batch", "length", "heads", "kv") q/k/v,
+               ("batch", "text_length", "embed") projected text.
+Remat policies by name: see :data:`REMAT_POLICIES`. Attention implementation: ``attention`` is used
+for the self-attention (the heavy one); the two cross-attentions are short (≤ L_text or S keys) and
+masked, so they always use "xla".
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jax.ad_checkpoint import checkpoint_name
+
+from read_jax.nn.attention import dot_product_attention
+from read_jax.nn.embeddings import TimestepEmbedding, dense
+from read_jax.nn.norms import rms_normalize
+from read_jax.nn.rope import apply_rope, ltx_coords, rope_cos_sin
+
+_cp = jax.checkpoint_policies
+REMAT_POLICIES = {
+  "none": None,  # no rematerialisation (inference)
+  "full": _cp.nothing_saveable,  # recompute the whole block in the backward pass
+  "dots_saveable": _cp.dots_saveable,  # keep every matmul output
+  "dots_no_batch_dims": _cp.dots_with_no_batch_dims_saveable,  # keep weight matmuls, recompute attention
+  "save_qkv": _cp.save_only_these_names("query", "key", "value"),  # keep projected q/k/v only
+  "save_qkv_attn": _cp.save_only_these_names("query", "key", "value", "attention"),  # + attention outputs
+}
+
+
+class TextKV(NamedTuple):
+  """Per-block keys/values of the text cross-attention, computed once for a constant prompt."""
+  k: jax.Array  # [layers, B, L, N·K] key after norm_k
+  v: jax.Array  # [layers, B, L, N·K]
+  mask: jax.Array  # [B, L] bool, True = real token
+
+
+def _dtype(d):
+  return jnp.dtype(d)
+
+
+class RMSNormScaled(nn.Module):
+  """RMS norm over the last axis with a learned scale (``torch.nn.RMSNorm``), logically named."""
+
+  eps: float = 1e-5  # added to the mean square
+  axis_name: str = "heads"  # logical name of the normalised axis
+  param_dtype: Any = jnp.float32  # storage dtype of the scale
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, (self.axis_name,)),
+                       (x.shape[-1],), _dtype(self.param_dtype))
+    y = rms_normalize(x, self.eps).astype(jnp.float32) * scale.astype(jnp.float32)
+    return y.astype(x.dtype)
+
+
+class Attention(nn.Module):
+  """LTX attention: q/k/v projections, RMS norm of q and k across all heads, optional RoPE, out projection."""
+
+  num_heads: int  # N
+  head_dim: int  # K
+  out_features: int  # D, width of the output projection
+  context_axis: str = "embed"  # logical name of the key/value input width ("embed" text, "audio" speech)
+  zero_out: bool = False  # start to_out_0 at zero (the audio attention: identity at initialisation)
+  implementation: str = "xla"  # see read_jax.nn.attention
+  eps: float = 1e-5  # QK-norm epsilon (LTX's)
+  dtype: Any = jnp.float32  # compute dtype
+  param_dtype: Any = jnp.float32  # storage dtype
+
+  def setup(self):
+    inner = self.num_heads * self.head_dim
+    kw = dict(dtype=_dtype(self.dtype), param_dtype=_dtype(self.param_dtype))
+    self.to_q = dense(inner, ("embed", "heads"), **kw)
+    self.to_k = dense(inner, (self.context_axis, "heads"), **kw)
+    self.to_v = dense(inner, (self.context_axis, "heads"), **kw)
+    self.norm_q = RMSNormScaled(self.eps, "heads", _dtype(self.param_dtype))
+    self.norm_k = RMSNormScaled(self.eps, "heads", _dtype(self.param_dtype))
+    out_init = nn.initializers.zeros if self.zero_out else nn.initializers.lecun_normal()
+    self.to_out_0 = dense(self.out_features, ("heads", "embed"), kernel_init=out_init, **kw)
+
+  def project_kv(self, context):  # context [B, L, Dc] → k, v [B, L, N·K]
+    k = checkpoint_name(self.norm_k(self.to_k(context)), "key")
+    v = checkpoint_name(self.to_v(context), "value")
+    return k, v
+
+  def __call__(self, x, context=None, mask=None, rope=None, kv=None):
+    """x [B, Lq, D]; context [B, Lk, Dc] (None: self-attention) or precomputed kv; mask [B, 1, Lq|1, Lk]."""
+    q = checkpoint_name(self.norm_q(self.to_q(x)), "query")
+    k, v = kv if kv is not None else self.project_kv(x if context is None else context)
+    if rope is not None:
+      q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+    heads = lambda a: nn.with_logical_constraint(  # noqa: E731
+      a.reshape(*a.shape[:-1], self.num_heads, self.head_dim), ("batch", "length", "heads", "kv"))
+    o = dot_product_attention(heads(q), heads(k), heads(v).astype(q.dtype), mask,
+                              implementation=self.implementation)  # [B, Lq, N, K]
+    o = checkpoint_name(o.reshape(*x.shape[:-1], -1), "attention")
+    return self.to_out_0(o)  # [B, Lq, D]
+
+
+class GELUProj(nn.Module):
+  """``proj`` then tanh-approximated GELU (diffusers ``GELU(approximate="tanh")``, i.e. ff.net.0)."""
+
+  features: int  # FFN inner width
+  dtype: Any = jnp.float32  # compute dtype
+  param_dtype: Any = jnp.float32  # storage dtype
+
+  @nn.compact
+  def __call__(self, x):
+    h = dense(self.features, ("embed", "mlp"), dtype=self.dtype, param_dtype=self.param_dtype, name="proj")(x)
+    return jax.nn.gelu(h, approximate=True)
+
+
+class FeedForward(nn.Module):
+  """net_0 (proj + GELU-tanh) → net_2, inner width 4·D."""
+
+  dim: int  # D
+  mult: int = 4  # inner width multiplier
+  dtype: Any = jnp.float32  # compute dtype
+  param_dtype: Any = jnp.float32  # storage dtype
+
+  @nn.compact
+  def __call__(self, x):  # [B, L, D]
+    h = GELUProj(self.dim * self.mult, self.dtype, self.param_dtype, name="net_0")(x)
+    h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
+    return dense(self.dim, ("mlp", "embed"), dtype=self.dtype, param_dtype=self.param_dtype, name="net_2")(h)
+
+
+class CaptionProjection(nn.Module):
+  """linear_1 → GELU-tanh → linear_2 (PixArt-α caption projection)."""
+
+  dim: int  # D
+  dtype: Any = jnp.float32  # compute dtype
+  param_dtype: Any = jnp.float32  # storage dtype
+
+  @nn.compact
+  def __call__(self, text):  # [B, L, caption_channels]
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    h = jax.nn.gelu(dense(self.dim, ("caption", "mlp"), name="linear_1", **kw)(text), approximate=True)
+    return dense(self.dim, ("mlp", "embed"), name="linear_2", **kw)(h)  # [B, L, D]
+
+
+class _CombinedTimestepEmbedding(nn.Module):
+  """diffusers' PixArtAlphaCombinedTimestepSizeEmbeddings without size conditions: just the MLP."""
+
+  dim: int  # D
+  dtype: Any = jnp.float32  # compute dtype
+  param_dtype: Any = jnp.float32  # storage dtype
+
+  @nn.compact
+  def __call__(self, t):
+    return TimestepEmbedding(self.dim, dtype=self.dtype, param_dtype=self.param_dtype, name="timestep_embedder")(t)
+
+
+class AdaLayerNormSingle(nn.Module):
+  """adaLN-single: one timestep MLP shared by all blocks → (6·D modulation, D embedding)."""
+
+  dim: int  # D
+  dtype: Any = jnp.float32  # compute dtype
+  param_dtype: Any = jnp.float32  # storage dtype
+
+  @nn.compact
+  def __call__(self, t):  # t [B, T] already ×1000
+    emb = _CombinedTimestepEmbedding(self.dim, self.dtype, self.param_dtype, name="emb")(t)  # [B, T, D]
+    mod = dense(6 * self.dim, ("embed", "adaln"), dtype=self.dtype, param_dtype=self.param_dtype,
+                name="linear")(jax.nn.silu(emb))  # [B, T, 6·D]
+    return mod, emb
+
+
+def _table_init(rows: int):
+  def init(key, shape, dtype=jnp.float32):
+    return (jax.random.normal(key, shape, jnp.float32) / np.sqrt(shape[-1])).astype(dtype)
+  return nn.with_logical_partitioning(init, ("table", "embed"))
+
+
+class LTXVideoTransformerBlock(nn.Module):
+  """One A2V-DiT block (see the module docstring); the body of the ``nn.scan`` over layers."""
+
+  num_heads: int  # N
+  head_dim: int  # K
+  norm_eps: float = 1e-6  # RMS norm epsilon of norm1/norm2
+  implementation: str = "xla"  # self-attention implementation
+  dtype: Any = jnp.float32  # compute dtype
+  param_dtype: Any = jnp.float32  # storage dtype
+
+  @nn.compact
+  def __call__(self, h, temb, rope, text, text_mask, has_text, speech):
+    """h [B, L, D] carry; temb [B, T, 6·D]; rope (cos, sin) [L, D]; text [B, Lt, D] or this block's (k, v);
+    text_mask [B, 1, 1, Lt] or None; has_text [B] bool; speech [B, T-1, S, A] or None."""
+    dim = self.num_heads * self.head_dim
+    kw = dict(dtype=_dtype(self.dtype), param_dtype=_dtype(self.param_dtype))
+    attn = lambda name, **a: Attention(self.num_heads, self.head_dim, dim, name=name, **a, **kw)  # noqa: E731
+    b, length, _ = h.shape
+    frames = temb.shape[1]
+    per_frame = lambda a: a.reshape(b, frames, length // frames, dim)  # noqa: E731  [B, T, H·W, D]
+    h = nn.with_logical_constraint(h, ("batch", "length", "embed"))
+
+    table = self.param("scale_shift_table", _table_init(6), (6, dim), _dtype(self.param_dtype))
+    ada = table.astype(temb.dtype) + temb.reshape(b, frames, 6, dim)  # [B, T, 6, D] per frame, not per token
+    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (ada[:, :, i, None] for i in range(6))
+
+    def modulate(x, scale, shift):  # x [B, L, D]; scale/shift [B, T, 1, D] broadcast over the frame's tokens
+      return (per_frame(rms_normalize(x, self.norm_eps)) * (1 + scale) + shift).reshape(b, length, dim)
+
+    a = attn("attn1", implementation=self.implementation)(modulate(h, scale_msa, shift_msa), rope=rope)
+    h = h + (per_frame(a) * gate_msa).reshape(b, length, dim)
+
+    attn2 = attn("attn2")
+    t_out = attn2(h, kv=text, mask=text_mask) if isinstance(text, tuple) else attn2(h, text, mask=text_mask)
+    h = h + jnp.where(has_text[:, None, None], t_out, 0)  # no prompt → no text update (module docstring)
+
+    if speech is not None:  # Eq. 10, per latent frame k ≥ 1: its H·W tokens attend to its S speech tokens
+      hf = per_frame(h)
+      f, s = frames - 1, speech.shape[2]
+      q_in = hf[:, 1:].reshape(b * f, -1, dim)  # [B·f, H·W, D]
+      c = speech.reshape(b * f, s, speech.shape[-1]).astype(h.dtype)  # [B·f, S, A]
+      a = attn("audio_attn", context_axis="audio", zero_out=True)(q_in, c)
+      h = hf.at[:, 1:].add(a.reshape(b, f, -1, dim)).reshape(b, length, dim)
+
+    ff = FeedForward(dim, name="ff", **kw)(modulate(h, scale_mlp, shift_mlp))
+    h = h + (per_frame(ff) * gate_mlp).reshape(b, length, dim)
+    return nn.with_logical_constraint(h, ("batch", "length", "embed")), None
+
+
+class _TextKVBlock(nn.Module):
+  """Only a block's attn2 key/value path, scanned under the same name so it reads the same params."""
+
+  num_heads: int  # N
+  head_dim: int  # K
+  dtype: Any = jnp.float32  # compute dtype
+  param_dtype: Any = jnp.float32  # storage dtype
+
+  @nn.compact
+  def __call__(self, carry, states):
+    dim = self.num_heads * self.head_dim
+    attn2 = Attention(self.num_heads, self.head_dim, dim, dtype=_dtype(self.dtype),
+                      param_dtype=_dtype(self.param_dtype), name="attn2")
+    return carry, attn2.project_kv(states)
+
+
+class A2VDiT(nn.Module):
+  """The A2V-DiT (DESIGN §3.4); fields are exactly the keys of ``configs/a2v_dit.py``'s ``config.model``."""
+
+  in_channels: int = 128  # latent channels in
+  out_channels: int = 128  # latent channels out (the velocity)
+  num_layers: int = 24  # transformer blocks
+  num_heads: int = 32  # N
+  head_dim: int = 64  # K; the model width D = N·K
+  cross_attention_dim: int = 2048  # text key/value width (= D, the caption projection's output)
+  caption_channels: int = 4096  # text embedding width (T5-XXL)
+  audio_dim: int = 2048  # A, width of a speech latent token
+  audio_tokens: int = 2  # S, speech tokens per latent frame
+  norm_eps: float = 1e-6  # RMS norm epsilon in the blocks
+  fps: float = 25.0  # video frame rate; RoPE frame scale = vae_scale[0] / fps
+  vae_scale: tuple = (8, 32, 32)  # pixels per latent (t, h, w): RoPE interpolation scale
+  rope_base: tuple = (20, 2048, 2048)  # LTX's RoPE base grid (frames, height, width)
+  rope_theta: float = 10000.0  # RoPE frequency base
+  attention: str = "xla"  # self-attention implementation: xla / cudnn / splash / auto
+  remat: str = "none"  # remat policy name, a key of REMAT_POLICIES
+  dtype: Any = "float32"  # compute dtype
+  param_dtype: Any = "float32"  # storage dtype
+
+  @property
+  def dim(self) -> int:
+    return self.num_heads * self.head_dim
+
+  def __call__(self, x, t, speech, text, text_mask=None):
+    return self._forward(x, t, speech, text, text_mask, encode_only=False)
+
+  def encode_text(self, text, text_mask=None) -> TextKV:
+    """Project a (constant) prompt once: per-block text keys/values for ``__call__``'s ``text``."""
+    return self._forward(None, None, None, text, text_mask, encode_only=True)
+
+  def _blocks(self, body, in_axes):
+    return nn.scan(body, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=in_axes,
+                   length=self.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+
+  @nn.compact
+  def _forward(self, x, t, speech, text, text_mask, *, encode_only: bool):
+    dt, pdt = _dtype(self.dtype), _dtype(self.param_dtype)
+    kw = dict(dtype=dt, param_dtype=pdt)
+    if self.cross_attention_dim != self.dim:
+      raise ValueError(f"cross_attention_dim {self.cross_attention_dim} must equal num_heads·head_dim "
+                       f"{self.dim}: the caption projection outputs the model width")
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f"remat policy {self.remat!r} is not one of {sorted(REMAT_POLICIES)}")
+    caption_projection = CaptionProjection(self.dim, name="caption_projection", **kw)
+
+    if encode_only or not isinstance(text, TextKV):
+      if text is None or text.ndim != 3 or text.shape[-1] != self.caption_channels:
+        raise ValueError(f"text must be [B, L, {self.caption_channels}] (or a TextKV), got "
+                         f"{None if text is None else text.shape}")
+      mask = jnp.ones(text.shape[:2], bool) if text_mask is None else text_mask.astype(bool)
+      states = nn.with_logical_constraint(caption_projection(text.astype(dt)), ("batch", "text_length", "embed"))
+    if encode_only:
+      blocks = self._blocks(_TextKVBlock, nn.broadcast)(self.num_heads, self.head_dim, name="transformer_blocks", **kw)
+      _, (k, v) = blocks(None, states)
+      return TextKV(k, v, mask)
+
+    b, frames, height, width, channels = x.shape
+    if channels != self.in_channels:
+      raise ValueError(f"x has {channels} channels, the model expects in_channels={self.in_channels}")
+    if t.shape != (b, frames):
+      raise ValueError(f"t must be per-frame [B, T] = {(b, frames)}, got {t.shape}")
+    if speech is not None and (speech.ndim != 4 or speech.shape[:2] != (b, frames - 1)
+                               or speech.shape[-1] != self.audio_dim):
+      raise ValueError(f"speech must be [B, T-1, S, A] = [{b}, {frames - 1}, S, {self.audio_dim}], got {speech.shape}")
+    length = frames * height * width
+
+    if isinstance(text, TextKV):
+      k, v = (jnp.broadcast_to(a, (a.shape[0], b) + a.shape[2:]) for a in (text.k, text.v))
+      mask = jnp.broadcast_to(text.mask, (b,) + text.mask.shape[1:])
+      text_arg, text_axis = (k, v), 0  # sliced per block by the scan
+    else:
+      mask = jnp.broadcast_to(mask, (b,) + mask.shape[1:])
+      text_arg, text_axis = jnp.broadcast_to(states, (b,) + states.shape[1:]), nn.broadcast
+    has_text = jnp.any(mask, axis=-1)  # [B]
+
+    h = dense(self.dim, ("channels", "embed"), name="proj_in", **kw)(x.reshape(b, length, channels).astype(dt))
+    temb, emb = AdaLayerNormSingle(self.dim, name="time_embed", **kw)(t * 1000.0)  # [B, T, 6·D], [B, T, D]
+    scale = (self.vae_scale[0] / self.fps, self.vae_scale[1], self.vae_scale[2])
+    with jax.ensure_compile_time_eval():  # static shapes only: a constant of the compiled program
+      rope = rope_cos_sin(ltx_coords(frames, height, width, scale=scale, base=self.rope_base), self.dim,
+                          self.rope_theta)
+
+    body = LTXVideoTransformerBlock
+    policy = REMAT_POLICIES[self.remat]
+    if self.remat != "none":
+      body = nn.remat(body, policy=policy, prevent_cse=False)
+    blocks = self._blocks(body, (nn.broadcast, nn.broadcast, text_axis, nn.broadcast, nn.broadcast,
+                                 nn.broadcast))(self.num_heads, self.head_dim, self.norm_eps, self.attention,
+                                                name="transformer_blocks", **kw)
+    h, _ = blocks(h, temb, rope, text_arg, mask[:, None, None, :], has_text, speech)
+
+    table = self.param("scale_shift_table", _table_init(2), (2, self.dim), pdt)
+    ada = table.astype(emb.dtype) + emb[:, :, None]  # [B, T, 2, D]
+    shift, scale_ = ada[:, :, 0, None], ada[:, :, 1, None]  # [B, T, 1, D]
+    h32 = h.astype(jnp.float32)  # norm_out: LayerNorm without affine, in float32
+    mean = jnp.mean(h32, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(h32 - mean), axis=-1, keepdims=True)
+    hn = ((h32 - mean) * jax.lax.rsqrt(var + 1e-6)).astype(dt).reshape(b, frames, height * width, self.dim)
+    hn = (hn * (1 + scale_) + shift).reshape(b, length, self.dim)
+    out = dense(self.out_channels, ("embed", "channels"), name="proj_out", **kw)(hn)
+    return out.reshape(b, frames, height, width, self.out_channels)
+
+
+def build_model(model_config) -> A2VDiT:
+  """``A2VDiT`` from ``config.model`` (a ConfigDict or dict with exactly A2VDiT's fields)."""
+  cfg = dict(model_config)
+  for key in ("vae_scale", "rope_base"):
+    cfg[key] = tuple(cfg[key])
+  return A2VDiT(**cfg)
+
+
+def dummy_inputs(model: A2VDiT, *, batch: int = 1, frames: int = 2, height: int = 2, width: int = 2,
+                 text_len: int = 2):
+  """Zero inputs of the right shapes (speech included, so init creates the audio attention)."""
+  x = jnp.zeros((batch, frames, height, width, model.in_channels), jnp.float32)
+  t = jnp.zeros((batch, frames), jnp.float32)
+  speech = jnp.zeros((batch, frames - 1, model.audio_tokens, model.audio_dim), jnp.float32)
+  text = jnp.zeros((batch, text_len, model.caption_channels), jnp.float32)
+  mask = jnp.ones((batch, text_len), bool)
+  return x, t, speech, text, mask
+
+
+def init_params(model: A2VDiT, key) -> dict:
+  """Unboxed float params (``nn.Partitioned`` metadata removed)."""
+  return nn.unbox(jax.jit(model.init)(key, *dummy_inputs(model))["params"])
+
+
+def param_shapes(model: A2VDiT) -> dict:
+  """Unboxed ShapeDtypeStructs of the params, without allocating them (``jax.eval_shape``)."""
+  boxed = jax.eval_shape(model.init, jax.random.key(0), *dummy_inputs(model))["params"]
+  return nn.unbox(boxed)
+
+
+def param_axes(model: A2VDiT) -> dict:
+  """Logical axis names of every param (``nn.get_partition_spec`` of the boxed shapes)."""
+  boxed = jax.eval_shape(model.init, jax.random.key(0), *dummy_inputs(model))["params"]
+  return nn.get_partition_spec(boxed)
+
+
+def load_text_embedding(path: str | None, caption_channels: int):
+  """The constant prompt: ``(text [1, L, caption_channels], mask [1, L] bool)``.
+
+  ``path``: a safetensors file with ``prompt_embeds`` [L, C] or [1, L, C] and optionally
+  ``prompt_attention_mask`` [L] / [1, L] (diffusers' pipeline names). Fallback when ``path`` is empty
+  or None: one zero token with an all-False mask, for which the model adds no text update (see the
+  module docstring), with a warning.
+  """
+  if not path:
+    warnings.warn("no prompt embedding file: text cross-attention is switched off (zero text, all-False mask)")
+    return jnp.zeros((1, 1, caption_channels), jnp.float32), jnp.zeros((1, 1), bool)
+  from read_jax.convert._io import read_safetensors
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"prompt embedding file {path!r}: no such file")
+  tensors = read_safetensors(path)
+  if "prompt_embeds" not in tensors:
+    raise ValueError(f"prompt embedding file {path!r}: no 'prompt_embeds' tensor (has {sorted(tensors)})")
+  text = np.asarray(tensors["prompt_embeds"], np.float32).reshape(1, -1, tensors["prompt_embeds"].shape[-1])
+  if text.shape[-1] != caption_channels:
+    raise ValueError(f"prompt embedding file {path!r}: width {text.shape[-1]}, the model expects {caption_channels}")
+  mask = tensors.get("prompt_attention_mask")
+  mask = np.ones(text.shape[:2], bool) if mask is None else np.asarray(mask).reshape(1, -1).astype(bool)
+  return jnp.asarray(text), jnp.asarray(mask)

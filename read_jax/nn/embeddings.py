@@ -1,0 +1,50 @@
+"""Timestep embeddings: the sinusoid and the two-layer MLP of DiT / PixArt-α (as LTX-Video uses them)."""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def timestep_sinusoid(t, dim: int = 256, *, flip_sin_to_cos: bool = True, downscale_freq_shift: float = 0.0,
+                      max_period: float = 10000.0):
+  """``[...]`` timesteps → ``[..., dim]`` float32 sinusoids ``[cos, sin]`` (or ``[sin, cos]``).
+
+  Frequencies ``exp(−log(max_period) · i / (dim/2 − shift))``, i < dim/2 (DDPM's embedding).
+  """
+  half = dim // 2
+  exponent = -math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / (half - downscale_freq_shift)
+  angles = t.astype(jnp.float32)[..., None] * jnp.exp(exponent)
+  parts = [jnp.cos(angles), jnp.sin(angles)] if flip_sin_to_cos else [jnp.sin(angles), jnp.cos(angles)]
+  emb = jnp.concatenate(parts, axis=-1)
+  if dim % 2:
+    emb = jnp.pad(emb, [(0, 0)] * (emb.ndim - 1) + [(0, 1)])
+  return emb
+
+
+def dense(features: int, axes: tuple, *, dtype, param_dtype, name: str | None = None, kernel_init=None,
+          use_bias: bool = True):
+  """``nn.Dense`` whose kernel ([in, out]) and bias carry the logical axis names ``axes``."""
+  kernel_init = kernel_init or nn.initializers.lecun_normal()
+  return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+                  kernel_init=nn.with_logical_partitioning(kernel_init, axes),
+                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[-1:]), name=name)
+
+
+class TimestepEmbedding(nn.Module):
+  """sinusoid(t) → linear_1 → SiLU → linear_2 (diffusers ``TimestepEmbedding`` naming)."""
+
+  features: int  # output width D
+  in_channels: int = 256  # sinusoid width
+  dtype: jnp.dtype = jnp.float32  # compute dtype
+  param_dtype: jnp.dtype = jnp.float32  # storage dtype
+
+  @nn.compact
+  def __call__(self, t):  # t [...] (already scaled, e.g. t·1000)
+    emb = timestep_sinusoid(t, self.in_channels).astype(self.dtype)
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    h = dense(self.features, ("time_freq", "mlp"), name="linear_1", **kw)(emb)
+    return dense(self.features, ("mlp", "embed"), name="linear_2", **kw)(jax.nn.silu(h))  # [..., D]
