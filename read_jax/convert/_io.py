@@ -107,7 +107,7 @@ def write_safetensors(path: str, tensors: Mapping[str, np.ndarray], metadata: Ma
   """Write atomically: a temporary file renamed into place."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = path + ".tmp"
-  save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp, metadata=dict(metadata or {}))
+  save_file({k: np.ascontiguousarray(v).reshape(np.shape(v)) for k, v in tensors.items()}, tmp, metadata=dict(metadata or {}))
   os.replace(tmp, path)
 
 

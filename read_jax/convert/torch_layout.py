@@ -134,6 +134,10 @@ def torch_to_flax(state_dict: Mapping[str, np.ndarray], target: Mapping, *, stac
   return unflatten(out)
 
 
+def _contiguous(a: np.ndarray) -> np.ndarray:
+  return np.ascontiguousarray(a).reshape(np.shape(a))  # ascontiguousarray alone turns 0-d into (1,)
+
+
 def flax_to_torch(params: Mapping, *, stacked: Sequence[str] = (),
                   literal=LITERAL_SEGMENTS) -> dict[str, np.ndarray]:
   """Inverse of :func:`torch_to_flax` (numpy arrays, torch layout and names).
@@ -147,9 +151,9 @@ def flax_to_torch(params: Mapping, *, stacked: Sequence[str] = (),
     leaf = path.rsplit("/", 1)[-1]
     fp = next((fp for fp in stacked_flax if path.startswith(fp + "/")), None)
     if fp is None:
-      out[_flax_path_to_torch(path, literal)] = np.ascontiguousarray(_to_torch_array(value, leaf))
+      out[_flax_path_to_torch(path, literal)] = _contiguous(_to_torch_array(value, leaf))
       continue
     rest = _flax_path_to_torch(path[len(fp) + 1:], literal)
     for i in range(value.shape[0]):
-      out[f"{stacked_flax[fp]}.{i}.{rest}"] = np.ascontiguousarray(_to_torch_array(value[i], leaf))
+      out[f"{stacked_flax[fp]}.{i}.{rest}"] = _contiguous(_to_torch_array(value[i], leaf))
   return out

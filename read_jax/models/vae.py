@@ -1,0 +1,718 @@
+"""The LTX-Video causal video VAE (diffusers' ``AutoencoderKLLTXVideo``), native Flax, channels-last.
+
+Every variant diffusers' config expresses: 0.9.0 (plain decoder), 0.9.1 (timestep-conditioned
+decoder, noise injection, residual depth-to-space upsampling, upsample factors), 0.9.5+ (the
+``LTXVideo095DownBlock3D`` encoder blocks with conv / spatial / temporal / spatiotemporal
+space-to-depth downsamplers); causal or non-causal encoder and decoder.
+
+Pixels ``[B, T, H, W, C]`` in [-1, 1] with T = 1 + 8k and H, W multiples of 32 (the compression
+ratios) ↔ latents ``[B, 1 + k, H/32, W/32, latent_channels]``: the first frame is compressed on its
+own, every later latent stands for 8 frames (DESIGN.md §2).
+
+Submodules are named after diffusers' module paths (``encoder/down_blocks_0/resnets_1/conv1/conv``)
+so read_jax.convert.torch_layout maps the weights with no key table. ``latents_mean`` and
+``latents_std`` (diffusers buffers) live in a separate ``"buffers"`` collection: the variables are
+``{"params": ..., "buffers": {"latents_mean", "latents_std"}}``, so ``params`` counts exactly what
+diffusers counts as parameters.
+
+Usage::
+
+  model = AutoencoderKLLTXVideo.from_config(get_config("0.9.1"))
+  posterior = model.apply(params, x, method=model.encode)         # DiagonalGaussian
+  z = model.apply(params, posterior.mode(), method=model.normalize_latents)
+  video = model.apply(params, z, method=model.decode_latents, decode_timestep=0.05, key=key)
+  video = tiled_decode(model, params, z_raw, tile_frames=8, overlap_frames=2)   # long videos
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from read_jax.nn.causal_conv import CausalConv3d
+from read_jax.nn.norms import rms_normalize
+
+_RMS_EPS = 1e-8  # LTX's pixel-norm epsilon (diffusers RMSNorm(eps=1e-8, elementwise_affine=False))
+
+
+# ----------------------------------------------------------------------------------------------
+# Posterior
+
+
+@flax.struct.dataclass
+class DiagonalGaussian:
+  """q(z | x) = N(mean, exp(logvar)); LTX's encoder predicts one log-variance shared by all channels."""
+
+  mean: jax.Array  # [B, T, H, W, C]
+  logvar: jax.Array  # [B, T, H, W, C], clamped to [-30, 20] as diffusers does
+
+  @property
+  def std(self):
+    return jnp.exp(0.5 * self.logvar)
+
+  @property
+  def var(self):
+    return jnp.exp(self.logvar)
+
+  def mode(self):
+    return self.mean
+
+  def sample(self, key):
+    return self.mean + self.std * jax.random.normal(key, self.mean.shape, self.mean.dtype)
+
+  def kl(self):
+    """KL(q ‖ N(0, I)) summed over all but the batch axis."""
+    return 0.5 * jnp.sum(jnp.square(self.mean) + self.var - 1.0 - self.logvar, axis=tuple(range(1, self.mean.ndim)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Layers
+
+
+def timestep_embedding(t, dim: int = 256, max_period: float = 10000.0):
+  """Sinusoidal embedding, cos first (diffusers Timesteps(flip_sin_to_cos=True, downscale_freq_shift=0))."""
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  args = t.astype(jnp.float32)[:, None] * freqs[None]
+  return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)  # [B, dim]
+
+
+class TimestepEmbedder(nn.Module):
+  """diffusers' PixArtAlphaCombinedTimestepSizeEmbeddings without size conditions: sinusoid → MLP."""
+
+  features: int  # output width
+  dtype: jnp.dtype = jnp.float32  # compute dtype
+  param_dtype: jnp.dtype = jnp.float32  # storage dtype
+
+  @nn.compact
+  def __call__(self, t):  # t [B]
+    h = timestep_embedding(t).astype(self.dtype)
+    # the MLP lives under "timestep_embedder" as in diffusers (linear_1, SiLU, linear_2)
+    mlp = _TimestepMLP(self.features, dtype=self.dtype, param_dtype=self.param_dtype, name="timestep_embedder")
+    return mlp(h)  # [B, features]
+
+
+class _TimestepMLP(nn.Module):
+  features: int  # output width
+  dtype: jnp.dtype = jnp.float32  # compute dtype
+  param_dtype: jnp.dtype = jnp.float32  # storage dtype
+
+  @nn.compact
+  def __call__(self, h):
+    dense = lambda name: nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+    return dense("linear_2")(nn.silu(dense("linear_1")(h)))
+
+
+def _pixel_norm(x):
+  """RMS norm over channels, no learned scale (LTX's "pixel_norm"), in float32."""
+  return rms_normalize(x, _RMS_EPS)
+
+
+def _spatial_noise(key, x):
+  """One N(0, 1) field per frame size [H, W], shared by batch, time and channels (as LTX injects it)."""
+  return jax.random.normal(key, x.shape[2:4], jnp.float32)[None, None, :, :, None]
+
+
+class ResnetBlock3d(nn.Module):
+  """diffusers' LTXVideoResnetBlock3d: pixel-norm → (scale/shift) → SiLU → conv, twice, plus shortcut."""
+
+  features: int  # output channels
+  causal: bool = True  # causal time padding
+  eps: float = 1e-6  # LayerNorm eps of the shortcut norm
+  inject_noise: bool = False  # add per-channel-scaled spatial noise after each conv
+  timestep_conditioning: bool = False  # per-block scale/shift table added to the timestep embedding
+  dtype: jnp.dtype = jnp.float32  # compute dtype
+  param_dtype: jnp.dtype = jnp.float32  # storage dtype
+
+  @nn.compact
+  def __call__(self, x, temb=None, key=None):  # x [B, T, H, W, C], temb [B, 4·C] embedded timestep
+    c_in = x.shape[-1]
+    conv = lambda name, k=3: CausalConv3d(self.features, k, causal=self.causal, dtype=self.dtype,
+                                          param_dtype=self.param_dtype, name=name)
+    h = _pixel_norm(x)
+    if self.timestep_conditioning:
+      table = self.param("scale_shift_table", lambda k, s, d: jax.random.normal(k, s, d) / c_in ** 0.5, (4, c_in),
+                         self.param_dtype)
+      mod = temb.reshape(temb.shape[0], 4, -1).astype(jnp.float32) + table.astype(jnp.float32)[None]
+      mod = mod[:, :, None, None, None, :]  # [B, 4, 1, 1, 1, C]
+      shift1, scale1, shift2, scale2 = mod[:, 0], mod[:, 1], mod[:, 2], mod[:, 3]
+      h = (h * (1 + scale1) + shift1).astype(self.dtype)
+    h = conv("conv1")(nn.silu(h))
+    if self.inject_noise:
+      s1 = self.param("per_channel_scale1", nn.initializers.zeros, (c_in, 1, 1), self.param_dtype)
+      s2 = self.param("per_channel_scale2", nn.initializers.zeros, (c_in, 1, 1), self.param_dtype)
+      if key is not None:
+        k1, k2 = jax.random.split(key)
+        h = h + (_spatial_noise(k1, h) * s1[:, 0, 0]).astype(h.dtype)
+    h = _pixel_norm(h)
+    if self.timestep_conditioning:
+      h = (h * (1 + scale2) + shift2).astype(self.dtype)
+    h = conv("conv2")(nn.silu(h))
+    if self.inject_noise and key is not None:
+      h = h + (_spatial_noise(k2, h) * s2[:, 0, 0]).astype(h.dtype)
+    if c_in != self.features:
+      x = nn.LayerNorm(epsilon=self.eps, use_fast_variance=False, dtype=jnp.float32, param_dtype=self.param_dtype,
+                       name="norm3")(x).astype(self.dtype)
+      x = conv("conv_shortcut", 1)(x)
+    return h + x
+
+
+def _space_to_depth(x, stride):
+  """[B, T·s0, H·s1, W·s2, C] → [B, T, H, W, C·s0·s1·s2], channel index c·s0s1s2 + i·s1s2 + j·s2 + k."""
+  b, t, h, w, c = x.shape
+  s0, s1, s2 = stride
+  x = x.reshape(b, t // s0, s0, h // s1, s1, w // s2, s2, c)
+  x = x.transpose(0, 1, 3, 5, 7, 2, 4, 6)
+  return x.reshape(b, t // s0, h // s1, w // s2, c * s0 * s1 * s2)
+
+
+def _depth_to_space(x, stride):
+  """Inverse of :func:`_space_to_depth`."""
+  b, t, h, w, c = x.shape
+  s0, s1, s2 = stride
+  x = x.reshape(b, t, h, w, c // (s0 * s1 * s2), s0, s1, s2)
+  x = x.transpose(0, 1, 5, 2, 6, 3, 7, 4)
+  return x.reshape(b, t * s0, h * s1, w * s2, c // (s0 * s1 * s2))
+
+
+class Downsampler3d(nn.Module):
+  """diffusers' LTXVideoDownsampler3d (0.9.5): conv then space-to-depth, plus a channel-averaged residual."""
+
+  features: int  # output channels
+  stride: tuple[int, int, int]  # (sT, sH, sW)
+  causal: bool = True  # causal time padding
+  dtype: jnp.dtype = jnp.float32  # compute dtype
+  param_dtype: jnp.dtype = jnp.float32  # storage dtype
+
+  @nn.compact
+  def __call__(self, x):  # x [B, T, H, W, C]
+    s0 = self.stride[0]
+    prod = int(np.prod(self.stride))
+    # repeat the first s0 − 1 frames so 1 + s0·k frames fold to 1 + k
+    x = jnp.concatenate([x[:, :s0 - 1], x], axis=1)
+    group = x.shape[-1] * prod // self.features
+    res = _space_to_depth(x, self.stride)
+    res = res.reshape(*res.shape[:-1], self.features, group).mean(axis=-1)
+    h = CausalConv3d(self.features // prod, 3, causal=self.causal, dtype=self.dtype, param_dtype=self.param_dtype,
+                     name="conv")(x)
+    return _space_to_depth(h, self.stride) + res  # [B, T/s0, H/s1, W/s2, features]
+
+
+class Upsampler3d(nn.Module):
+  """diffusers' LTXVideoUpsampler3d: conv then depth-to-space ×2 in T, H, W; drops the extra first frame."""
+
+  stride: tuple[int, int, int] = (2, 2, 2)  # (sT, sH, sW)
+  causal: bool = True  # causal time padding
+  residual: bool = False  # add the depth-to-space of the input, channels tiled to match (0.9.1+)
+  upscale_factor: int = 1  # the conv gives C·s0s1s2 / upscale_factor channels
+  dtype: jnp.dtype = jnp.float32  # compute dtype
+  param_dtype: jnp.dtype = jnp.float32  # storage dtype
+
+  @nn.compact
+  def __call__(self, x):  # x [B, T, H, W, C]
+    s0 = self.stride[0]
+    prod = int(np.prod(self.stride))
+    c = x.shape[-1]
+    h = CausalConv3d(c * prod // self.upscale_factor, 3, causal=self.causal, dtype=self.dtype,
+                     param_dtype=self.param_dtype, name="conv")(x)
+    h = _depth_to_space(h, self.stride)[:, s0 - 1:]
+    if self.residual:
+      res = _depth_to_space(x, self.stride)[:, s0 - 1:]
+      res = jnp.tile(res, (1, 1, 1, 1, prod // self.upscale_factor))
+      h = h + res
+    return h  # [B, s0·T − s0 + 1, s1·H, s2·W, C·s0s1s2 / (upscale_factor·prod)]
+
+
+def _split_keys(key, n):
+  return [None] * n if key is None else list(jax.random.split(key, n))
+
+
+class DownBlock3d(nn.Module):
+  """diffusers' LTXVideoDownBlock3D and LTXVideo095DownBlock3D: resnets, a downsampler, a widening resnet."""
+
+  features: int  # output channels
+  num_layers: int  # resnets at the input width
+  downsample: bool  # spatio_temporal_scale
+  downsample_type: str = "conv"  # conv (stride-2 conv) | spatial | temporal | spatiotemporal
+  ltx_095: bool = False  # 0.9.5 block: the downsampler widens, no conv_out resnet
+  causal: bool = True  # causal time padding
+  eps: float = 1e-6  # shortcut LayerNorm eps
+  dtype: jnp.dtype = jnp.float32  # compute dtype
+  param_dtype: jnp.dtype = jnp.float32  # storage dtype
+
+  @nn.compact
+  def __call__(self, x):  # x [B, T, H, W, C]
+    c_in = x.shape[-1]
+    kw = dict(causal=self.causal, dtype=self.dtype, param_dtype=self.param_dtype)
+    for i in range(self.num_layers):
+      x = ResnetBlock3d(c_in, eps=self.eps, name=f"resnets_{i}", **kw)(x)
+    if self.downsample:
+      if self.downsample_type == "conv":
+        x = CausalConv3d(c_in, 3, strides=2, name="downsamplers_0", **kw)(x)
+      else:
+        stride = {"spatial": (1, 2, 2), "temporal": (2, 1, 1), "spatiotemporal": (2, 2, 2)}[self.downsample_type]
+        x = Downsampler3d(self.features, stride, name="downsamplers_0", **kw)(x)
+    if not self.ltx_095 and c_in != self.features:
+      x = ResnetBlock3d(self.features, eps=self.eps, name="conv_out", **kw)(x)
+    return x
+
+
+class MidBlock3d(nn.Module):
+  """diffusers' LTXVideoMidBlock3d: resnets, optionally timestep-conditioned with their own embedder."""
+
+  num_layers: int  # resnets
+  causal: bool = True  # causal time padding
+  eps: float = 1e-6  # shortcut LayerNorm eps
+  inject_noise: bool = False  # spatial noise in the resnets
+  timestep_conditioning: bool = False  # scale/shift from the timestep
+  dtype: jnp.dtype = jnp.float32  # compute dtype
+  param_dtype: jnp.dtype = jnp.float32  # storage dtype
+
+  @nn.compact
+  def __call__(self, x, t=None, key=None):  # x [B, T, H, W, C], t [B] scaled timestep
+    c = x.shape[-1]
+    temb = None
+    if self.timestep_conditioning:
+      temb = TimestepEmbedder(4 * c, dtype=self.dtype, param_dtype=self.param_dtype, name="time_embedder")(t)
+    for i, k in enumerate(_split_keys(key, self.num_layers)):
+      x = ResnetBlock3d(c, causal=self.causal, eps=self.eps, inject_noise=self.inject_noise,
+                        timestep_conditioning=self.timestep_conditioning, dtype=self.dtype,
+                        param_dtype=self.param_dtype, name=f"resnets_{i}")(x, temb, k)
+    return x
+
+
+class UpBlock3d(nn.Module):
+  """diffusers' LTXVideoUpBlock3d: a narrowing resnet, an upsampler, resnets."""
+
+  in_features: int  # the block's nominal input width (its timestep embedder is 4× this)
+  features: int  # output channels
+  num_layers: int  # resnets at the output width
+  upsample: bool  # spatio_temporal_scale
+  causal: bool = False  # causal time padding
+  eps: float = 1e-6  # shortcut LayerNorm eps
+  inject_noise: bool = False  # spatial noise in the resnets
+  timestep_conditioning: bool = False  # scale/shift from the timestep
+  upsample_residual: bool = False  # residual depth-to-space around the upsampler
+  upscale_factor: int = 1  # channel reduction of the upsampler
+  dtype: jnp.dtype = jnp.float32  # compute dtype
+  param_dtype: jnp.dtype = jnp.float32  # storage dtype
+
+  @nn.compact
+  def __call__(self, x, t=None, key=None):  # x [B, T, H, W, C], t [B] scaled timestep
+    kw = dict(causal=self.causal, dtype=self.dtype, param_dtype=self.param_dtype)
+    keys = _split_keys(key, self.num_layers + 1)
+    if self.in_features != self.features:
+      x = ResnetBlock3d(self.features, eps=self.eps, inject_noise=self.inject_noise, name="conv_in", **kw)(
+        x, None, keys[-1])
+    temb = None
+    if self.timestep_conditioning:
+      temb = TimestepEmbedder(4 * self.in_features, dtype=self.dtype, param_dtype=self.param_dtype,
+                              name="time_embedder")(t)
+    if self.upsample:
+      x = Upsampler3d((2, 2, 2), residual=self.upsample_residual, upscale_factor=self.upscale_factor,
+                      name="upsamplers_0", **kw)(x)
+    for i in range(self.num_layers):
+      x = ResnetBlock3d(self.features, eps=self.eps, inject_noise=self.inject_noise,
+                        timestep_conditioning=self.timestep_conditioning, name=f"resnets_{i}", **kw)(
+        x, temb, keys[i])
+    return x
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoder / decoder
+
+
+def _patchify(x, p: int, pt: int):
+  """[B, T, H, W, C] → [B, T/pt, H/p, W/p, C·pt·p·p], channel index c·pt·p² + t·p² + w·p + h (LTX's order)."""
+  b, t, h, w, c = x.shape
+  x = x.reshape(b, t // pt, pt, h // p, p, w // p, p, c)
+  x = x.transpose(0, 1, 3, 5, 7, 2, 6, 4)
+  return x.reshape(b, t // pt, h // p, w // p, c * pt * p * p)
+
+
+def _unpatchify(x, p: int, pt: int):
+  """Inverse of :func:`_patchify`."""
+  b, t, h, w, c = x.shape
+  x = x.reshape(b, t, h, w, c // (pt * p * p), pt, p, p)  # [..., c, t, w, h]
+  x = x.transpose(0, 1, 5, 2, 7, 3, 6, 4)
+  return x.reshape(b, t * pt, h * p, w * p, c // (pt * p * p))
+
+
+class Encoder3d(nn.Module):
+  """diffusers' LTXVideoEncoder3d: pixels → [mean, shared log-variance] per latent pixel."""
+
+  config: Any  # the VAE config (configs/vae_ltx.py)
+  dtype: jnp.dtype = jnp.float32  # compute dtype
+  param_dtype: jnp.dtype = jnp.float32  # storage dtype
+
+  @nn.compact
+  def __call__(self, x):  # x [B, T, H, W, C] pixels
+    cfg = self.config
+    kw = dict(causal=cfg.encoder_causal, dtype=self.dtype, param_dtype=self.param_dtype)
+    x = _patchify(x.astype(self.dtype), cfg.patch_size, cfg.patch_size_t)
+    channels = tuple(cfg.block_out_channels)
+    ltx_095 = cfg.down_block_types[-1] == "LTXVideo095DownBlock3D"
+    n_blocks = len(channels) - (1 if ltx_095 else 0)
+    out = channels[0]
+    x = CausalConv3d(out, 3, name="conv_in", **kw)(x)
+    for i in range(n_blocks):
+      if ltx_095:
+        out = channels[i + 1]
+      else:
+        out = channels[i + 1] if i + 1 < n_blocks else channels[i]
+      block_type = cfg.down_block_types[i]
+      if block_type not in ("LTXVideoDownBlock3D", "LTXVideo095DownBlock3D"):
+        raise ValueError(f"VAE config: unknown down_block_types[{i}] {block_type!r}")
+      x = DownBlock3d(out, cfg.layers_per_block[i], cfg.spatio_temporal_scaling[i],
+                      downsample_type=cfg.downsample_type[i] if block_type == "LTXVideo095DownBlock3D" else "conv",
+                      ltx_095=block_type == "LTXVideo095DownBlock3D", eps=cfg.resnet_norm_eps,
+                      name=f"down_blocks_{i}", **kw)(x)
+    x = MidBlock3d(cfg.layers_per_block[-1], eps=cfg.resnet_norm_eps, name="mid_block", **kw)(x)
+    x = nn.silu(_pixel_norm(x))
+    x = CausalConv3d(cfg.latent_channels + 1, 3, name="conv_out", **kw)(x)
+    return x  # [B, t, h, w, latent + 1]: latent means, then one log-variance
+
+
+class Decoder3d(nn.Module):
+  """diffusers' LTXVideoDecoder3d: latents (+ timestep) → pixels."""
+
+  config: Any  # the VAE config (configs/vae_ltx.py)
+  dtype: jnp.dtype = jnp.float32  # compute dtype
+  param_dtype: jnp.dtype = jnp.float32  # storage dtype
+
+  @nn.compact
+  def __call__(self, z, t=None, key=None):  # z [B, t, h, w, latent], t [B] decode timestep
+    cfg = self.config
+    kw = dict(causal=cfg.decoder_causal, dtype=self.dtype, param_dtype=self.param_dtype)
+    channels = tuple(reversed(cfg.decoder_block_out_channels))
+    scaling = tuple(reversed(cfg.decoder_spatio_temporal_scaling))
+    layers = tuple(reversed(cfg.decoder_layers_per_block))
+    noise = tuple(reversed(cfg.decoder_inject_noise))
+    residual = tuple(reversed(cfg.upsample_residual))
+    factor = tuple(reversed(cfg.upsample_factor))
+    cond = cfg.timestep_conditioning
+    keys = _split_keys(key, len(channels) + 1)
+    out = channels[0]
+    x = CausalConv3d(out, 3, name="conv_in", **kw)(z.astype(self.dtype))
+    if cond:
+      if t is None:
+        raise ValueError("VAE decode: this decoder is timestep-conditioned (0.9.1+); pass a timestep "
+                         "(LTX decodes at decode_timestep, e.g. 0.05)")
+      multiplier = self.param("timestep_scale_multiplier", nn.initializers.constant(1000.0), (), self.param_dtype)
+      t = jnp.broadcast_to(jnp.asarray(t, jnp.float32).reshape(-1), (z.shape[0],)) * multiplier
+    x = MidBlock3d(layers[0], eps=cfg.resnet_norm_eps, inject_noise=noise[0], timestep_conditioning=cond,
+                   name="mid_block", **kw)(x, t, keys[0])
+    for i in range(len(channels)):
+      c_in = out // factor[i]
+      out = channels[i] // factor[i]
+      if cond and c_in != out:
+        raise ValueError(f"VAE config: decoder up block {i} changes width ({c_in} → {out}) with "
+                         "timestep_conditioning, which diffusers' LTXVideoUpBlock3d cannot run either")
+      x = UpBlock3d(c_in, out, layers[i + 1], scaling[i], eps=cfg.resnet_norm_eps, inject_noise=noise[i + 1],
+                    timestep_conditioning=cond, upsample_residual=residual[i], upscale_factor=factor[i],
+                    name=f"up_blocks_{i}", **kw)(x, t, keys[i + 1])
+    x = _pixel_norm(x)
+    if cond:
+      temb = TimestepEmbedder(2 * out, dtype=self.dtype, param_dtype=self.param_dtype, name="time_embedder")(t)
+      table = self.param("scale_shift_table", lambda k, s, d: jax.random.normal(k, s, d) / out ** 0.5, (2, out),
+                         self.param_dtype)
+      mod = temb.reshape(-1, 2, out).astype(jnp.float32) + table.astype(jnp.float32)[None]
+      shift, scale = mod[:, 0, None, None, None], mod[:, 1, None, None, None]  # [B, 1, 1, 1, C]
+      x = (x * (1 + scale) + shift).astype(self.dtype)
+    x = nn.silu(x)
+    p, pt = cfg.patch_size, cfg.patch_size_t
+    x = CausalConv3d(cfg.out_channels * p * p * pt, 3, name="conv_out", **kw)(x)
+    return _unpatchify(x, p, pt)  # [B, T, H, W, out_channels]
+
+
+# ----------------------------------------------------------------------------------------------
+# The autoencoder
+
+
+def compression_ratios(config) -> tuple[int, int]:
+  """(spatial, temporal) pixels per latent, as diffusers computes them."""
+  n = sum(bool(s) for s in config.spatio_temporal_scaling)
+  spatial = config.spatial_compression_ratio or config.patch_size * 2 ** n
+  temporal = config.temporal_compression_ratio or config.patch_size_t * 2 ** n
+  return int(spatial), int(temporal)
+
+
+def check_video_shape(shape, config, what: str = "VAE encode") -> None:
+  """Raise one ValueError unless ``shape`` [B, T, H, W, C] has T = 1 + kt·k and H, W multiples of ks."""
+  if len(shape) != 5:
+    raise ValueError(f"{what}: expected a video [B, T, H, W, C], got shape {tuple(shape)}")
+  _, t, h, w, c = shape
+  ks, kt = compression_ratios(config)
+  problems = []
+  if c != config.in_channels:
+    problems.append(f"C={c} must be {config.in_channels}")
+  if t < 1 or (t - 1) % kt:
+    lo = max(1, 1 + (t - 1) // kt * kt)
+    problems.append(f"T={t} must be 1 + {kt}k (nearest: {lo} or {lo + kt})")
+  for name, n in (("H", h), ("W", w)):
+    if n < ks or n % ks:
+      lo = max(ks, n // ks * ks)
+      problems.append(f"{name}={n} must be a multiple of {ks} (nearest: {lo}" + (f" or {lo + ks})" if lo < n else ")"))
+  if problems:
+    raise ValueError(f"{what}: video shape {tuple(shape)} does not fit the VAE: " + "; ".join(problems))
+
+
+class AutoencoderKLLTXVideo(nn.Module):
+  """diffusers' AutoencoderKLLTXVideo, channels-last. ``config``: configs/vae_ltx.py (diffusers' keys)."""
+
+  config: Any  # ConfigDict / dict with diffusers' AutoencoderKLLTXVideo config keys
+  dtype: jnp.dtype = jnp.float32  # compute dtype (norms stay float32)
+  param_dtype: jnp.dtype = jnp.float32  # storage dtype
+
+  @classmethod
+  def from_config(cls, config: Mapping) -> "AutoencoderKLLTXVideo":
+    """Build from a configs/vae_ltx.py ConfigDict or a diffusers config.json dict."""
+    cfg = make_config(config)
+    return cls(cfg, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
+
+  def setup(self):
+    c = self.config.latent_channels
+    self.encoder = Encoder3d(self.config, self.dtype, self.param_dtype)
+    self.decoder = Decoder3d(self.config, self.dtype, self.param_dtype)
+    # diffusers buffers (checkpoint statistics, not trained): a separate "buffers" collection
+    self._latents_mean = self.variable("buffers", "latents_mean", jnp.zeros, (c,), jnp.float32)
+    self._latents_std = self.variable("buffers", "latents_std", jnp.ones, (c,), jnp.float32)
+
+  def __call__(self, x, timestep=None, *, key=None):
+    """Encode, take the mode, decode (used for init: creates every parameter)."""
+    return self.decode(self.encode(x).mode(), timestep if timestep is not None else jnp.zeros((x.shape[0],)),
+                       key=key)
+
+  def encode(self, x) -> DiagonalGaussian:
+    """x [B, T, H, W, C] pixels in [-1, 1], T = 1 + 8k, H, W multiples of 32 → posterior over latents."""
+    check_video_shape(x.shape, self.config)
+    h = self.encoder(x).astype(jnp.float32)
+    c = self.config.latent_channels
+    mean = h[..., :c]
+    logvar = jnp.clip(jnp.broadcast_to(h[..., c:c + 1], mean.shape), -30.0, 20.0)
+    return DiagonalGaussian(mean, logvar)
+
+  def decode(self, z, timestep=None, *, key=None):
+    """z [B, t, h, w, C] raw (un-normalised) latents → pixels [B, 1 + 8(t−1), 32h, 32w, 3].
+
+    ``timestep`` (scalar or [B]) is required by timestep-conditioned decoders (0.9.1+) and ignored
+    otherwise. ``key`` drives the decoder's noise injection (0.9.1); None injects no noise.
+    """
+    if z.ndim != 5 or z.shape[-1] != self.config.latent_channels:
+      raise ValueError(f"VAE decode: expected latents [B, t, h, w, {self.config.latent_channels}], got {z.shape}")
+    if not self.config.timestep_conditioning:
+      timestep = None
+    return self.decoder(z, timestep, key)
+
+  def normalize_latents(self, z):
+    """(z − mean) · scaling_factor / std per channel: what the diffusion model sees."""
+    return (z - self._latents_mean.value) * self.config.scaling_factor / self._latents_std.value
+
+  def denormalize_latents(self, z):
+    return z * self._latents_std.value / self.config.scaling_factor + self._latents_mean.value
+
+  def decode_latents(self, z, decode_timestep: float = 0.0, decode_noise_scale: float | None = None, *, key=None):
+    """Decode normalised latents as the LTX pipeline does.
+
+    Denormalise; for a timestep-conditioned decoder mix in noise, z ← (1 − s)·z + s·ε with
+    s = ``decode_noise_scale`` (default: ``decode_timestep``), and decode at ``decode_timestep``.
+    ``key`` (needed when s > 0) draws ε and the decoder's injected noise.
+    """
+    z = self.denormalize_latents(z)
+    timestep = None
+    if self.config.timestep_conditioning:
+      s = decode_timestep if decode_noise_scale is None else decode_noise_scale
+      if key is not None:
+        key, sub = jax.random.split(key)
+        s = jnp.asarray(s, jnp.float32).reshape(-1, 1, 1, 1, 1)
+        z = (1 - s) * z + s * jax.random.normal(sub, z.shape, z.dtype)
+      elif not (isinstance(s, (int, float)) and s == 0):
+        raise ValueError("VAE decode_latents: a decode noise scale other than 0 needs a key to draw the noise")
+      timestep = jnp.broadcast_to(jnp.asarray(decode_timestep, jnp.float32).reshape(-1), (z.shape[0],))
+    return self.decode(z, timestep, key=key)
+
+
+# ----------------------------------------------------------------------------------------------
+# Config handling
+
+
+_CONFIG_KEYS = (
+  "in_channels", "out_channels", "latent_channels", "block_out_channels", "down_block_types",
+  "decoder_block_out_channels", "layers_per_block", "decoder_layers_per_block", "spatio_temporal_scaling",
+  "decoder_spatio_temporal_scaling", "decoder_inject_noise", "downsample_type", "upsample_residual",
+  "upsample_factor", "timestep_conditioning", "patch_size", "patch_size_t", "resnet_norm_eps", "scaling_factor",
+  "encoder_causal", "decoder_causal", "spatial_compression_ratio", "temporal_compression_ratio")
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEConfig:
+  """Hashable, immutable VAE config (diffusers' keys), so the module can be a jit static argument."""
+
+  in_channels: int = 3
+  out_channels: int = 3
+  latent_channels: int = 128
+  block_out_channels: tuple = (128, 256, 512, 512)
+  down_block_types: tuple = ("LTXVideoDownBlock3D",) * 4
+  decoder_block_out_channels: tuple = (128, 256, 512, 512)
+  layers_per_block: tuple = (4, 3, 3, 3, 4)
+  decoder_layers_per_block: tuple = (4, 3, 3, 3, 4)
+  spatio_temporal_scaling: tuple = (True, True, True, False)
+  decoder_spatio_temporal_scaling: tuple = (True, True, True, False)
+  decoder_inject_noise: tuple = (False, False, False, False, False)
+  downsample_type: tuple = ("conv", "conv", "conv", "conv")
+  upsample_residual: tuple = (False, False, False, False)
+  upsample_factor: tuple = (1, 1, 1, 1)
+  timestep_conditioning: bool = False
+  patch_size: int = 4
+  patch_size_t: int = 1
+  resnet_norm_eps: float = 1e-6
+  scaling_factor: float = 1.0
+  encoder_causal: bool = True
+  decoder_causal: bool = False
+  spatial_compression_ratio: int | None = None
+  temporal_compression_ratio: int | None = None
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+
+  def to_diffusers(self) -> dict:
+    """The diffusers config.json dict (lists, no read_jax-only keys)."""
+    out = {"_class_name": "AutoencoderKLLTXVideo"}
+    for k in _CONFIG_KEYS:
+      v = getattr(self, k)
+      out[k] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def make_config(config: Mapping) -> VAEConfig:
+  """A VAEConfig from a configs/vae_ltx.py ConfigDict or a diffusers config.json dict; unknown keys are errors."""
+  if isinstance(config, VAEConfig):
+    return config
+  items = dict(config.items() if hasattr(config, "items") else config)
+  fields = {f.name for f in dataclasses.fields(VAEConfig)}
+  unknown = sorted(k for k in items if k not in fields and not k.startswith("_"))
+  if unknown:
+    raise ValueError(f"VAE config: unknown keys {unknown} (known: {sorted(fields)})")
+  kw = {k: tuple(v) if isinstance(v, list | tuple) else v for k, v in items.items() if k in fields}
+  cfg = VAEConfig(**kw)
+  n_enc = len(cfg.block_out_channels) - (1 if cfg.down_block_types[-1] == "LTXVideo095DownBlock3D" else 0)
+  n_dec = len(cfg.decoder_block_out_channels)
+  for name, n in (("layers_per_block", n_enc + 1), ("decoder_layers_per_block", n_dec + 1),
+                  ("decoder_inject_noise", n_dec + 1)):
+    if len(getattr(cfg, name)) < n:
+      raise ValueError(f"VAE config: {name} has {len(getattr(cfg, name))} entries, needs {n}")
+  for name, n in (("spatio_temporal_scaling", n_enc), ("down_block_types", n_enc), ("downsample_type", n_enc),
+                  ("decoder_spatio_temporal_scaling", n_dec), ("upsample_residual", n_dec), ("upsample_factor", n_dec)):
+    if len(getattr(cfg, name)) < n:
+      raise ValueError(f"VAE config: {name} has {len(getattr(cfg, name))} entries, needs {n}")
+  return cfg
+
+
+# ----------------------------------------------------------------------------------------------
+# Tiled decoding
+
+
+def _tile_starts(n: int, tile: int, overlap: int, what: str) -> list[int]:
+  """Starts of equal tiles of ``tile`` covering [0, n), consecutive ones overlapping by ≥ ``overlap``."""
+  if tile >= n:
+    return [0]
+  if not 0 <= overlap < tile:
+    raise ValueError(f"tiled_decode: {what} overlap {overlap} must be in [0, tile size {tile})")
+  starts = list(range(0, n - tile + 1, tile - overlap))
+  if starts[-1] != n - tile:
+    starts.append(n - tile)  # the last tile is shifted back so every tile has one shape (one compile)
+  return starts
+
+
+def _blend_weights(ranges: list[tuple[int, int]], j: int) -> np.ndarray:
+  """Weights of tile j over its own pixel range [a, b): linear ramps across the overlaps with its neighbours,
+  so that two overlapping tiles cross-fade and the weights of all tiles sum to 1 after normalisation."""
+  a, b = ranges[j]
+  w = np.ones(b - a, np.float32)
+  idx = np.arange(a, b)
+  if j > 0 and ranges[j - 1][1] > a:  # overlap with the previous tile: [a, prev_end)
+    n = ranges[j - 1][1] - a
+    w = np.minimum(w, (idx - a + 1) / (n + 1))
+  if j + 1 < len(ranges) and ranges[j + 1][0] < b:  # overlap with the next tile: [next_start, b)
+    n = b - ranges[j + 1][0]
+    w = np.minimum(w, (b - idx) / (n + 1))
+  return w.astype(np.float32)
+
+
+def _decode_apply(variables, z, timestep, key, *, module):
+  return module.apply(variables, z, timestep, key=key, method=module.decode)
+
+
+_decode_jit = jax.jit(_decode_apply, static_argnames=("module",))
+
+
+def tiled_decode(module: AutoencoderKLLTXVideo, variables, z, timestep=None, *, key=None, tile_frames: int = 8,
+                 overlap_frames: int = 2, tile_hw: int | tuple[int, int] | None = None,
+                 overlap_hw: int | tuple[int, int] = 4, out: np.ndarray | None = None) -> np.ndarray:
+  """Decode raw latents ``z`` [B, t, h, w, C] tile by tile, with bounded memory whatever t is.
+
+  Tiles are ``tile_frames`` latent frames long (and ``tile_hw`` latent pixels square, if given),
+  consecutive tiles overlapping by at least ``overlap_frames`` / ``overlap_hw``; all tiles have one
+  shape, so the jitted decoder compiles once. A tile starting at latent frame s decodes to pixel
+  frames 8s … 8(s + n − 1): the decoder treats its first latent like the video's first one, which
+  yields one frame, the last of that latent's 8. Overlaps are cross-faded linearly, in time and
+  space, so seams do not show. Output is written into ``out`` (e.g. a np.memmap) if given.
+
+  Returns the video as a float32 numpy array [B, 1 + 8(t − 1), 32h, 32w, 3].
+  """
+  cfg = module.config
+  ks, kt = compression_ratios(cfg)
+  b, t, h, w, _ = z.shape
+  if tile_hw is None:
+    tile_hw = (h, w)
+  th, tw = (tile_hw, tile_hw) if isinstance(tile_hw, int) else tuple(tile_hw)
+  oh, ow = (overlap_hw, overlap_hw) if isinstance(overlap_hw, int) else tuple(overlap_hw)
+  th, tw = min(th, h), min(tw, w)
+  nt = min(tile_frames, t)
+  t_starts = _tile_starts(t, nt, overlap_frames, "time")
+  y_starts = _tile_starts(h, th, oh, "height")
+  x_starts = _tile_starts(w, tw, ow, "width")
+  # pixel ranges [a, b) of each tile along each axis
+  t_ranges = [(kt * s, kt * (s + nt - 1) + 1) for s in t_starts]
+  y_ranges = [(ks * s, ks * (s + th)) for s in y_starts]
+  x_ranges = [(ks * s, ks * (s + tw)) for s in x_starts]
+  wt = [_blend_weights(t_ranges, j) for j in range(len(t_ranges))]
+  wy = [_blend_weights(y_ranges, j) for j in range(len(y_ranges))]
+  wx = [_blend_weights(x_ranges, j) for j in range(len(x_ranges))]
+  shape = (b, kt * (t - 1) + 1, ks * h, ks * w, cfg.out_channels)
+  if out is None:
+    out = np.zeros(shape, np.float32)
+  elif tuple(out.shape) != shape:
+    raise ValueError(f"tiled_decode: out has shape {tuple(out.shape)}, expected {shape}")
+  else:
+    out[...] = 0
+  norm_t, norm_y, norm_x = np.zeros(shape[1], np.float32), np.zeros(shape[2], np.float32), np.zeros(shape[3],
+                                                                                                       np.float32)
+  for j, (a, e) in enumerate(t_ranges):
+    norm_t[a:e] += wt[j]
+  for j, (a, e) in enumerate(y_ranges):
+    norm_y[a:e] += wy[j]
+  for j, (a, e) in enumerate(x_ranges):
+    norm_x[a:e] += wx[j]
+  if timestep is not None:
+    timestep = jnp.broadcast_to(jnp.asarray(timestep, jnp.float32).reshape(-1), (b,))
+  n_tile = 0
+  for jt, s in enumerate(t_starts):
+    for jy, y0 in enumerate(y_starts):
+      for jx, x0 in enumerate(x_starts):
+        tile_key = None if key is None else jax.random.fold_in(key, n_tile)
+        n_tile += 1
+        tile = _decode_jit(variables, jnp.asarray(z[:, s:s + nt, y0:y0 + th, x0:x0 + tw]), timestep, tile_key,
+                           module=module)
+        weight = wt[jt][:, None, None, None] * wy[jy][None, :, None, None] * wx[jx][None, None, :, None]
+        (a, e), (ya, ye), (xa, xe) = t_ranges[jt], y_ranges[jy], x_ranges[jx]
+        out[:, a:e, ya:ye, xa:xe] += np.asarray(tile, np.float32) * weight
+  out /= (norm_t[:, None, None, None] * norm_y[None, :, None, None] * norm_x[None, None, :, None])
+  return out
