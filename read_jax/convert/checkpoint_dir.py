@@ -1,0 +1,200 @@
+"""Building a read_jax checkpoint directory from pretrained weights, and reading it as training init.
+
+  import_ltx(ltx_path, out_dir)        vae/ + a2v_dit/ from LTX-Video (diffusers pipeline directory or an
+                                       original single .safetensors file); the audio attention is new, zero output
+  import_whisper(whisper_dir, out_dir) whisper/ from a transformers Whisper directory (encoder only)
+  init_speech_ae(out_dir, config)      speech_ae/ randomly initialised — only on request (it has no pretrained
+                                       source: stage 1 trains it)
+  set_prompt(prompt_file, out_dir)     prompt.safetensors (from scripts/encode_prompt.py), width checked
+  check_complete(ckpt_dir)             one error naming every missing part and the command that provides it
+  stage_params(ckpt_dir, stage)        the param tree a training stage starts from (``config.init_checkpoint``)
+
+Each function adds or replaces its own part and leaves the others alone, so the parts can come from
+different sources; every write checks the part against the ones already there (SpeechAE latent width =
+A2V-DiT audio width, SpeechAE feature width = Whisper width, prompt width = caption width).
+Directory layout: :mod:`read_jax.pipeline`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+
+from read_jax.convert import native
+from read_jax.convert._io import CheckpointError, read_safetensors
+
+PARTS = {  # part → how to provide it
+  "vae": "scripts/convert.py import-ltx",
+  "a2v_dit": "scripts/convert.py import-ltx",
+  "whisper": "scripts/convert.py import-whisper",
+  "speech_ae": "a stage-1 training run, or scripts/convert.py import-ltx --init-speech-ae CONFIG (random)",
+}
+PROMPT_FILE = "prompt.safetensors"
+STAGE_PARTS = {"speechae": ("speech_ae",), "a2v_dit": ("a2v_dit", "speech_ae")}
+
+
+def is_checkpoint_dir(path: str) -> bool:
+  """True for a read_jax checkpoint directory (it holds at least one of the parts)."""
+  return os.path.isdir(path) and any(os.path.isdir(os.path.join(path, p)) for p in PARTS)
+
+
+def _model_config(config) -> dict | None:
+  """A2V-DiT fields from a config name ("a2v_dit:tiny"), a ConfigDict/dict with or without ``model``, or None."""
+  if config is None:
+    return None
+  if isinstance(config, str):
+    from read_jax.config import load_config
+    config = load_config(config)
+  if "model" in config:
+    config = config["model"]
+  return dict(config)
+
+
+def _native_fields(module) -> dict:
+  import dataclasses
+  return {f.name: getattr(module, f.name) for f in dataclasses.fields(module)
+          if f.name not in ("parent", "name", "dtype", "param_dtype")}
+
+
+def _part_config(ckpt_dir: str, part: str) -> dict | None:
+  path = os.path.join(ckpt_dir, part, "config.json")
+  if not os.path.isfile(path):
+    return None
+  with open(path) as fh:
+    meta = json.load(fh)
+  return meta.get("config", meta)
+
+
+def _check_consistent(ckpt_dir: str, **pending) -> None:
+  """Widths that must agree between the parts present; ``pending``: part → config about to be written
+  (checked before anything is written, so a refused part leaves the directory as it was)."""
+  sae, dit, whisper = (pending[p] if p in pending else _part_config(ckpt_dir, p)
+                       for p in ("speech_ae", "a2v_dit", "whisper"))
+  problems = []
+  if sae and dit and (sae["latent_dim"], sae["latent_tokens"]) != (dit["audio_dim"], dit["audio_tokens"]):
+    problems.append(f"speech_ae latent [{sae['latent_tokens']}, {sae['latent_dim']}] vs a2v_dit audio "
+                    f"[{dit['audio_tokens']}, {dit['audio_dim']}] (audio_tokens, audio_dim)")
+  if sae and whisper and sae["feature_dim"] != whisper["d_model"]:
+    problems.append(f"speech_ae feature_dim {sae['feature_dim']} vs whisper d_model {whisper['d_model']}")
+  prompt = pending.get("prompt", os.path.join(ckpt_dir, PROMPT_FILE))
+  if dit and os.path.isfile(prompt):
+    width = read_safetensors(prompt)["prompt_embeds"].shape[-1]
+    if width != dit["caption_channels"]:
+      problems.append(f"{PROMPT_FILE} width {width} vs a2v_dit caption_channels {dit['caption_channels']}")
+  if problems:
+    raise CheckpointError(f"{ckpt_dir}: parts do not fit together: " + "; ".join(problems))
+
+
+def _replace_dir(tmp: str, final: str) -> None:
+  if os.path.isdir(final):
+    shutil.rmtree(final)
+  os.replace(tmp, final)
+
+
+def import_ltx(ltx_path: str, out_dir: str, *, config=None, num_layers: int | None = None, seed: int = 0) -> None:
+  """vae/ and a2v_dit/ of ``out_dir`` from LTX-Video weights.
+
+  ltx_path: a diffusers LTX-Video pipeline directory (``transformer/`` and ``vae/`` inside) or an original
+    single-file checkpoint (``ltx-video-2b-v0.9*.safetensors``, transformer and VAE in one file).
+  config: the A2V-DiT architecture (e.g. "a2v_dit", "a2v_dit:tiny" or a ConfigDict); None: the checkpoint's,
+    with read_jax's defaults for the audio fields. num_layers: keep the first N blocks (the paper: 24 of 28).
+  seed: PRNG seed of the new audio cross-attention (its output projection is zero: the model computes LTX).
+  """
+  from read_jax.convert.ltx_transformer import load_transformer
+  from read_jax.convert.vae import export_vae, load_vae
+  if os.path.isdir(ltx_path):
+    transformer, vae = os.path.join(ltx_path, "transformer"), os.path.join(ltx_path, "vae")
+    missing = [d for d in (transformer, vae) if not os.path.isdir(d)]
+    if missing:
+      raise CheckpointError(f"--ltx {ltx_path}: a diffusers LTX-Video directory needs transformer/ and vae/; "
+                            f"missing {', '.join(os.path.basename(m) + '/' for m in missing)}")
+  elif os.path.isfile(ltx_path) and ltx_path.endswith(".safetensors"):
+    transformer = vae = ltx_path
+  else:
+    raise CheckpointError(f"--ltx {ltx_path}: expected a diffusers LTX-Video directory (transformer/, vae/) or an "
+                          "original single .safetensors file")
+  os.makedirs(out_dir, exist_ok=True)
+  model, params = load_transformer(transformer, _model_config(config), num_layers, key=jax.random.key(seed))
+  vae_module, vae_variables = load_vae(vae)
+  fields = native._plain(_native_fields(model))
+  _check_consistent(out_dir, a2v_dit=fields)
+  tmp = os.path.join(out_dir, "a2v_dit.tmp")
+  native.save_module(tmp, "a2v_dit", fields, params)
+  _replace_dir(tmp, os.path.join(out_dir, "a2v_dit"))
+  export_vae(vae_module, jax.tree.map(np.asarray, vae_variables), os.path.join(out_dir, "vae"))
+
+
+def import_whisper(whisper_dir: str, out_dir: str) -> None:
+  """whisper/ of ``out_dir`` from a transformers Whisper directory (any Whisper class; the encoder is kept)."""
+  from read_jax.convert.whisper import export_whisper_encoder, load_whisper_encoder
+  encoder, params = load_whisper_encoder(whisper_dir)
+  _check_consistent(out_dir, whisper={"d_model": encoder.d_model})
+  os.makedirs(out_dir, exist_ok=True)
+  export_whisper_encoder(encoder, jax.tree.map(np.asarray, params), os.path.join(out_dir, "whisper"))
+
+
+def init_speech_ae(out_dir: str, config="speechae", *, seed: int = 0) -> None:
+  """speech_ae/ of ``out_dir`` randomly initialised from a SpeechAE config (only when the user asks)."""
+  import jax.numpy as jnp
+  from read_jax.models.speech_ae import SpeechAE
+  if isinstance(config, str):
+    from read_jax.config import load_config
+    config = load_config(config)
+  fields = dict(config["model"] if "model" in config else config)
+  _check_consistent(out_dir, speech_ae=fields)
+  model = SpeechAE(**fields)
+  s = jnp.zeros((1, 1, model.window, model.feature_dim), jnp.float32)
+  params = jax.tree.map(np.asarray, jax.jit(model.init)(jax.random.key(seed), s)["params"])
+  os.makedirs(out_dir, exist_ok=True)
+  native.save_module(os.path.join(out_dir, "speech_ae"), "speech_ae", fields, params)
+
+
+def set_prompt(prompt_file: str, out_dir: str) -> None:
+  """Copy a prompt embedding file (``prompt_embeds`` [L, C], ``prompt_attention_mask`` [L]) into ``out_dir``."""
+  if not os.path.isfile(prompt_file):
+    raise CheckpointError(f"--prompt {prompt_file}: no such file")
+  tensors = read_safetensors(prompt_file)
+  if "prompt_embeds" not in tensors:
+    raise CheckpointError(f"--prompt {prompt_file}: no 'prompt_embeds' tensor (has {sorted(tensors)})")
+  _check_consistent(out_dir, prompt=prompt_file)
+  os.makedirs(out_dir, exist_ok=True)
+  shutil.copyfile(prompt_file, os.path.join(out_dir, PROMPT_FILE))
+
+
+def check_complete(ckpt_dir: str) -> None:
+  """Raise one CheckpointError naming every part ``ReadPipeline.from_pretrained`` needs and does not find."""
+  missing = [p for p in PARTS if not os.path.isdir(os.path.join(ckpt_dir, p))]
+  if missing:
+    raise CheckpointError(f"{ckpt_dir}: missing " + "; ".join(f"{p}/ (from {PARTS[p]})" for p in missing))
+  _check_consistent(ckpt_dir)
+
+
+def stage_params(ckpt_dir: str, stage_name: str, expected=None):
+  """The param tree a training stage starts from, read from a read_jax checkpoint directory.
+
+  stage "speechae": the SpeechAE params; stage "a2v_dit": ``{"dit": A2V-DiT params, "speech_ae": SpeechAE params}``.
+  ``expected`` (the stage's params as arrays or ShapeDtypeStructs, e.g. ``jax.eval_shape(stage.init, ...)``)
+  checks every key and shape and casts to its dtypes.
+  """
+  if stage_name not in STAGE_PARTS:
+    raise ValueError(f"stage {stage_name!r}: a checkpoint directory initialises only {sorted(STAGE_PARTS)}")
+  if not os.path.isdir(ckpt_dir):
+    raise CheckpointError(f"init checkpoint {ckpt_dir}: no such directory")
+  parts = STAGE_PARTS[stage_name]
+  missing = [p for p in parts if not os.path.isdir(os.path.join(ckpt_dir, p))]
+  if missing:
+    raise CheckpointError(f"init checkpoint {ckpt_dir}: stage {stage_name!r} needs "
+                          + ", ".join(f"{p}/ (from {PARTS[p]})" for p in missing))
+  if stage_name == "speechae":
+    tree = native.load_module(os.path.join(ckpt_dir, "speech_ae"), "speech_ae", expected)[1]
+  else:
+    sub = lambda k: None if expected is None else expected[k]  # noqa: E731
+    tree = {"dit": native.load_module(os.path.join(ckpt_dir, "a2v_dit"), "a2v_dit", sub("dit"))[1],
+            "speech_ae": native.load_module(os.path.join(ckpt_dir, "speech_ae"), "speech_ae", sub("speech_ae"))[1]}
+  if expected is not None:
+    tree = jax.tree.map(lambda a, s: np.asarray(a, s.dtype), tree, expected)
+  return tree

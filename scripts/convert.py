@@ -1,0 +1,79 @@
+#!/usr/bin/env python
+"""Move checkpoints between read_jax and PyTorch, and build a read_jax checkpoint from pretrained weights.
+
+  python scripts/convert.py export-torch   --ckpt DIR --out TORCH_DIR
+  python scripts/convert.py import-torch   --torch TORCH_DIR --out DIR
+  python scripts/convert.py import-ltx     --ltx LTX_DIR_OR_FILE --out DIR [--config a2v_dit] [--num-layers 24]
+                                           [--prompt prompt.safetensors] [--init-speech-ae speechae] [--seed 0]
+  python scripts/convert.py import-whisper --whisper WHISPER_DIR --out DIR
+
+The PyTorch directory layout is described in read_jax/convert/torch_export.py and docs/pytorch.md.
+Bad input gives one error line and exit code 2.
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/ for --config
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = p.add_subparsers(dest="command", required=True)
+  e = sub.add_parser("export-torch", help="read_jax checkpoint directory → PyTorch directory")
+  e.add_argument("--ckpt", required=True, help="read_jax checkpoint directory")
+  e.add_argument("--out", required=True, help="output PyTorch directory")
+  i = sub.add_parser("import-torch", help="PyTorch directory (from export-torch) → read_jax checkpoint directory")
+  i.add_argument("--torch", required=True, help="PyTorch directory")
+  i.add_argument("--out", required=True, help="output read_jax checkpoint directory")
+  l = sub.add_parser("import-ltx", help="LTX-Video weights → vae/ and a2v_dit/ of a read_jax checkpoint directory")
+  l.add_argument("--ltx", required=True, help="diffusers LTX-Video directory or original single .safetensors file")
+  l.add_argument("--out", required=True, help="read_jax checkpoint directory (created or updated)")
+  l.add_argument("--config", default=None, help="A2V-DiT config, e.g. a2v_dit or a2v_dit:tiny (default: the checkpoint's)")
+  l.add_argument("--num-layers", type=int, default=None, help="keep the first N transformer blocks (paper: 24)")
+  l.add_argument("--prompt", default=None, help="prompt embedding file from scripts/encode_prompt.py")
+  l.add_argument("--init-speech-ae", default=None, metavar="CONFIG",
+                 help="also write a RANDOMLY initialised speech_ae/ from this config (e.g. speechae)")
+  l.add_argument("--seed", type=int, default=0, help="seed of the new audio attention (and --init-speech-ae)")
+  w = sub.add_parser("import-whisper", help="transformers Whisper directory → whisper/ of a read_jax checkpoint")
+  w.add_argument("--whisper", required=True, help="transformers Whisper directory (config.json + safetensors)")
+  w.add_argument("--out", required=True, help="read_jax checkpoint directory (created or updated)")
+  args = p.parse_args(argv)
+
+  from read_jax.convert import checkpoint_dir, torch_export
+  from read_jax.convert._io import CheckpointError
+  try:
+    if args.command == "export-torch":
+      parts = torch_export.export_torch(args.ckpt, args.out)
+      print(f"wrote {', '.join(parts)} to {args.out}")
+    elif args.command == "import-torch":
+      parts = torch_export.import_torch(args.torch, args.out)
+      print(f"wrote {', '.join(parts)} to {args.out}")
+    elif args.command == "import-ltx":
+      checkpoint_dir.import_ltx(args.ltx, args.out, config=args.config, num_layers=args.num_layers, seed=args.seed)
+      if args.prompt:
+        checkpoint_dir.set_prompt(args.prompt, args.out)
+      if args.init_speech_ae:
+        checkpoint_dir.init_speech_ae(args.out, args.init_speech_ae, seed=args.seed)
+      _report(checkpoint_dir, args.out)
+    else:
+      checkpoint_dir.import_whisper(args.whisper, args.out)
+      _report(checkpoint_dir, args.out)
+  except (CheckpointError, FileNotFoundError, ValueError) as err:
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+  return 0
+
+
+def _report(checkpoint_dir, out: str) -> None:
+  from read_jax.convert._io import CheckpointError
+  try:
+    checkpoint_dir.check_complete(out)
+    print(f"{out}: complete read_jax checkpoint directory")
+  except CheckpointError as err:
+    print(f"{out}: written; not complete yet: {err}")
+
+
+if __name__ == "__main__":
+  sys.exit(main())
