@@ -29,3 +29,30 @@ def write_speech_shards(directory, config, *, train_clips=48, val_clips=16, clip
     records.write_shards(({"speech": speech_like(rng, clip_frames, m.window, m.feature_dim, proj)} for _ in range(n)),
                          f"{directory}/{split}", examples_per_shard=max(1, n // 3))
   return f"{directory}/train-*.array_record", f"{directory}/val-*.array_record"
+
+
+def write_stage2_shards(directory, config, *, train_clips=32, val_clips=8, seed=0):
+  """Stage-2 clips for ``config`` (configs/a2v_dit.py): latents [1+f, h, w, C] and speech [1+8(f−1), Hw, DA].
+
+  Learnable structure: each clip has an identity (a fixed latent pattern, also its reference frame)
+  plus per-frame motion driven by its speech features through a fixed random map, so both the
+  reference and the speech condition carry information about the target.
+  """
+  d, m, s = config.data, config.model, config.speech_ae
+  rng = np.random.default_rng(seed)
+  f, h, w, c = d.latent_frames, d.latent_height, d.latent_width, m.in_channels
+  num_video = 1 + 8 * (f - 1)
+  proj = rng.normal(size=(4, s.feature_dim)).astype(np.float32) / 2
+  to_latent = rng.normal(size=(s.window * s.feature_dim, c)).astype(np.float32) / np.sqrt(s.window * s.feature_dim)
+
+  def clip():
+    speech = speech_like(rng, num_video, s.window, s.feature_dim, proj).astype(np.float32)  # [F, Hw, DA]
+    identity = rng.normal(size=(1, h, w, c)).astype(np.float32)
+    per_latent = speech[::8].reshape(f, -1) @ to_latent  # [f, C]: latent k ← video frame 8k
+    motion = 0.5 * per_latent[:, None, None, :]
+    latents = np.concatenate([identity, identity + motion], axis=0)  # [1 + f, h, w, C]
+    return {"latents": latents.astype(np.float16), "speech": speech.astype(np.float16)}
+
+  for split, n in (("train", train_clips), ("val", val_clips)):
+    records.write_shards((clip() for _ in range(n)), f"{directory}/{split}", examples_per_shard=max(1, n // 2))
+  return f"{directory}/train-*.array_record", f"{directory}/val-*.array_record"

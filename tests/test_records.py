@@ -59,6 +59,18 @@ def test_process_sharding_shuffle_and_epochs(tmp_path):
   assert [_ids(other[b]) for b in range(3)] != [_ids(ds[b]) for b in range(3)]
 
 
+def test_global_batches_do_not_depend_on_the_process_count(tmp_path):
+  """Rows of global batch k, concatenated over processes, are the single-process batch k, row for row."""
+  _, paths = _write(tmp_path, n=12)
+  src = records.read_source(paths)
+  single = records.pipeline(src, batch_size=6, seed=7, train=True)
+  for count in (2, 3):
+    shares = [records.pipeline(src, batch_size=6 // count, seed=7, train=True, process_index=p,
+                               process_count=count) for p in range(count)]
+    for k in range(5):  # across epoch boundaries too
+      assert [i for ds in shares for i in _ids(ds[k])] == _ids(single[k])
+
+
 def test_iterator_resumes_exactly_and_crops_are_seeded(tmp_path):
   _, paths = _write(tmp_path, n=9, frames=20)
   src = records.read_source(paths).map(lambda ex: {"speech": ex["speech"] * 0 + np.arange(20, dtype=np.float16)[:, None, None]})

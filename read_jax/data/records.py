@@ -103,20 +103,48 @@ def read_source(paths: Sequence[str]) -> grain.MapDataset:
 def pipeline(source: grain.MapDataset, *, batch_size: int, seed: int, train: bool,
              transform: Callable[[Example, np.random.Generator], Example] | None = None,
              process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
-  """Batched dataset of this process's share of ``source``.
+  """Batched dataset of this process's rows of every global batch.
 
-  ``batch_size`` is per process (the global batch divided by ``process_count``). Training: shuffled
-  and repeated forever (batches may straddle epochs). Eval: one ordered pass, incomplete last batch
-  dropped, transform seeded the same way every time so validation losses are comparable.
+  ``batch_size`` is per process (the global batch divided by ``process_count``). The order is
+  defined globally — shuffle, repeat, per-example transform, then global batch k = elements
+  kB … kB + B − 1 — and process p reads only rows p·b … p·b + b − 1 of each (b = B / P). So the
+  global batches, row for row, are the same whatever the number of processes: a run on 2 hosts sees
+  exactly the data of a run on 1, and reads no example twice. Training: shuffled and repeated
+  forever (batches may straddle epochs). Eval: one ordered pass, incomplete last batch dropped,
+  transform seeded the same way every time so validation losses are comparable.
   """
-  ds = source[process_index::process_count]
-  if len(ds) == 0:
-    raise ValueError(f"process {process_index}/{process_count} has no examples (dataset has {len(source)})")
+  ds = source
   if train:
     ds = ds.shuffle(seed=seed).repeat()  # reseeds each epoch → a fresh permutation per epoch
   if transform is not None:
     ds = ds.random_map(transform, seed=seed)
+  if process_count > 1:
+    ds = _ProcessRows(ds, batch_size, process_index, process_count)
+  if len(ds) < batch_size:
+    raise ValueError(f"process {process_index}/{process_count} has {len(ds)} examples, fewer than one batch "
+                     f"of {batch_size} (dataset has {len(source)})")
   return ds.batch(batch_size, drop_remainder=True)
+
+
+class _ProcessRows(grain.MapDataset):
+  """Element i of process p = element (i // b)·b·P + p·b + i % b of the global order (b rows per process)."""
+
+  def __init__(self, parent: grain.MapDataset, rows: int, process_index: int, process_count: int):
+    super().__init__(parent)
+    self._rows, self._p, self._n = rows, process_index, process_count
+    self._len = len(parent) // (rows * process_count) * rows
+
+  def __len__(self) -> int:
+    return self._len
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    b = self._rows
+    return self._parent[(index // b) * b * self._n + self._p * b + index % b]
+
+  def __str__(self) -> str:
+    return f"_ProcessRows(rows={self._rows}, process={self._p}/{self._n})"
 
 
 def make_iterator(ds: grain.MapDataset, workers: int, prefetch: int = 4) -> grain.DatasetIterator:

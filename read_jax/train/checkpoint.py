@@ -7,8 +7,10 @@ the previous checkpoint as the latest.
 
 Where a run starts from (written once, here; MaxText's order):
   1. the latest checkpoint in this workdir: state and data iterator, bit-exact continuation;
-  2. else ``config.init_checkpoint``: params only (optimizer and data start fresh);
-  3. else the stage's own initial params (converted pretrained weights, or scratch).
+  2. else ``config.init_checkpoint``: params only (optimizer and data start fresh), from another
+     run's workdir or from a read_jax checkpoint directory (converted pretrained weights:
+     ``scripts/convert.py import-ltx / import-whisper``, a stage-1 SpeechAE);
+  3. else the stage's own initial params (scratch).
 """
 
 from __future__ import annotations
@@ -64,9 +66,15 @@ class _Position:
     return self._state
 
 
-def restore_params(path: str, abstract_params) -> Any:
-  """Params of another run's checkpoint: ``path`` is a workdir, its ``checkpoints/`` or one step dir."""
+def restore_params(path: str, abstract_params, stage: str | None = None) -> Any:
+  """Params to start from: ``path`` is another run's workdir, its ``checkpoints/`` or one step dir, or
+  a read_jax checkpoint directory (converted pretrained weights: scripts/convert.py import-ltx ...),
+  from which ``stage``'s params are taken."""
   path = os.path.abspath(os.path.expanduser(path))
+  from read_jax.convert import checkpoint_dir
+  if checkpoint_dir.is_checkpoint_dir(path):
+    tree = checkpoint_dir.stage_params(path, stage, abstract_params)
+    return jax.tree.map(lambda a, s: jax.device_put(a, s.sharding), tree, abstract_params)
   candidates = [path, os.path.join(path, "checkpoints")]
   step_dir = None
   if os.path.isdir(os.path.join(path, "state")):

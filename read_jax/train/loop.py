@@ -106,6 +106,12 @@ def eval_step(params, batch, key, *, stage: Stage) -> dict[str, jax.Array]:
   return {**aux, "loss": loss}
 
 
+def _strip_boxes(tree):
+  """Logical-axis boxes → their values, with no sharding constraint (for abstract, untraced trees)."""
+  is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)
+  return jax.tree.map(lambda x: x.value if is_box(x) else x, tree, is_leaf=is_box)
+
+
 class Trainer:
   """The jitted pieces of one stage on one mesh: ``init``, ``step`` and ``eval`` with explicit shardings."""
 
@@ -120,7 +126,7 @@ class Trainer:
     self.batch_spec = stage.batch_spec()
     key = jax.random.key(0)
     with self.context():
-      abstract_params = nn.unbox(jax.eval_shape(stage.init, key, self.batch_spec))
+      abstract_params = _strip_boxes(jax.eval_shape(stage.init, key, self.batch_spec))
     # No freezing wrapper (and its extra per-leaf ops) when the stage trains everything.
     has_frozen = stage.trainable(abstract_params) is not None
     self.tx, self.schedule = optim.make_optimizer(t, stage.trainable if has_frozen else None)
@@ -134,7 +140,7 @@ class Trainer:
       boxed = jax.eval_shape(init_boxed, key)
     self.state_shardings = sharding.tree_shardings(boxed, mesh, self.rules, config.sharding.fallback)
     self.abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                       nn.unbox(boxed), self.state_shardings)
+                                       _strip_boxes(boxed), self.state_shardings)
     self.init = jax.jit(lambda k: nn.unbox(init_boxed(k)), out_shardings=self.state_shardings)
     self.step = jax.jit(
         functools.partial(train_step, stage=stage, tx=self.tx, schedule=self.schedule, accum_steps=t.accum_steps),
@@ -232,7 +238,8 @@ def train(config, workdir: str, *, devices=None) -> dict[str, Any]:
       start = 0
       state = trainer.init(init_key)
       if config.init_checkpoint:
-        state = state.replace(params=ckpt_lib.restore_params(config.init_checkpoint, trainer.abstract_state.params))
+        state = state.replace(params=ckpt_lib.restore_params(config.init_checkpoint, trainer.abstract_state.params,
+                                                                config.stage))
         say(f"params from config.init_checkpoint={config.init_checkpoint}")
 
     stop = {"signal": None}

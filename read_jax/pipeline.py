@@ -1,0 +1,304 @@
+"""Generation: one portrait + a speech recording → a lip-synced talking-head video (DESIGN §3.9).
+
+  pipe = ReadPipeline.from_pretrained("assets/demo")
+  frames = pipe.generate("face.png", "speech.wav")             # uint8 [F, H, W, 3], F = 25 × seconds
+  for frames in pipe.stream("face.png", "speech.wav"): ...     # clip by clip, first clip first
+  pipe.write_video("face.png", "speech.wav", "out.mp4")        # streamed to disk, speech muxed in
+
+A read_jax checkpoint directory holds:
+
+  pipeline.json        generation settings (fps, clip length, steps, CFG, ...; :class:`PipelineConfig`)
+  vae/                 the LTX-Video VAE, diffusers layout (config.json + diffusion_pytorch_model.safetensors)
+  whisper/             the Whisper encoder, transformers layout (config.json + model.safetensors)
+  speech_ae/, a2v_dit/ read_jax modules (config.json + model.safetensors, :mod:`read_jax.convert.native`)
+  prompt.safetensors   the constant T5 prompt embedding (optional: without it text attention is off)
+
+Data flow: the reference image is face-cropped and encoded to z_R; the audio is resampled to 16 kHz,
+encoded by Whisper into per-frame windows S [F, 10, D], padded with silence to whole clips and
+compressed by the SpeechAE into C [N, 2, dA]; the ANS sampler generates the latent clips one after
+another (:func:`read_jax.ans.sampling.stream_clips`), each decoded by the VAE as soon as it is done.
+Every stage has fixed shapes per clip, so a longer audio runs the same compiled programs more often.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from read_jax import audio as audio_lib
+from read_jax import media
+from read_jax.ans import sampling
+from read_jax.convert import native
+from read_jax.convert._io import write_json
+from read_jax.models import a2v_dit, whisper
+from read_jax.models.speech_ae import SpeechAE
+from read_jax.models.vae import compression_ratios
+
+PIPELINE_CONFIG = "pipeline.json"
+PROMPT_FILE = "prompt.safetensors"
+VAE_TEMPORAL = 8  # pixel frames per latent frame after the first
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  """Generation settings stored with a checkpoint (``pipeline.json``); per-call arguments override them."""
+
+  fps: int = 25  # video frame rate (Whisper's 50 Hz gives 2 frames per video frame at 25)
+  resolution: int = 512  # square frame size in pixels (a multiple of the VAE's 32)
+  clip_frames: int = 16  # f, latent frames per clip (121 video frames: the training length)
+  steps: int = 8  # denoiser passes per clip (paper C.4)
+  cfg: str = "split"  # "split" (Eq. 17), "joint" (Eq. 16) or "none"
+  alpha: float | None = None  # reference / joint guidance scale (None: paper default 2)
+  beta: float | None = None  # speech guidance scale for split CFG (None: paper default 6)
+  shift: float = 1.0  # timestep shift of the schedule (1 = linear)
+  decode_timestep: float = 0.0  # timestep-conditioned VAE decoders only (LTX 0.9.1+)
+  decode_noise_scale: float | None = None  # idem; None = decode_timestep
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "PipelineConfig":
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+      raise ValueError(f"{PIPELINE_CONFIG}: unknown settings {unknown} (known: {sorted(known)})")
+    return cls(**d)
+
+
+@dataclasses.dataclass
+class Timings:
+  """Wall seconds per stage of the last generation (filled as it runs)."""
+
+  whisper: float = 0.0
+  speech_ae: float = 0.0
+  reference: float = 0.0
+  denoise: float = 0.0
+  vae_decode: float = 0.0
+  write: float = 0.0
+  video_seconds: float = 0.0
+
+  @property
+  def total(self) -> float:
+    return self.whisper + self.speech_ae + self.reference + self.denoise + self.vae_decode + self.write
+
+
+def _dit_denoise(dit: a2v_dit.A2VDiT, params, x, t, speech):
+  """The sampler's denoiser: ``params = (dit params, precomputed text K/V)``."""
+  dit_params, text_kv = params
+  return dit.apply({"params": dit_params}, x, t, speech, text_kv)
+
+
+class ReadPipeline:
+  """The whole READ generator. Build it with :meth:`from_pretrained` or from modules and params."""
+
+  def __init__(self, *, vae, vae_variables, whisper_encoder, whisper_params, speech_ae, speech_ae_params, dit,
+               dit_params, text=None, text_mask=None, config: PipelineConfig = PipelineConfig()):
+    self.vae, self.vae_variables = vae, vae_variables
+    self.whisper, self.whisper_params = whisper_encoder, whisper_params
+    self.speech_ae, self.speech_ae_params = speech_ae, speech_ae_params
+    self.dit, self.dit_params = dit, dit_params
+    if text is None:
+      text, text_mask = a2v_dit.load_text_embedding(None, dit.caption_channels)
+    self.text, self.text_mask = jnp.asarray(text), jnp.asarray(text_mask, bool)
+    self.config = config
+    self.timings = Timings()
+    ks, kt = self._vae_ratios()
+    if config.resolution % ks:
+      raise ValueError(f"{PIPELINE_CONFIG}: resolution {config.resolution} is not a multiple of the VAE's {ks}")
+    if kt != VAE_TEMPORAL:
+      raise ValueError(f"the VAE compresses time {kt}×; the SpeechAE and sampler assume {VAE_TEMPORAL}×")
+    # Stable callables: jit caches by their identity, so every generation reuses the compiled programs.
+    self._denoise = functools.partial(_dit_denoise, dit)
+    self._encode_text = jax.jit(lambda p, text, mask: dit.apply({"params": p}, text, mask,
+                                                                method=a2v_dit.A2VDiT.encode_text))
+    self._encode_speech = jax.jit(lambda p, s: speech_ae.apply({"params": p}, s, method=SpeechAE.encode))
+    self._encode_image = jax.jit(lambda v, x: vae.apply(v, vae.apply(v, x, method=vae.encode).mode(),
+                                                        method=vae.normalize_latents))
+    self._decode = jax.jit(lambda v, z, key: vae.apply(v, z, config.decode_timestep, config.decode_noise_scale,
+                                                       key=key, method=vae.decode_latents))
+
+  def _vae_ratios(self):
+    return compression_ratios(self.vae.config)
+
+  # ------------------------------------------------------------------------------------------
+  # Loading and saving
+
+  @classmethod
+  def from_pretrained(cls, path: str, *, dtype=jnp.float32) -> "ReadPipeline":
+    """Load a read_jax checkpoint directory (layout in the module docstring)."""
+    from read_jax.convert.vae import load_vae
+    from read_jax.convert.whisper import load_whisper_encoder
+    if not os.path.isdir(path):
+      raise FileNotFoundError(f"{path}: no such checkpoint directory")
+    config_path = os.path.join(path, PIPELINE_CONFIG)
+    settings = PipelineConfig()
+    if os.path.isfile(config_path):
+      with open(config_path) as fh:
+        settings = PipelineConfig.from_dict(json.load(fh))
+    vae, vae_variables = load_vae(os.path.join(path, "vae"), dtype=dtype)
+    whisper_encoder, whisper_params = load_whisper_encoder(os.path.join(path, "whisper"), dtype=dtype)
+    sae_config, sae_params = native.load_module(os.path.join(path, "speech_ae"), "speech_ae")
+    speech_ae = SpeechAE(**sae_config, dtype=dtype)
+    dit_config, dit_params = native.load_module(os.path.join(path, "a2v_dit"), "a2v_dit")
+    dit = a2v_dit.build_model({**dit_config, "dtype": jnp.dtype(dtype).name})
+    prompt = os.path.join(path, PROMPT_FILE)
+    text, mask = a2v_dit.load_text_embedding(prompt if os.path.isfile(prompt) else None, dit.caption_channels)
+    as_jnp = lambda tree: jax.tree.map(jnp.asarray, tree)
+    return cls(vae=vae, vae_variables=vae_variables, whisper_encoder=whisper_encoder, whisper_params=whisper_params,
+               speech_ae=speech_ae, speech_ae_params=as_jnp(sae_params), dit=dit, dit_params=as_jnp(dit_params),
+               text=text, text_mask=mask, config=settings)
+
+  @classmethod
+  def from_config(cls, key, config) -> "ReadPipeline":
+    """Fresh weights from one config with sections ``vae``, ``whisper``, ``speech_ae``, ``dit`` and
+    ``pipeline`` (configs/demo.py)."""
+    return cls.from_configs(key, vae=config.vae, whisper_encoder=config.whisper, speech_ae=dict(config.speech_ae),
+                            dit=dict(config.dit), config=PipelineConfig(**config.pipeline))
+
+  @classmethod
+  def from_configs(cls, key, *, vae, whisper_encoder, speech_ae, dit, text=None, text_mask=None,
+                   config: PipelineConfig = PipelineConfig()) -> "ReadPipeline":
+    """A pipeline with freshly initialised weights, from ConfigDicts/dicts of each part:
+    ``vae`` (configs/vae_ltx.py), ``whisper_encoder`` (configs/whisper.py), ``speech_ae`` (SpeechAE
+    fields) and ``dit`` (A2VDiT fields). For tests, benchmarks and the start of demo training."""
+    from read_jax.models.vae import AutoencoderKLLTXVideo
+    k_vae, k_whisper, k_sae, k_dit = jax.random.split(key, 4)
+    vae_module = AutoencoderKLLTXVideo.from_config(vae)
+    ks, _ = compression_ratios(vae_module.config)
+    vae_variables = vae_module.init(k_vae, jnp.zeros((1, 1, ks, ks, vae_module.config.in_channels)))
+    encoder = whisper.encoder_from_config(whisper_encoder)
+    whisper_params = encoder.init(k_whisper, jnp.zeros((1, encoder.num_input_frames, encoder.num_mel_bins)))["params"]
+    sae = SpeechAE(**speech_ae)
+    sae_params = sae.init(k_sae, jnp.zeros((1, 1, sae.window, sae.feature_dim)))["params"]
+    dit_module = a2v_dit.build_model(dit)
+    if text is None:
+      text, text_mask = a2v_dit.load_text_embedding(None, dit_module.caption_channels)
+    x = jnp.zeros((1, 2, 1, 1, dit_module.in_channels))
+    speech = jnp.zeros((1, 1, dit_module.audio_tokens, dit_module.audio_dim))
+    dit_params = dit_module.init(k_dit, x, jnp.zeros((1, 2)), speech, text, text_mask)["params"]
+    dit_params = nn.meta.unbox(dit_params)  # drop the logical-axis boxes: plain arrays for inference
+    return cls(vae=vae_module, vae_variables=vae_variables, whisper_encoder=encoder, whisper_params=whisper_params,
+               speech_ae=sae, speech_ae_params=sae_params, dit=dit_module, dit_params=dit_params, text=text,
+               text_mask=text_mask, config=config)
+
+  def save_pretrained(self, path: str) -> None:
+    """Write this pipeline as a read_jax checkpoint directory."""
+    from read_jax.convert.vae import export_vae
+    from read_jax.convert.whisper import export_whisper_encoder
+    from read_jax.convert._io import write_safetensors
+    os.makedirs(path, exist_ok=True)
+    write_json(os.path.join(path, PIPELINE_CONFIG), dataclasses.asdict(self.config))
+    export_vae(self.vae, self.vae_variables, os.path.join(path, "vae"))
+    export_whisper_encoder(self.whisper, self.whisper_params, os.path.join(path, "whisper"))
+    sae_fields = {f: getattr(self.speech_ae, f) for f in ("feature_dim", "window", "hidden_dim", "latent_tokens",
+                                                         "latent_dim", "kernel_size")}
+    native.save_module(os.path.join(path, "speech_ae"), "speech_ae", sae_fields, self.speech_ae_params)
+    dit_fields = {f.name: getattr(self.dit, f.name) for f in dataclasses.fields(self.dit)
+                  if f.name not in ("parent", "name", "dtype", "param_dtype")}
+    native.save_module(os.path.join(path, "a2v_dit"), "a2v_dit", dit_fields, self.dit_params)
+    if bool(jnp.any(self.text_mask)):
+      write_safetensors(os.path.join(path, PROMPT_FILE),
+                        {"prompt_embeds": np.asarray(self.text, np.float32)[0],
+                         "prompt_attention_mask": np.asarray(self.text_mask, np.int64)[0]})
+
+  # ------------------------------------------------------------------------------------------
+  # Inputs
+
+  def reference_latent(self, image) -> jax.Array:
+    """z_R [h, w, C] of a reference image (path or array; any size or mode: face-cropped, resized)."""
+    t0 = time.perf_counter()
+    pixels = media.load_reference_image(image, self.config.resolution)  # [S, S, 3] in [-1, 1]
+    z = self._encode_image(self.vae_variables, jnp.asarray(pixels)[None, None])[0, 0]
+    self.timings.reference += _block(z, t0)
+    return z
+
+  def speech_latents(self, wave: np.ndarray, num_latents: int) -> jax.Array:
+    """C [num_latents, hw, dA] from 16 kHz audio, padded with silence to ``num_latents`` latent frames."""
+    fps = self.config.fps
+    num_video = 1 + VAE_TEMPORAL * (num_latents - 1)
+    samples = int(np.ceil(num_video * audio_lib.SAMPLE_RATE / fps))
+    padded = np.pad(wave, (0, max(0, samples - wave.shape[0])))
+    t0 = time.perf_counter()
+    s = whisper.speech_features(padded, self.whisper, self.whisper_params, fps=fps, num_frames=num_video)
+    self.timings.whisper += _block(s, t0)
+    t0 = time.perf_counter()
+    c = self._encode_speech(self.speech_ae_params, jnp.asarray(s)[None])[0]
+    self.timings.speech_ae += _block(c, t0)
+    return c
+
+  # ------------------------------------------------------------------------------------------
+  # Generation
+
+  def stream(self, image, audio, *, steps: int | None = None, cfg: str | None = None, alpha: float | None = None,
+             beta: float | None = None, seed: int = 0, progress: Callable[[int, int], None] | None = None
+             ) -> Iterator[np.ndarray]:
+    """Yield uint8 frames [n, H, W, 3] clip by clip (the first clip's frames before the rest is computed).
+
+    ``audio``: a path librosa reads, or a 16 kHz mono float array. The frames together are exactly
+    F = floor(25 · seconds) frames, the audio's length. ``progress(done, total)`` is called per clip.
+    """
+    c = self.config
+    steps = c.steps if steps is None else steps
+    cfg = c.cfg if cfg is None else cfg
+    alpha = c.alpha if alpha is None else alpha
+    beta = c.beta if beta is None else beta
+    self.timings = Timings()
+    wave = audio_lib.load_audio(audio) if isinstance(audio, (str, os.PathLike)) else audio_lib.check_wave(
+        np.asarray(audio, np.float32), "audio")
+    num_video = audio_lib.num_video_frames(wave.shape[0], c.fps)
+    if num_video < 1:
+      raise ValueError(f"audio {audio if isinstance(audio, str) else '(array)'}: {wave.shape[0]} samples is shorter "
+                       f"than one video frame ({audio_lib.SAMPLE_RATE // c.fps} samples)")
+    self.timings.video_seconds = num_video / c.fps
+    num_latents = sampling.latent_frames_for_video(num_video)  # rounds up; the video is trimmed to F
+    n_pad = sampling.padded_frames(num_latents, c.clip_frames)
+    z_ref = self.reference_latent(image)
+    speech = self.speech_latents(wave, n_pad)
+    text_kv = self._encode_text(self.dit_params, self.text, self.text_mask)
+    key = jax.random.key(seed)
+    total = sampling.num_clips(num_latents, c.clip_frames)
+    clips = sampling.stream_clips(self._denoise, key, z_ref, speech, num_latents, c.clip_frames, steps=steps,
+                                  shift=c.shift, cfg=cfg, alpha=alpha, beta=beta, params=(self.dit_params, text_kv))
+    emitted = 0
+    for j in range(total):
+      t0 = time.perf_counter()
+      clip = next(clips)  # [f, h, w, C]; frame 0 of clip j > 0 is clip j−1's last frame
+      self.timings.denoise += _block(clip, t0)
+      t0 = time.perf_counter()
+      frames = self._decode(self.vae_variables, clip[None], jax.random.fold_in(key, 1_000_000 + j))[0]
+      # Clip j > 0 decodes its shared first latent as a lone first frame: drop it, it belongs to clip j−1.
+      frames = frames if j == 0 else frames[1:]
+      frames = np.asarray(jnp.round((jnp.clip(frames, -1, 1) + 1) * 127.5).astype(jnp.uint8))
+      self.timings.vae_decode += time.perf_counter() - t0
+      frames = frames[:num_video - emitted]
+      emitted += frames.shape[0]
+      if progress is not None:
+        progress(j + 1, total)
+      if frames.shape[0]:
+        yield frames
+
+  def generate(self, image, audio, **kwargs) -> np.ndarray:
+    """All frames at once, uint8 [F, H, W, 3]; keyword arguments as :meth:`stream`."""
+    return np.concatenate(list(self.stream(image, audio, **kwargs)))
+
+  def write_video(self, image, audio_path: str, out_path: str, **kwargs) -> Timings:
+    """Generate and stream into ``out_path`` (mp4 with the speech muxed in, written atomically)."""
+    wave = audio_lib.load_audio(audio_path)
+    with media.VideoWriter(out_path, fps=self.config.fps, audio=(wave, audio_lib.SAMPLE_RATE)) as writer:
+      for frames in self.stream(image, wave, **kwargs):
+        t0 = time.perf_counter()
+        writer.write(frames)
+        self.timings.write += time.perf_counter() - t0
+    return self.timings
+
+
+def _block(x, t0: float) -> float:
+  jax.block_until_ready(x)
+  return time.perf_counter() - t0

@@ -1,0 +1,95 @@
+"""Stage 2: the A2V-DiT trained under the ANS forward process, SpeechAE fine-tuned jointly.
+
+Paper §3.3 (Eq. 11–15), Appendix C.1–C.3; DESIGN §3.5–3.6. One example is one training clip,
+written by ``scripts/preprocess.py`` (or any tool producing the same keys):
+
+  latents  [1 + f, h, w, C]      VAE latents, normalised per channel; the reference frame z_R first
+  speech   [1 + 8(f − 1), Hw, DA] Whisper features of the clip's video frames (frozen encoder, offline)
+
+The loss: C = SpeechAE.encode(speech); the ANS forward process noises [z_R, z_1 … z_f] with per-frame
+timesteps, drops identity / audio / motion prior; the DiT predicts v; MSE over frames 1…f.
+Params are ``{"dit": …, "speech_ae": …}``; both train (the SpeechAE at the same learning rate).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from read_jax import ans
+from read_jax.data import records
+from read_jax.models import a2v_dit
+from read_jax.models.speech_ae import SpeechAE, num_latents
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def _as_float32(example, rng):
+  del rng
+  return {k: np.asarray(v, np.float32) for k, v in example.items()}
+
+
+class A2VStage:
+  """Stage 2 (``config.stage = "a2v_dit"``)."""
+
+  def __init__(self, config):
+    self.config = config
+    m, s = config.model, config.speech_ae
+    if s.latent_dim != m.audio_dim or s.latent_tokens != m.audio_tokens:
+      raise ValueError(f"config.speech_ae (latent_tokens={s.latent_tokens}, latent_dim={s.latent_dim}) must "
+                       f"match config.model (audio_tokens={m.audio_tokens}, audio_dim={m.audio_dim})")
+    self.dit = a2v_dit.build_model(m)
+    self.speech_ae = SpeechAE(**s, dtype=DTYPES[m.dtype], param_dtype=DTYPES[m.param_dtype])
+    self.text, self.text_mask = a2v_dit.load_text_embedding(config.text.path, m.caption_channels)
+    a = config.ans
+    self.ans = ans.ANSConfig(mu=a.mu, sigma=a.sigma, p_sync=a.p_sync, p_drop_identity=a.p_drop_identity,
+                             p_drop_audio=a.p_drop_audio)
+
+  def batch_spec(self):
+    d, m, s = self.config.data, self.config.model, self.config.speech_ae
+    num_video_frames = 1 + 8 * (d.latent_frames - 1)
+    return {
+        "latents": jax.ShapeDtypeStruct((d.batch_size, 1 + d.latent_frames, d.latent_height, d.latent_width,
+                                         m.in_channels), jnp.float32),
+        "speech": jax.ShapeDtypeStruct((d.batch_size, num_video_frames, s.window, s.feature_dim), jnp.float32),
+    }
+
+  def init(self, key, batch_spec):
+    k_dit, k_sae = jax.random.split(key)
+    lat, sp = batch_spec["latents"], batch_spec["speech"]
+    x = jnp.zeros((1,) + lat.shape[1:], lat.dtype)
+    speech = jnp.zeros((1,) + sp.shape[1:], sp.dtype)
+    c = jax.eval_shape(lambda: self.speech_ae.init_with_output(k_sae, speech)[0][0])
+    dit_params = self.dit.init(k_dit, x, jnp.zeros(x.shape[:2]), jnp.zeros((1,) + c.shape[1:], c.dtype),
+                               self.text, self.text_mask)["params"]
+    sae_params = self.speech_ae.init(k_sae, speech)["params"]
+    return {"dit": dit_params, "speech_ae": sae_params}
+
+  def loss_fn(self, params, batch, key):
+    latents, speech = batch["latents"], batch["speech"]  # [B, 1+f, h, w, C], [B, F, Hw, DA]
+    c = self.speech_ae.apply({"params": params["speech_ae"]}, speech, method=SpeechAE.encode)  # [B, f, hw, dA]
+    if c.shape[1] != latents.shape[1] - 1:
+      raise ValueError(f"speech gives {c.shape[1]} latent frames (F={speech.shape[1]}, f={num_latents(speech.shape[1])}) "
+                       f"but latents have {latents.shape[1] - 1} after the reference")
+    ex = ans.training_example(key, latents, c, self.ans)
+    v = self.dit.apply({"params": params["dit"]}, ex["x"], ex["t"], ex["speech"], self.text, self.text_mask)
+    loss = ans.flow_matching_loss(v.astype(jnp.float32), ex["target"], ex["loss_mask"])
+    metrics = {"sync_fraction": jnp.mean(ex["is_sync"].astype(jnp.float32)),
+               "t_mean": jnp.sum(ex["t"] * ex["loss_mask"]) / jnp.maximum(jnp.sum(ex["loss_mask"]), 1.0)}
+    return loss, metrics
+
+  def trainable(self, params):
+    return None
+
+  def datasets(self, process_index, process_count):
+    d = self.config.data
+    if d.batch_size % process_count:
+      raise ValueError(f"config.data.batch_size={d.batch_size} is not divisible by {process_count} processes")
+    out = []
+    for glob, train in ((d.train_glob, True), (d.val_glob, False)):
+      source = records.read_source(records.expand_paths(glob, f"config.data.{'train' if train else 'val'}_glob"))
+      out.append(records.pipeline(source, batch_size=d.batch_size // process_count,
+                                  seed=d.shuffle_seed if train else d.val_seed, train=train, transform=_as_float32,
+                                  process_index=process_index, process_count=process_count))
+    return tuple(out)
