@@ -169,20 +169,23 @@ class ReadPipeline:
     ``vae`` (configs/vae_ltx.py), ``whisper_encoder`` (configs/whisper.py), ``speech_ae`` (SpeechAE
     fields) and ``dit`` (A2VDiT fields). For tests, benchmarks and the start of demo training."""
     from read_jax.models.vae import AutoencoderKLLTXVideo
-    k_vae, k_whisper, k_sae, k_dit = jax.random.split(key, 4)
+    # Jitted inits with the "rbg" PRNG: XLA compiles the VAE's init several times faster than with threefry.
+    seed = int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
+    k_vae, k_whisper, k_sae, k_dit = jax.random.split(jax.random.key(seed, impl="rbg"), 4)
     vae_module = AutoencoderKLLTXVideo.from_config(vae)
     ks, _ = compression_ratios(vae_module.config)
-    vae_variables = vae_module.init(k_vae, jnp.zeros((1, 1, ks, ks, vae_module.config.in_channels)))
+    vae_variables = jax.jit(vae_module.init)(k_vae, jnp.zeros((1, 1, ks, ks, vae_module.config.in_channels)))
     encoder = whisper.encoder_from_config(whisper_encoder)
-    whisper_params = encoder.init(k_whisper, jnp.zeros((1, encoder.num_input_frames, encoder.num_mel_bins)))["params"]
+    whisper_params = jax.jit(encoder.init)(k_whisper, jnp.zeros((1, encoder.num_input_frames,
+                                                                  encoder.num_mel_bins)))["params"]
     sae = SpeechAE(**speech_ae)
-    sae_params = sae.init(k_sae, jnp.zeros((1, 1, sae.window, sae.feature_dim)))["params"]
+    sae_params = jax.jit(sae.init)(k_sae, jnp.zeros((1, 1, sae.window, sae.feature_dim)))["params"]
     dit_module = a2v_dit.build_model(dit)
     if text is None:
       text, text_mask = a2v_dit.load_text_embedding(None, dit_module.caption_channels)
     x = jnp.zeros((1, 2, 1, 1, dit_module.in_channels))
     speech = jnp.zeros((1, 1, dit_module.audio_tokens, dit_module.audio_dim))
-    dit_params = dit_module.init(k_dit, x, jnp.zeros((1, 2)), speech, text, text_mask)["params"]
+    dit_params = jax.jit(dit_module.init)(k_dit, x, jnp.zeros((1, 2)), speech, text, text_mask)["params"]
     dit_params = nn.meta.unbox(dit_params)  # drop the logical-axis boxes: plain arrays for inference
     return cls(vae=vae_module, vae_variables=vae_variables, whisper_encoder=encoder, whisper_params=whisper_params,
                speech_ae=sae, speech_ae_params=sae_params, dit=dit_module, dit_params=dit_params, text=text,

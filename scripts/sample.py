@@ -3,7 +3,7 @@
 
   python scripts/sample.py                                   # the bundled demo model and inputs → out.mp4
   python scripts/sample.py --ref face.png --audio speech.wav --out out.mp4 --ckpt DIR [--steps 8]
-         [--cfg split|joint|none] [--alpha 2] [--beta 6] [--seed 0]
+         [--cfg split|joint|none] [--alpha 2] [--beta 6] [--seed 0] [--dtype bfloat16]
 
 Prints a progress bar over clips and a final line with video seconds, wall seconds and the
 real-time factor. Bad inputs give one error line and exit code 2; an existing --out is replaced
@@ -30,6 +30,8 @@ def main(argv=None) -> int:
   p.add_argument("--alpha", type=float, default=None, help="reference (split) / joint guidance scale (paper: 2)")
   p.add_argument("--beta", type=float, default=None, help="speech guidance scale for split CFG (paper: 6)")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                 help="compute dtype of every model (bfloat16 on accelerators)")
   args = p.parse_args(argv)
 
   for what, path in (("--ref", args.ref), ("--audio", args.audio)):
@@ -44,7 +46,8 @@ def main(argv=None) -> int:
   import tqdm
   from read_jax.pipeline import ReadPipeline
   try:
-    pipe = ReadPipeline.from_pretrained(args.ckpt)
+    import jax.numpy as jnp
+    pipe = ReadPipeline.from_pretrained(args.ckpt, dtype=getattr(jnp, args.dtype))
     bar = tqdm.tqdm(total=None, unit="clip", desc="generating", dynamic_ncols=True)
 
     def progress(done, total):

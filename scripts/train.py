@@ -16,8 +16,9 @@ def _is_multihost() -> bool:
     return True
   if os.environ.get("OMPI_COMM_WORLD_SIZE", "1") not in ("", "1"):
     return True
-  return any(os.environ.get(k) for k in ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES",
-                                         "MEGASCALE_COORDINATOR_ADDRESS"))
+  if len([h for h in os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",") if h.strip()]) > 1:
+    return True  # a multi-host TPU slice (a single-host VM lists one worker)
+  return any(os.environ.get(k) for k in ("JAX_COORDINATOR_ADDRESS", "MEGASCALE_COORDINATOR_ADDRESS"))
 
 
 def main(argv=None):

@@ -59,8 +59,10 @@ def convert_original_state_dict(state_dict: dict) -> dict:
 
 
 def _default_model_config() -> dict:
+  """configs/a2v_dit.py's architecture, computed in float32 without remat (the training config's
+  bf16 + remat are settings of a run, not of the weights)."""
   from read_jax.config import load_config
-  return dict(load_config("a2v_dit").model)
+  return {**load_config("a2v_dit").model, "dtype": "float32", "remat": "none"}
 
 
 def _as_model_config(config) -> dict:

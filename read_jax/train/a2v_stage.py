@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from read_jax import ans
-from read_jax.data import records
 from read_jax.models import a2v_dit
 from read_jax.models.speech_ae import SpeechAE, num_latents
+from read_jax.train.stages import train_val_datasets
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -83,13 +83,4 @@ class A2VStage:
     return None
 
   def datasets(self, process_index, process_count):
-    d = self.config.data
-    if d.batch_size % process_count:
-      raise ValueError(f"config.data.batch_size={d.batch_size} is not divisible by {process_count} processes")
-    out = []
-    for glob, train in ((d.train_glob, True), (d.val_glob, False)):
-      source = records.read_source(records.expand_paths(glob, f"config.data.{'train' if train else 'val'}_glob"))
-      out.append(records.pipeline(source, batch_size=d.batch_size // process_count,
-                                  seed=d.shuffle_seed if train else d.val_seed, train=train, transform=_as_float32,
-                                  process_index=process_index, process_count=process_count))
-    return tuple(out)
+    return train_val_datasets(self.config.data, _as_float32, process_index, process_count)

@@ -42,6 +42,20 @@ def _speech_ae_module():
   return speech_ae.SpeechAE, speech_ae.speech_ae_loss
 
 
+def train_val_datasets(data_config, transform, process_index: int, process_count: int):
+  """``(train, val)`` batched datasets of ``data_config.train_glob`` / ``val_glob`` for one process."""
+  d = data_config
+  if d.batch_size % process_count:
+    raise ValueError(f"config.data.batch_size={d.batch_size} is not divisible by {process_count} processes")
+  out = []
+  for glob, train in ((d.train_glob, True), (d.val_glob, False)):
+    source = records.read_source(records.expand_paths(glob, f"config.data.{'train' if train else 'val'}_glob"))
+    out.append(records.pipeline(source, batch_size=d.batch_size // process_count,
+                                seed=d.shuffle_seed if train else d.val_seed, train=train, transform=transform,
+                                process_index=process_index, process_count=process_count))
+  return tuple(out)
+
+
 class SpeechAEStage:
   """Stage 1: SpeechAE reconstruction of Whisper features, loss α·MSE + β·L_CON (paper Eq. 7–9)."""
 
@@ -71,16 +85,7 @@ class SpeechAEStage:
 
   def datasets(self, process_index, process_count):
     d = self.config.data
-    if d.batch_size % process_count:
-      raise ValueError(f"config.data.batch_size={d.batch_size} is not divisible by {process_count} processes")
-    crop = records.random_crop("speech", d.num_frames)
-    out = []
-    for glob, train in ((d.train_glob, True), (d.val_glob, False)):
-      source = records.read_source(records.expand_paths(glob, f"config.data.{'train' if train else 'val'}_glob"))
-      out.append(records.pipeline(source, batch_size=d.batch_size // process_count,
-                                  seed=d.shuffle_seed if train else d.val_seed, train=train, transform=crop,
-                                  process_index=process_index, process_count=process_count))
-    return tuple(out)
+    return train_val_datasets(d, records.random_crop("speech", d.num_frames), process_index, process_count)
 
 
 def _a2v_dit_stage(config):
