@@ -21,8 +21,6 @@ def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.stage = "a2v_dit"  # read_jax.train.stages.STAGES key
   config.seed = 0  # init and per-step keys (fold_in(key, step))
-  config.dtype = "float32"  # SpeechAE compute dtype follows model.dtype; kept for the loop's common keys
-  config.param_dtype = "float32"  # param storage dtype
   # Params of another run (a stage-2 workdir) to start from when this workdir has none; "" = none.
   config.init_checkpoint = ""
 
