@@ -38,7 +38,7 @@ import numpy as np
 
 from read_jax import media
 from read_jax.data import records
-from read_jax.data.speech import is_val
+from read_jax.data.speech import find_files, is_val
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 FPS = 25  # the paper's (and Whisper's 50 Hz / 2) video rate
@@ -51,15 +51,8 @@ class SkipVideo(Exception):
 
 
 def list_videos(inputs: Sequence[str]) -> list[str]:
-  """Files given directly, plus video files (by extension) found recursively under given directories."""
-  out = []
-  for item in inputs:
-    if os.path.isdir(item):
-      for root, _, files in os.walk(item):
-        out.extend(os.path.join(root, f) for f in files if f.lower().endswith(VIDEO_EXTENSIONS))
-    else:
-      out.append(item)  # missing files are skipped with a reason, like the others that fail
-  return sorted(os.path.abspath(p) for p in out)
+  """Video files among ``inputs`` (files, or directories searched recursively), as absolute paths."""
+  return sorted(os.path.abspath(p) for p in find_files(inputs, VIDEO_EXTENSIONS))
 
 
 def check_clip_frames(clip_frames: int) -> int:

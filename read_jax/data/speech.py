@@ -20,16 +20,24 @@ from read_jax.data import records
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".mp4", ".webm")
 
 
-def list_audio(inputs: Sequence[str]) -> list[str]:
-  """Files given directly, plus audio files (by extension) found recursively under given directories."""
+def find_files(inputs: Sequence[str], extensions: tuple[str, ...]) -> list[str]:
+  """Files given directly, plus files with one of ``extensions`` found recursively under given directories.
+
+  A named file that does not exist is kept: the caller's loader reports it with the others that fail.
+  """
   out = []
   for item in inputs:
     if os.path.isdir(item):
       for root, _, files in os.walk(item):
-        out.extend(os.path.join(root, f) for f in files if f.lower().endswith(AUDIO_EXTENSIONS))
+        out.extend(os.path.join(root, f) for f in files if f.lower().endswith(extensions))
     else:
-      out.append(item)  # missing files are reported by the loader, with the others that fail
+      out.append(item)
   return sorted(out)
+
+
+def list_audio(inputs: Sequence[str]) -> list[str]:
+  """Audio files among ``inputs`` (files, or directories searched recursively)."""
+  return find_files(inputs, AUDIO_EXTENSIONS)
 
 
 def is_val(path: str, val_fraction: float) -> bool:
