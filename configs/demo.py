@@ -1,11 +1,13 @@
 """A whole small READ model: every part's config in one place (the demo model, pipeline tests, bench sample).
 
-  configs/demo.py          the demo model's sizes: 64² frames (2×2 latents), clips of 16 latent frames
-  configs/demo.py:tiny     random-weight smoke size: clips of 3 latent frames, 2 sampling steps
+  configs/demo.py          the bundled demo model (assets/demo): 64² frames → 4×4 latents (16× space, 8× time),
+                           clips of 8 latent frames; trained by scripts/train_demo.py on the synthetic set
+  configs/demo.py:tiny     random-weight smoke size: 2×2 latents, clips of 3 latent frames, 2 sampling steps
 
 Sections: ``vae`` (configs/vae_ltx.py keys), ``whisper`` (configs/whisper.py keys), ``speech_ae``
 (SpeechAE fields), ``dit`` (A2VDiT fields), ``pipeline`` (read_jax.pipeline.PipelineConfig fields).
-``ReadPipeline.from_config(key, config)`` builds it with fresh weights.
+``ReadPipeline.from_config(key, config)`` builds it with fresh weights; configs/demo_{vae,speechae,a2v_dit}.py
+train its parts.
 """
 
 import importlib.util
@@ -28,21 +30,31 @@ def _sibling(name, arg):
 def get_config(arg=None):
   arg = parse_arg(arg, tiny=False)
   c = ml_collections.ConfigDict()
-  c.vae = _sibling("vae_ltx", "tiny")  # LTX architecture, 32× space / 8× time, 8 latent channels
-  c.whisper = _sibling("whisper", "test")  # 24-wide, 2 layers, 1 s windows
-  c.dit = _sibling("a2v_dit", "tiny").model  # 2 blocks, 2 heads × 8, 8 channels in/out
+  c.whisper = _sibling("whisper", "test")  # 24-wide, 2 layers, 1 s windows (random weights: no pretrained one)
+  if arg.tiny:
+    c.vae = _sibling("vae_ltx", "tiny")  # 32× space / 8× time, 8 latent channels
+    c.dit = _sibling("a2v_dit", "tiny").model  # 2 blocks, 2 heads × 8, 8 channels in/out
+    sae_hidden = 16
+  else:
+    # LTX's 0.9.0 blocks with a 2×2 pixel patch (LTX: 4×4): 16× space, 8× time, so a 64² face is 4×4 latents.
+    c.vae = _sibling("vae_ltx", "tiny,patch_size=2,latent_channels=16")
+    c.vae.block_out_channels = c.vae.decoder_block_out_channels = (16, 32, 64, 64)
+    c.dit = _sibling("a2v_dit", "tiny").model
+    c.dit.update(dict(num_layers=4, num_heads=4, head_dim=16, cross_attention_dim=64, in_channels=16,
+                      out_channels=16, caption_channels=16, audio_dim=64, vae_scale=(8, 16, 16)))
+    sae_hidden = 64
   c.speech_ae = ml_collections.ConfigDict(dict(
       feature_dim=c.whisper.d_model,  # DA = the Whisper width
       window=10,  # Hw (fixed by the per-frame windows)
-      hidden_dim=16,  # SpeechAE width
+      hidden_dim=sae_hidden,  # SpeechAE width
       latent_tokens=c.dit.audio_tokens,  # hw
       latent_dim=c.dit.audio_dim,  # dA
       kernel_size=3,  # causal conv taps
   ))
   c.pipeline = ml_collections.ConfigDict(dict(
-      fps=25, resolution=64, clip_frames=16, steps=8, cfg="split", alpha=None, beta=None, shift=1.0,
-      decode_timestep=0.0, decode_noise_scale=None))
+      fps=25, resolution=64, clip_frames=8, steps=8, cfg="split", alpha=None, beta=None, shift=1.0,
+      decode_timestep=0.0, decode_noise_scale=None,
+      face_crop=False))  # trained on whole 64² frames of the drawn faces: the reference is used as it is
   if arg.tiny:
     c.pipeline.update(dict(clip_frames=3, steps=2))
   return c
-

@@ -62,6 +62,9 @@ class PipelineConfig:
   shift: float = 1.0  # timestep shift of the schedule (1 = linear)
   decode_timestep: float = 0.0  # timestep-conditioned VAE decoders only (LTX 0.9.1+)
   decode_noise_scale: float | None = None  # idem; None = decode_timestep
+  # Crop the reference around the detected face, as the training data was cropped (scripts/preprocess.py);
+  # False: take the largest centred square as it is (models trained on whole frames, e.g. the demo model).
+  face_crop: bool = True
 
   @classmethod
   def from_dict(cls, d: dict) -> "PipelineConfig":
@@ -217,7 +220,8 @@ class ReadPipeline:
   def reference_latent(self, image) -> jax.Array:
     """z_R [h, w, C] of a reference image (path or array; any size or mode: face-cropped, resized)."""
     t0 = time.perf_counter()
-    pixels = media.load_reference_image(image, self.config.resolution)  # [S, S, 3] in [-1, 1]
+    detector = {} if self.config.face_crop else {"detector": None}  # {}: the default face detector
+    pixels = media.load_reference_image(image, self.config.resolution, **detector)  # [S, S, 3] in [-1, 1]
     z = self._encode_image(self.vae_variables, jnp.asarray(pixels)[None, None])[0, 0]
     self.timings.reference += _block(z, t0)
     return z
@@ -240,12 +244,13 @@ class ReadPipeline:
   # Generation
 
   def stream(self, image, audio, *, steps: int | None = None, cfg: str | None = None, alpha: float | None = None,
-             beta: float | None = None, seed: int = 0, progress: Callable[[int, int], None] | None = None
-             ) -> Iterator[np.ndarray]:
+             beta: float | None = None, seed: int = 0, progress: Callable[[int, int], None] | None = None,
+             motion_prior: bool = True) -> Iterator[np.ndarray]:
     """Yield uint8 frames [n, H, W, 3] clip by clip (the first clip's frames before the rest is computed).
 
     ``audio``: a path librosa reads, or a 16 kHz mono float array. The frames together are exactly
     F = floor(25 · seconds) frames, the audio's length. ``progress(done, total)`` is called per clip.
+    ``motion_prior=False``: clips sampled independently (the ablation of ANS; see ``sampling.stream_clips``).
     """
     c = self.config
     steps = c.steps if steps is None else steps
@@ -268,7 +273,8 @@ class ReadPipeline:
     key = jax.random.key(seed)
     total = sampling.num_clips(num_latents, c.clip_frames)
     clips = sampling.stream_clips(self._denoise, key, z_ref, speech, num_latents, c.clip_frames, steps=steps,
-                                  shift=c.shift, cfg=cfg, alpha=alpha, beta=beta, params=(self.dit_params, text_kv))
+                                  shift=c.shift, cfg=cfg, alpha=alpha, beta=beta, params=(self.dit_params, text_kv),
+                                  motion_prior=motion_prior)
     emitted = 0
     for j in range(total):
       t0 = time.perf_counter()

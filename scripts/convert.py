@@ -6,6 +6,7 @@
   python scripts/convert.py import-ltx     --ltx LTX_DIR_OR_FILE --out DIR [--config a2v_dit] [--num-layers 24]
                                            [--prompt prompt.safetensors] [--init-speech-ae speechae] [--seed 0]
   python scripts/convert.py import-whisper --whisper WHISPER_DIR --out DIR
+  python scripts/convert.py import-run     --run WORKDIR --out DIR   (a scripts/train.py run's trained parts)
 
 The PyTorch directory layout is described in read_jax/convert/torch_export.py and docs/pytorch.md.
 Bad input gives one error line and exit code 2.
@@ -39,6 +40,9 @@ def main(argv=None) -> int:
   w = sub.add_parser("import-whisper", help="transformers Whisper directory → whisper/ of a read_jax checkpoint")
   w.add_argument("--whisper", required=True, help="transformers Whisper directory (config.json + safetensors)")
   w.add_argument("--out", required=True, help="read_jax checkpoint directory (created or updated)")
+  r = sub.add_parser("import-run", help="a training run's latest params → its parts of a read_jax checkpoint")
+  r.add_argument("--run", required=True, help="scripts/train.py --workdir of a speechae or a2v_dit run")
+  r.add_argument("--out", required=True, help="read_jax checkpoint directory (created or updated)")
   args = p.parse_args(argv)
 
   from read_jax.convert import checkpoint_dir, torch_export
@@ -56,6 +60,10 @@ def main(argv=None) -> int:
         checkpoint_dir.set_prompt(args.prompt, args.out)
       if args.init_speech_ae:
         checkpoint_dir.init_speech_ae(args.out, args.init_speech_ae, seed=args.seed)
+      _report(checkpoint_dir, args.out)
+    elif args.command == "import-run":
+      parts = checkpoint_dir.import_run(args.run, args.out)
+      print(f"wrote {', '.join(parts)} to {args.out}")
       _report(checkpoint_dir, args.out)
     else:
       checkpoint_dir.import_whisper(args.whisper, args.out)

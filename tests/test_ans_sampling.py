@@ -198,3 +198,19 @@ def test_bad_arguments():
     sampling.sample(denoise, key, z_ref, speech, 4, 1)
   with pytest.raises(ValueError, match="steps"):
     sampling.sample(denoise, key, z_ref, speech, 4, F, steps=0)
+
+
+def test_without_motion_prior_each_clip_is_an_independent_clip0():
+  """The ablation (plain clip concatenation): clip j is what clip 0 would be with clip j's noise and speech."""
+  key, z_ref, speech = inputs(10)  # 3 clips of F = 4
+  clips = list(sampling.stream_clips(DENOISE, key, z_ref, speech, 10, F, steps=2, motion_prior=False))
+  ans_clips = list(sampling.stream_clips(DENOISE, key, z_ref, speech, 10, F, steps=2))
+  np.testing.assert_array_equal(np.asarray(clips[0]), np.asarray(ans_clips[0]))
+  for j in (1, 2):
+    lo = j * (F - 1)
+    noise = jax.random.normal(jax.random.fold_in(key, j), (F, H, W, C))
+    carry = sampling._first_carry((H, W, C), 3)
+    want = sampling._run_clip_jit(DENOISE, "split", None, carry, noise, z_ref, speech[lo:lo + F],
+                                  jnp.asarray(sampling.timesteps(2)), jnp.asarray([2.0, 6.0]))[1]
+    np.testing.assert_allclose(np.asarray(clips[j]), np.asarray(want), rtol=1e-6, atol=1e-6)
+    assert np.abs(np.asarray(clips[j][0]) - np.asarray(ans_clips[j][0])).max() > 1e-3  # no shared motion frame

@@ -309,18 +309,27 @@ def _clip_noise(key, j, clip_frames, frame_shape):
 
 def stream_clips(denoise: Denoise, key: Array, z_ref, speech, num_frames: int, clip_frames: int, *,
                  steps: int = DEFAULT_STEPS, shift: float = 1.0, schedule=None, cfg: str = "split",
-                 alpha: float | None = None, beta: float | None = None, params: Any = None) -> Iterator[Array]:
+                 alpha: float | None = None, beta: float | None = None, params: Any = None,
+                 motion_prior: bool = True) -> Iterator[Array]:
   """Yield each clip's final latents [f, h, w, C] (frame 0 of clip j > 0 is clip j−1's last frame).
 
   The clips-outer order with the clip loop in Python around one jitted per-clip scan of fixed
   shapes, so every clip count reuses the same compiled denoiser. Clip j is handed out as soon as it
   is finished; the last clip still holds the padding frames (see :func:`stream` for trimmed output).
+
+  ``motion_prior=False`` is the paper's Fig. 2 ablation, plain clip concatenation: every clip is
+  sampled as clip 0 is, from its own noise with no motion frame, so nothing carries across clip
+  boundaries. The clip layout is unchanged (clip j's frame 0, which ANS shares with clip j−1, is
+  generated and then dropped by :func:`stream`), so the two outputs align frame for frame.
   """
   p = _plan(z_ref, speech, num_frames, clip_frames, steps, shift, schedule, cfg, alpha, beta)
-  carry = _first_carry(p.z_ref.shape, p.schedule.shape[0])
+  first = _first_carry(p.z_ref.shape, p.schedule.shape[0])
+  carry = first
   for j in range(p.num_clips):
     start = j * (clip_frames - 1)
     noise = _clip_noise(key, j, clip_frames, p.z_ref.shape)
+    if not motion_prior:
+      carry = first
     carry, clip = _run_clip_jit(denoise, cfg, params, carry, noise, p.z_ref,
                                 p.speech[start:start + clip_frames], p.schedule, p.guidance)
     yield clip

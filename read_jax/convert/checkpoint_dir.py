@@ -5,6 +5,8 @@
   import_whisper(whisper_dir, out_dir) whisper/ from a transformers Whisper directory (encoder only)
   init_speech_ae(out_dir, config)      speech_ae/ randomly initialised — only on request (it has no pretrained
                                        source: stage 1 trains it)
+  import_run(run_dir, out_dir)         the parts a training run trains (its latest checkpoint): vae/ (stage "vae",
+                                       with latent statistics), speech_ae/ (stage 1), a2v_dit/ + speech_ae/ (stage 2)
   set_prompt(prompt_file, out_dir)     prompt.safetensors (from scripts/encode_prompt.py), width checked
   check_complete(ckpt_dir)             one error naming every missing part and the command that provides it
   stage_params(ckpt_dir, stage)        the param tree a training stage starts from (``config.init_checkpoint``)
@@ -151,6 +153,57 @@ def init_speech_ae(out_dir: str, config="speechae", *, seed: int = 0) -> None:
   params = jax.tree.map(np.asarray, jax.jit(model.init)(jax.random.key(seed), s)["params"])
   os.makedirs(out_dir, exist_ok=True)
   native.save_module(os.path.join(out_dir, "speech_ae"), "speech_ae", fields, params)
+
+
+def run_params(run_dir: str):
+  """``(stage, params)`` of a training run's latest checkpoint, rebuilt from the run's ``config.json``."""
+  import ml_collections
+
+  from read_jax.train import checkpoint as ckpt_lib
+  from read_jax.train.loop import _strip_boxes
+  from read_jax.train.stages import make_stage
+  config_path = os.path.join(run_dir, "config.json")
+  if not os.path.isfile(config_path):
+    raise CheckpointError(f"--run {run_dir}: no config.json (not a scripts/train.py workdir)")
+  with open(config_path) as fh:
+    config = ml_collections.ConfigDict(json.load(fh))
+  stage = make_stage(config)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.eval_shape(stage.init, jax.random.key(0), stage.batch_spec())
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), _strip_boxes(abstract))
+  params = ckpt_lib.restore_params(os.path.join(run_dir, "checkpoints"), abstract)
+  return stage, jax.tree.map(np.asarray, params)
+
+
+def import_run(run_dir: str, out_dir: str, *, vae_stats: dict | None = None) -> list[str]:
+  """Write the parts a training run trained into ``out_dir``; returns the parts written.
+
+  Stage "vae" → vae/ (``vae_stats``: ``latents_mean`` / ``latents_std`` from
+  ``read_jax.train.vae_stage.latent_stats``; without them the latents are left unnormalised),
+  "speechae" → speech_ae/, "a2v_dit" → a2v_dit/ and speech_ae/ (fine-tuned jointly).
+  """
+  from read_jax.convert.vae import export_vae
+  stage, params = run_params(run_dir)
+  name = stage.config.stage
+  os.makedirs(out_dir, exist_ok=True)
+  if name == "vae":
+    c = stage.model.config.latent_channels
+    buffers = vae_stats or {"latents_mean": np.zeros((c,), np.float32), "latents_std": np.ones((c,), np.float32)}
+    export_vae(stage.model, {"params": params, "buffers": buffers}, os.path.join(out_dir, "vae"))
+    return ["vae"]
+  if name == "speechae":
+    parts = {"speech_ae": (stage.model, params)}
+  elif name == "a2v_dit":
+    parts = {"a2v_dit": (stage.dit, params["dit"]), "speech_ae": (stage.speech_ae, params["speech_ae"])}
+  else:
+    raise CheckpointError(f"--run {run_dir}: stage {name!r} has no checkpoint-directory part")
+  fields = {part: native._plain(_native_fields(module)) for part, (module, _) in parts.items()}
+  _check_consistent(out_dir, **fields)
+  for part, (_, tree) in parts.items():
+    tmp = os.path.join(out_dir, f"{part}.tmp")
+    native.save_module(tmp, part, fields[part], tree)
+    _replace_dir(tmp, os.path.join(out_dir, part))
+  return list(parts)
 
 
 def set_prompt(prompt_file: str, out_dir: str) -> None:

@@ -363,3 +363,34 @@ def preprocess(paths: Iterable[str], out_dir: str, encode_video: Callable, featu
       bar.set_postfix(clips=sum(v["clips"] for v in report["processed"].values()), skipped=len(report["skipped"]))
   shutil.rmtree(tmp_dir, ignore_errors=True)
   return report
+
+
+def write_frame_shards(paths: Sequence[str], out_dir: str, *, resolution: int, min_frames: int = 17,
+                       val_fraction: float = 0.05, progress: bool = True) -> dict[str, int]:
+  """Videos → ``{out_dir}/{train,val}-NNNNN.array_record`` of ``{"video": uint8 [F, S, S, 3]}`` (one per
+  video, 25 fps, the largest centred square resized to ``resolution``): the data of VAE training
+  (read_jax/train/vae_stage.py). Unreadable or shorter-than-``min_frames`` videos are skipped; returns
+  the number of videos per split and skipped."""
+  import tqdm
+
+  counts = {"train": 0, "val": 0, "skipped": 0}
+  writers = {split: records.ShardWriter(os.path.join(out_dir, split), examples_per_shard=64) for split in ("train", "val")}
+  try:
+    for path in tqdm.tqdm(list(paths), desc="frames", unit="video", disable=not progress):
+      try:
+        frames = list(iter_frames(path))
+      except SkipVideo:
+        counts["skipped"] += 1
+        continue
+      if len(frames) < min_frames:
+        counts["skipped"] += 1
+        continue
+      box = media.square_box(*frames[0].shape[:2], None)
+      video = np.stack([crop_frame(f, box, resolution) for f in frames])
+      split = "val" if is_val(path, val_fraction) else "train"
+      writers[split].write({"video": video})
+      counts[split] += 1
+  finally:
+    for w in writers.values():
+      w.close()
+  return counts

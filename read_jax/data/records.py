@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob
 import io
 import os
+import threading
 from typing import Callable, Iterable, Sequence
 
 import grain
@@ -34,8 +35,13 @@ def encode_example(example: Example) -> bytes:
   return buf.getvalue()
 
 
+# np.load parses each array's header with ast.literal_eval, which CPython 3.11 cannot run in several
+# threads at once ("SystemError: AST constructor recursion depth mismatch"); grain reads with threads.
+_DECODE_LOCK = threading.Lock()
+
+
 def decode_example(record: bytes) -> Example:
-  with np.load(io.BytesIO(record), allow_pickle=False) as z:
+  with _DECODE_LOCK, np.load(io.BytesIO(record), allow_pickle=False) as z:
     return {k: z[k] for k in z.files}
 
 

@@ -94,10 +94,16 @@ def _a2v_dit_stage(config):
   return A2VStage(config)
 
 
+def _vae_stage(config):
+  from read_jax.train.vae_stage import VAEStage
+  return VAEStage(config)
+
+
 # config.stage → stage constructor; each takes the whole (locked) config.
 STAGES: dict[str, Callable[[Any], Stage]] = {
     "speechae": SpeechAEStage,
     "a2v_dit": _a2v_dit_stage,  # stage 2 (read_jax/train/a2v_stage.py)
+    "vae": _vae_stage,  # a VAE from scratch, for the demo model (read_jax/train/vae_stage.py)
 }
 
 

@@ -1,0 +1,23 @@
+"""Stage 1 of the demo model: its SpeechAE (configs/demo.py ``speech_ae``) on the synthetic speech.
+
+  configs/demo_speechae.py          the demo run (scripts/train_demo.py)
+  configs/demo_speechae.py:smoke    a few steps (the end-to-end test)
+
+Everything but the sizes and the schedule is configs/speechae.py (the paper's stage 1).
+"""
+
+from read_jax.config import load_config, parse_arg
+
+
+def get_config(arg=None):
+  arg = parse_arg(arg, smoke=False)
+  c = load_config("speechae.py")
+  c.unlock()
+  c.model = load_config("demo.py").speech_ae.to_dict()
+  c.data.update(dict(num_frames=57, batch_size=8, val_batches=0, workers=2))
+  c.train.update(dict(steps=1500, lr=1e-3, warmup_steps=50, log_every=50, eval_every=750, ckpt_every=750,
+                      keep_checkpoints=2))
+  if arg.smoke:
+    c.data.update(dict(batch_size=4, workers=1))
+    c.train.update(dict(steps=4, warmup_steps=1, log_every=2, eval_every=0, ckpt_every=4, progress_bar=False))
+  return c

@@ -1,0 +1,49 @@
+"""Train the demo model's VAE (configs/demo.py ``vae``) from scratch on 64² video: L1 + KL (read_jax/train/vae_stage.py).
+
+  configs/demo_vae.py          the demo run (scripts/train_demo.py): 9-frame windows of 32² crops, batch 8
+  configs/demo_vae.py:smoke    a few steps (the end-to-end test)
+
+  python scripts/train.py --config demo_vae.py --workdir DIR --config.data.train_glob='frames/train-*'
+"""
+
+import ml_collections
+
+from read_jax.config import load_config, parse_arg
+
+
+def get_config(arg=None):
+  arg = parse_arg(arg, smoke=False)
+  c = ml_collections.ConfigDict()
+  c.stage = "vae"  # read_jax.train.stages.STAGES key
+  c.seed = 0
+  c.dtype = "float32"  # compute dtype
+  c.param_dtype = "float32"
+  c.init_checkpoint = ""  # params of another run to start from ("" = from scratch)
+  vae = load_config("demo.py").vae.to_dict()
+  c.model = {k: v for k, v in vae.items() if k not in ("dtype", "param_dtype")}  # configs/vae_ltx.py keys
+  c.loss = ml_collections.ConfigDict(dict(
+      kl_weight=1e-6,  # weight of the per-latent-element KL against the per-pixel L1 (more collapses the posterior)
+      sample_posterior=False,  # decode the posterior mean (see read_jax/train/vae_stage.py)
+  ))
+  c.data = ml_collections.ConfigDict(dict(
+      train_glob="data/frames/train-*.array_record",  # read_jax.data.preprocess.write_frame_shards
+      val_glob="data/frames/val-*.array_record",
+      resolution=64,  # frame side (the shards' frames must have it)
+      crop=32,  # random square crops of this side (0 = whole frames): 4× cheaper steps
+      num_frames=9,  # frames per random window, 1 + 8k (two latent frames)
+      batch_size=8,
+      shuffle_seed=0,
+      val_seed=1,
+      val_batches=4,  # 0 = the whole split
+      workers=2,
+  ))
+  c.train = ml_collections.ConfigDict(dict(
+      steps=4000, lr=5e-4, end_lr_fraction=0.1, warmup_steps=20, b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.0,
+      grad_clip=1.0, accum_steps=1, log_every=100, eval_every=1000, ckpt_every=500, keep_checkpoints=2,
+      max_nonfinite_in_row=20, progress_bar=True, pause_after_checkpoint_s=0.0))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.sharding = ml_collections.ConfigDict(dict(rules=[("batch", ("data", "fsdp"))], fallback="replicated"))
+  if arg.smoke:
+    c.data.update(dict(batch_size=2, val_batches=1, workers=1))
+    c.train.update(dict(steps=4, warmup_steps=1, log_every=2, eval_every=0, ckpt_every=4, progress_bar=False))
+  return c

@@ -1,0 +1,120 @@
+"""VAE training (``config.stage = "vae"``): the LTX-architecture VAE from scratch, L1 + KL.
+
+READ itself uses the pretrained LTX-Video VAE and never trains it (paper §4.1). This stage exists for
+small VAEs trained on data that the released one was not made for: the demo model's 64² VAE on the
+synthetic set (configs/demo_vae.py). One example is one video:
+
+  video  uint8 [F, H, W, 3]   frames (``read_jax.data.preprocess.write_frame_shards``)
+
+A random window of ``config.data.num_frames`` (= 1 + 8k) frames is cut per example, and with
+``config.data.crop`` > 0 a random square of that side (a multiple of the spatial compression): the
+VAE is convolutional, so it learns from crops at a fraction of the cost and runs on whole frames. The loss is
+``L1(decode(z), x) + kl_weight · KL(q(z | x) ‖ N(0, I))``, L1 the mean over pixels and KL the mean over
+latent elements, z drawn from the posterior or (``loss.sample_posterior=False``) its mean. LTX's
+posterior starts with unit variance, which drowns the small initial means: sampled, the decoder
+first learns to ignore z and a small run stays at the mean image for hundreds of steps; the mean
+trains at once (the KL still bounds the latents' scale, and the diffusion model sees normalised
+latents either way). LTX adds perceptual and adversarial terms for its
+sharp full-size VAE; on the flat synthetic faces L1 suffices.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from read_jax.data import records
+from read_jax.models.vae import AutoencoderKLLTXVideo, compression_ratios
+from read_jax.train.stages import DTYPES, train_val_datasets
+
+
+def to_pixels(video):
+  """uint8 frames → float32 in [−1, 1] (the VAE's input range)."""
+  return video.astype(jnp.float32) / 127.5 - 1.0
+
+
+def rbg_key(key: jax.Array) -> jax.Array:
+  """An "rbg" PRNG key derived from any key: XLA compiles the VAE's init with it several times faster."""
+  data = jax.random.key_data(jax.random.split(key, 2)).reshape(-1)  # 4 × uint32 (threefry: 2 keys × 2)
+  return jax.random.wrap_key_data(data[:4], impl="rbg")
+
+
+class VAEStage:
+  """Stage "vae": params are the VAE's ``params`` collection; its latent statistics stay mean 0 / std 1
+  here and are measured after training (:func:`latent_stats`)."""
+
+  def __init__(self, config):
+    self.config = config
+    self.model = AutoencoderKLLTXVideo.from_config(
+        {**config.model, "dtype": config.dtype, "param_dtype": config.param_dtype})
+    c = self.model.config.latent_channels
+    self.buffers = {"latents_mean": jnp.zeros((c,), jnp.float32), "latents_std": jnp.ones((c,), jnp.float32)}
+
+  def batch_spec(self):
+    d = self.config.data
+    side = d.crop or d.resolution
+    return {"video": jax.ShapeDtypeStruct((d.batch_size, d.num_frames, side, side, 3), jnp.uint8)}
+
+  def init(self, key, batch_spec):
+    v = batch_spec["video"]
+    ks, _ = compression_ratios(self.model.config)
+    x = jnp.zeros((1, 1, ks, ks, v.shape[-1]), jnp.float32)  # the params do not depend on the video size
+    return self.model.init(rbg_key(key), x)["params"]
+
+  def loss_fn(self, params, batch, key):
+    x = to_pixels(batch["video"])  # [B, F, H, W, 3]
+    variables = {"params": params, "buffers": self.buffers}
+    posterior = self.model.apply(variables, x, method=AutoencoderKLLTXVideo.encode)
+    z = posterior.sample(key) if self.config.loss.sample_posterior else posterior.mode()
+    y = self.model.apply(variables, z, method=AutoencoderKLLTXVideo.decode).astype(jnp.float32)
+    l1 = jnp.mean(jnp.abs(y - x))
+    kl = jnp.mean(posterior.kl()) / np.prod(z.shape[1:])  # kl() sums over each example: per latent element
+    loss = l1 + self.config.loss.kl_weight * kl
+    return loss, {"l1": l1, "kl": kl, "psnr": _psnr(y, x)}
+
+  def trainable(self, params):
+    return None
+
+  def datasets(self, process_index, process_count):
+    d = self.config.data
+    return train_val_datasets(d, _crop_uint8("video", d.num_frames, d.crop), process_index, process_count)
+
+
+def _psnr(y, x):
+  """PSNR in dB of pixels in [−1, 1] (peak-to-peak 2)."""
+  mse = jnp.mean(jnp.square(jnp.clip(y, -1, 1) - x))
+  return 10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-10))
+
+
+def _crop_uint8(key: str, num_frames: int, side: int = 0):
+  """A random window of ``num_frames`` frames and (``side`` > 0) a random ``side``² square of them, uint8."""
+  crop = records.random_crop(key, num_frames)
+
+  def transform(example, rng):
+    x = crop(example, rng)[key].astype(np.uint8)  # stays uint8 to the device (4× less to move)
+    if side:
+      y0, x0 = (int(rng.integers(0, n - side + 1)) for n in x.shape[1:3])
+      x = x[:, y0:y0 + side, x0:x0 + side]
+    return {key: x}
+  return transform
+
+
+def latent_stats(model: AutoencoderKLLTXVideo, params, videos, batch_frames: int = 17) -> dict[str, np.ndarray]:
+  """Per-channel mean and std of the posterior means over ``videos`` (iterable of uint8 [F, H, W, 3]),
+  the ``latents_mean`` / ``latents_std`` buffers that normalise latents for the diffusion model."""
+  buffers = {"latents_mean": jnp.zeros((model.config.latent_channels,)),
+             "latents_std": jnp.ones((model.config.latent_channels,))}
+  encode = jax.jit(lambda p, x: model.apply({"params": p, "buffers": buffers}, to_pixels(x),
+                                            method=AutoencoderKLLTXVideo.encode).mean)
+  total, total_sq, count = 0.0, 0.0, 0
+  for video in videos:
+    for start in range(0, video.shape[0] - batch_frames + 1, batch_frames):
+      z = np.asarray(encode(params, jnp.asarray(video[None, start:start + batch_frames])), np.float64)
+      z = z.reshape(-1, z.shape[-1])
+      total, total_sq, count = total + z.sum(0), total_sq + np.square(z).sum(0), count + z.shape[0]
+  if not count:
+    raise ValueError(f"latent_stats: no video with {batch_frames} frames or more")
+  mean = total / count
+  std = np.sqrt(np.maximum(total_sq / count - np.square(mean), 1e-12))
+  return {"latents_mean": mean.astype(np.float32), "latents_std": std.astype(np.float32)}
