@@ -1,124 +1,188 @@
-"""A2V-DiT forward vs diffusers' LTX transformer (same config, inputs, CPU); Split-CFG step vs one branch.
+"""A2V-DiT forward vs diffusers' LTX transformer (same config, weights and inputs); Split-CFG step vs one branch.
 
-Ours is jitted with the audio attention off (speech=None), diffusers runs eagerly under
-``torch.inference_mode``; both see the same weights and inputs and the same machine. Reported:
+Ours is jitted (compiled ahead of time, one program per attention implementation and batch) with the
+audio attention off (speech=None); diffusers runs eagerly under ``torch.inference_mode``; both run on
+the same device (``--platform``) in the same dtype. Reported:
   ours / diffusers          (target ≤ 1.0×)
   3 branches in one pass / 1 branch   (Split-CFG batched on the batch axis; target ≤ 3.0×)
+
+  python scripts/bench.py dit                                        # small model, float32, CPU
+  python scripts/bench.py dit --size full --platform gpu --dtype bfloat16 --attention cudnn,xla
+
+``--size full`` is LTX-Video 2B's transformer (diffusers' defaults: 28 blocks, 32 heads × 64, T5-XXL
+text) at the paper's clip, x [B, 17, 16, 16, 128] (4352 tokens per example), 128 text tokens.
+Weights are diffusers' random initialisation, mapped to ours by ``params_from_state_dict``.
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
 from benchmarks._timing import print_table, time_fn
 
+# Shape presets; an explicit flag overrides its preset value.
+SIZES = {
+  "small": dict(layers=2, heads=4, head_dim=64, channels=128, caption_channels=256, frames=5, height=8, width=8,
+                text_len=16),
+  "full": dict(layers=28, heads=32, head_dim=64, channels=128, caption_channels=4096, frames=17, height=16,
+               width=16, text_len=128),
+}
+
 
 def add_args(p):
-  p.add_argument("--layers", type=int, default=2, help="transformer blocks")
-  p.add_argument("--heads", type=int, default=4, help="attention heads")
-  p.add_argument("--head-dim", type=int, default=64, help="head width (model width = heads × head-dim)")
-  p.add_argument("--channels", type=int, default=128, help="latent channels")
-  p.add_argument("--caption-channels", type=int, default=256, help="text embedding width")
-  p.add_argument("--frames", type=int, default=5, help="latent frames T (reference included)")
-  p.add_argument("--height", type=int, default=8, help="latent height")
-  p.add_argument("--width", type=int, default=8, help="latent width")
-  p.add_argument("--text-len", type=int, default=16, help="prompt tokens")
+  p.add_argument("--size", default="small", choices=tuple(SIZES), help="shape preset (flags below override it)")
+  p.add_argument("--layers", type=int, help="transformer blocks")
+  p.add_argument("--heads", type=int, help="attention heads")
+  p.add_argument("--head-dim", type=int, help="head width (model width = heads × head-dim)")
+  p.add_argument("--channels", type=int, help="latent channels")
+  p.add_argument("--caption-channels", type=int, help="text embedding width")
+  p.add_argument("--frames", type=int, help="latent frames T (reference included)")
+  p.add_argument("--height", type=int, help="latent height")
+  p.add_argument("--width", type=int, help="latent width")
+  p.add_argument("--text-len", type=int, help="prompt tokens")
   p.add_argument("--batch", type=int, default=1, help="batch of one branch")
   p.add_argument("--repeats", type=int, default=10, help="timed runs (median reported)")
   p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-  p.add_argument("--platform", default="cpu", help="jax platform (cpu: the same CPU as torch)")
+  p.add_argument("--platform", default="cpu", choices=("cpu", "gpu"), help="device of both jax and torch")
+  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="compute dtype of both")
+  p.add_argument("--attention", default="xla",
+                 help="comma-separated self-attention implementations of ours (read_jax.nn.attention), e.g. cudnn,xla")
 
 
-def run(args):
+def _resolve_size(args) -> dict:
+  """The preset of ``args.size`` with every explicitly passed flag on top."""
+  shape = dict(SIZES[args.size])
+  shape.update({k: getattr(args, k) for k in shape if getattr(args, k) is not None})
+  return shape
+
+
+def run(args) -> dict:
+  """Prints the comparison; returns its numbers (times in ms) for scripts/benchmarks/gpu.py."""
   import jax
-  jax.config.update("jax_platforms", args.platform)
+  jax.config.update("jax_platforms", "cuda" if args.platform == "gpu" else "cpu")
+  import jax.numpy as jnp
   import torch
   from diffusers import LTXVideoTransformer3DModel
 
   from read_jax.convert.ltx_transformer import params_from_state_dict
   from read_jax.models.a2v_dit import A2VDiT
 
+  s = _resolve_size(args)
+  impls = args.attention.split(",")
+  device = torch.device("cuda" if args.platform == "gpu" else "cpu")
+  torch_dtype = getattr(torch, args.dtype)
   if args.threads:
     torch.set_num_threads(args.threads)
-  dim = args.heads * args.head_dim
+  sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+  dim = s["heads"] * s["head_dim"]
+  t0 = time.perf_counter()
   torch.manual_seed(0)
-  ref = LTXVideoTransformer3DModel(in_channels=args.channels, out_channels=args.channels,
-                                   num_attention_heads=args.heads, attention_head_dim=args.head_dim,
-                                   cross_attention_dim=dim, num_layers=args.layers,
-                                   caption_channels=args.caption_channels).eval()
-  model = A2VDiT(in_channels=args.channels, out_channels=args.channels, num_layers=args.layers,
-                 num_heads=args.heads, head_dim=args.head_dim, cross_attention_dim=dim,
-                 caption_channels=args.caption_channels, audio_dim=dim, attention="xla")
-  params = params_from_state_dict({k: v.numpy() for k, v in ref.state_dict().items()}, model)
-  params = jax.device_put(params)
+  with device:  # initialise on the device: a 2B-parameter init on the CPU takes minutes
+    ref = LTXVideoTransformer3DModel(in_channels=s["channels"], out_channels=s["channels"],
+                                     num_attention_heads=s["heads"], attention_head_dim=s["head_dim"],
+                                     cross_attention_dim=dim, num_layers=s["layers"],
+                                     caption_channels=s["caption_channels"]).eval()
+  # Float32 storage for the mapping, the compute dtype for the run (flax casts params to ``dtype``).
+  models = {impl: A2VDiT(in_channels=s["channels"], out_channels=s["channels"], num_layers=s["layers"],
+                         num_heads=s["heads"], head_dim=s["head_dim"], cross_attention_dim=dim,
+                         caption_channels=s["caption_channels"], audio_dim=dim, attention=impl, dtype=args.dtype)
+            for impl in impls}
+  state = {k: v.float().cpu().numpy() for k, v in ref.state_dict().items()}
+  params = params_from_state_dict(state, models[impls[0]])
+  del state
+  params = jax.tree.map(lambda a: jnp.asarray(a, args.dtype), jax.device_put(params))
+  if torch_dtype != torch.float32:
+    ref = ref.to(torch_dtype)
+  n_params = sum(p.numel() for p in ref.parameters())
+  print(f"weights: {n_params / 1e9:.3f} B parameters, diffusers init on {device} + mapping "
+        f"{time.perf_counter() - t0:.1f} s", flush=True)
 
   rng = np.random.default_rng(0)
-  b3 = 3 * args.batch
-  shape = (b3, args.frames, args.height, args.width, args.channels)
-  x = rng.standard_normal(shape).astype(np.float32)
-  t = np.concatenate([np.zeros((b3, 1)), np.full((b3, args.frames - 1), 0.6)], axis=1).astype(np.float32)
-  text = rng.standard_normal((b3, args.text_len, args.caption_channels)).astype(np.float32)
-  mask = np.ones((b3, args.text_len), bool)
-  mask[:, args.text_len * 3 // 4:] = False
+  b1, b3 = args.batch, 3 * args.batch
+  frames, hw, c = s["frames"], s["height"] * s["width"], s["channels"]
+  x = rng.standard_normal((b3, frames, s["height"], s["width"], c)).astype(np.float32)
+  t = np.concatenate([np.zeros((b3, 1)), np.full((b3, frames - 1), 0.6)], axis=1).astype(np.float32)
+  text = rng.standard_normal((b3, s["text_len"], s["caption_channels"])).astype(np.float32)
+  mask = np.ones((b3, s["text_len"]), bool)
+  mask[:, s["text_len"] * 3 // 4:] = False
 
-  apply = jax.jit(model.apply)
+  compiled, compile_s = {}, {}
+  for impl in impls:  # one program per (implementation, batch); the first implementation first
+    for n in (b1, b3):
+      inputs = tuple(jax.device_put(a[:n]) for a in (x, t, text, mask))
+      t0 = time.perf_counter()
+      fn = jax.jit(models[impl].apply).lower({"params": params}, inputs[0], inputs[1], None, *inputs[2:]).compile()
+      compile_s[impl, n] = time.perf_counter() - t0
+      compiled[impl, n] = (fn, inputs)
+      print(f"compiled ours ({impl}, batch {n}) in {compile_s[impl, n]:.1f} s", flush=True)
 
-  def ours(n):
-    xs, ts, texts, masks = (jax.device_put(a[:n]) for a in (x, t, text, mask))
-    return lambda: apply({"params": params}, xs, ts, None, texts, masks).block_until_ready()
-
-  hw = args.height * args.width
+  def ours(impl, n):
+    fn, (xs, ts, texts, masks) = compiled[impl, n]
+    return lambda: fn({"params": params}, xs, ts, None, texts, masks).block_until_ready()
 
   def theirs(n):
-    kw = dict(hidden_states=torch.from_numpy(x[:n].reshape(n, -1, args.channels)),
-              encoder_hidden_states=torch.from_numpy(text[:n]),
-              timestep=torch.from_numpy(np.repeat(t[:n] * 1000, hw, axis=1)),
-              encoder_attention_mask=torch.from_numpy(mask[:n].astype(np.float32)),
-              num_frames=args.frames, height=args.height, width=args.width,
+    as_torch = lambda a, dt=torch_dtype: torch.from_numpy(a).to(device=device, dtype=dt)  # noqa: E731
+    kw = dict(hidden_states=as_torch(x[:n].reshape(n, -1, c)), encoder_hidden_states=as_torch(text[:n]),
+              timestep=as_torch(np.repeat(t[:n] * 1000, hw, axis=1), torch.float32),
+              encoder_attention_mask=as_torch(mask[:n].astype(np.float32)),
+              num_frames=frames, height=s["height"], width=s["width"],
               rope_interpolation_scale=(8 / 25, 32, 32), return_dict=False)
 
     def fn():
       with torch.inference_mode():
-        return ref(**kw)[0]
+        out = ref(**kw)[0]
+      sync()
+      return out
     return fn
 
   # Same answer first (so the timings compare the same computation).
-  got = np.asarray(apply({"params": params}, x[:args.batch], t[:args.batch], None, text[:args.batch],
-                         mask[:args.batch]))
-  want = theirs(args.batch)().numpy().reshape(got.shape)
-  err = float(np.linalg.norm(got - want) / np.linalg.norm(want))
+  want = theirs(b1)().float().cpu().numpy().reshape(b1, frames, s["height"], s["width"], c)
+  errors = {}
+  for impl in impls:
+    got = np.asarray(ours(impl, b1)(), np.float32)
+    errors[impl] = float(np.linalg.norm(got - want) / np.linalg.norm(want))
+  print("relative error vs diffusers: " + ", ".join(f"{i} {e:.2e}" for i, e in errors.items()), flush=True)
 
   # Interleaved rounds (each round runs every variant once), so load from other processes on a shared
   # machine hits all variants alike.
-  fns = {(name, n): make(n) for name, make in (("read_jax (jit)", ours), ("diffusers (eager)", theirs))
-         for n in (args.batch, b3)}
+  fns = {(f"read_jax ({impl})", n): ours(impl, n) for impl in impls for n in (b1, b3)}
+  fns.update({("diffusers (eager)", n): theirs(n) for n in (b1, b3)})
   runs = {k: [] for k in fns}
+  for k, fn in fns.items():  # warm-up (cuDNN plans, torch kernels)
+    fn()
   for _ in range(args.repeats):
     for k, fn in fns.items():
-      runs[k].append(time_fn(fn, warmup=1, repeats=1)["min"])
-  rows, timings, best = [], {}, {}
-  for (name, n), ts in runs.items():
-    timings[name, n], best[name, n] = float(np.median(ts)), float(np.min(ts))
-    rows.append({"impl": name, "batch": n, "median_ms": 1e3 * np.median(ts), "min_ms": 1e3 * np.min(ts)})
-  print(f"A2V-DiT vs LTX: {args.layers} blocks, width {dim} ({args.heads}×{args.head_dim}), "
-        f"x [{args.batch}, {args.frames}, {args.height}, {args.width}, {args.channels}] "
-        f"({args.frames * hw} tokens), text {args.text_len}; torch threads {torch.get_num_threads()}, "
-        f"{os.cpu_count()} CPUs, jax {jax.default_backend()}; relative error vs diffusers {err:.2e}")
+      runs[k].append(time_fn(fn, warmup=0, repeats=1)["min"])
+  med = {k: float(np.median(v)) for k, v in runs.items()}
+  rows = [{"impl": name, "batch": n, "median_ms": 1e3 * med[name, n], "min_ms": 1e3 * np.min(runs[name, n])}
+          for name, n in runs]
+  print(f"A2V-DiT vs LTX: {s['layers']} blocks, width {dim} ({s['heads']}×{s['head_dim']}), "
+        f"x [{b1}, {frames}, {s['height']}, {s['width']}, {c}] ({frames * hw} tokens), text {s['text_len']}; "
+        f"{args.dtype}; torch {device} ({torch.get_num_threads()} threads), {os.cpu_count()} CPUs, "
+        f"jax {jax.default_backend()}")
   print_table(rows, ["impl", "batch", "median_ms", "min_ms"])
-  ours1, ours3 = timings["read_jax (jit)", args.batch], timings["read_jax (jit)", b3]
-  theirs1 = timings["diffusers (eager)", args.batch]
-  o1, o3, d1 = (best[k] for k in (("read_jax (jit)", args.batch), ("read_jax (jit)", b3),
-                                   ("diffusers (eager)", args.batch)))
-  print(f"ours / diffusers (batch {args.batch}):  {ours1 / theirs1:.3f}x median, {o1 / d1:.3f}x min   "
-        "(target <= 1.0x)")
-  print(f"Split-CFG 3 branches / 1 branch:  {ours3 / ours1:.3f}x median, {o3 / o1:.3f}x min   (target <= 3.0x)")
+  theirs1, theirs3 = med["diffusers (eager)", b1], med["diffusers (eager)", b3]
+  result = {"config": {**s, "batch": b1, "dtype": args.dtype, "platform": args.platform,
+                       "parameters": n_params},
+            "rel_error_vs_diffusers": errors, "median_ms": {f"{k[0]} b{k[1]}": 1e3 * v for k, v in med.items()},
+            "compile_s": {f"{i} b{n}": v for (i, n), v in compile_s.items()}, "diffusers_3_over_1": theirs3 / theirs1}
+  for impl in impls:
+    ours1, ours3 = med[f"read_jax ({impl})", b1], med[f"read_jax ({impl})", b3]
+    print(f"[{impl}] ours / diffusers: batch {b1} {ours1 / theirs1:.3f}x, batch {b3} {ours3 / theirs3:.3f}x "
+          f"(target <= 1.0x); Split-CFG 3 branches / 1 branch {ours3 / ours1:.3f}x (target <= 3.0x)")
+    result[impl] = {"ours_over_diffusers_b1": ours1 / theirs1, "ours_over_diffusers_b3": ours3 / theirs3,
+                    "split_cfg_3_over_1": ours3 / ours1}
+  print(f"diffusers Split-CFG 3 branches / 1 branch {theirs3 / theirs1:.3f}x")
   # XLA's own count of the compiled programs' work: deterministic, unlike wall time on a shared machine.
   cost = {}
-  for n in (args.batch, b3):
-    c = apply.lower({"params": params}, *(a[:n] for a in (x, t)), None, text[:n], mask[:n]).compile().cost_analysis()
-    cost[n] = c[0] if isinstance(c, (list, tuple)) else c
-  ratio = lambda key: cost[b3].get(key, float("nan")) / cost[args.batch].get(key, float("nan"))  # noqa: E731
+  for n in (b1, b3):
+    c_ = compiled[impls[0], n][0].cost_analysis()
+    cost[n] = (c_[0] if isinstance(c_, (list, tuple)) else c_) or {}
+  ratio = lambda key: cost[b3].get(key, float("nan")) / cost[b1].get(key, float("nan"))  # noqa: E731
   print(f"Split-CFG compiled cost 3 branches / 1 branch:  flops {ratio('flops'):.3f}x, "
         f"bytes accessed {ratio('bytes accessed'):.3f}x")
+  result["compiled_flops"] = {f"b{n}": cost[n].get("flops") for n in (b1, b3)}
+  return result
