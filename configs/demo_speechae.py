@@ -18,6 +18,6 @@ def get_config(arg=None):
   c.train.update(dict(steps=1500, lr=1e-3, warmup_steps=50, log_every=50, eval_every=750, ckpt_every=750,
                       keep_checkpoints=2))
   if arg.smoke:
-    c.data.update(dict(batch_size=4, workers=1))
+    c.data.update(dict(batch_size=2, workers=1))
     c.train.update(dict(steps=4, warmup_steps=1, log_every=2, eval_every=0, ckpt_every=4, progress_bar=False))
   return c

@@ -1,6 +1,6 @@
 """Train the demo model's VAE (configs/demo.py ``vae``) from scratch on 64² video: L1 + KL (read_jax/train/vae_stage.py).
 
-  configs/demo_vae.py          the demo run (scripts/train_demo.py): 9-frame windows of 32² crops, batch 8
+  configs/demo_vae.py          the demo run (scripts/train_demo.py): 17-frame windows of whole frames, batch 4
   configs/demo_vae.py:smoke    a few steps (the end-to-end test)
 
   python scripts/train.py --config demo_vae.py --workdir DIR --config.data.train_glob='frames/train-*'
@@ -29,21 +29,21 @@ def get_config(arg=None):
       train_glob="data/frames/train-*.array_record",  # read_jax.data.preprocess.write_frame_shards
       val_glob="data/frames/val-*.array_record",
       resolution=64,  # frame side (the shards' frames must have it)
-      crop=32,  # random square crops of this side (0 = whole frames): 4× cheaper steps
-      num_frames=9,  # frames per random window, 1 + 8k (two latent frames)
-      batch_size=8,
+      crop=0,  # random square crops of this side (0 = whole frames; 32 makes steps 4× cheaper)
+      num_frames=17,  # frames per random window, 1 + 8k (three latent frames)
+      batch_size=4,
       shuffle_seed=0,
       val_seed=1,
       val_batches=4,  # 0 = the whole split
       workers=2,
   ))
   c.train = ml_collections.ConfigDict(dict(
-      steps=4000, lr=5e-4, end_lr_fraction=0.1, warmup_steps=20, b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.0,
-      grad_clip=1.0, accum_steps=1, log_every=100, eval_every=1000, ckpt_every=500, keep_checkpoints=2,
+      steps=500, lr=5e-4, end_lr_fraction=0.1, warmup_steps=20, b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.0,
+      grad_clip=1.0, accum_steps=1, log_every=50, eval_every=250, ckpt_every=250, keep_checkpoints=2,
       max_nonfinite_in_row=20, progress_bar=True, pause_after_checkpoint_s=0.0))
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.sharding = ml_collections.ConfigDict(dict(rules=[("batch", ("data", "fsdp"))], fallback="replicated"))
   if arg.smoke:
-    c.data.update(dict(batch_size=2, val_batches=1, workers=1))
+    c.data.update(dict(batch_size=2, crop=32, num_frames=9, val_batches=1, workers=1))
     c.train.update(dict(steps=4, warmup_steps=1, log_every=2, eval_every=0, ckpt_every=4, progress_bar=False))
   return c

@@ -43,6 +43,7 @@ def _script(name):
   """scripts/<name>.py as a module (their ``main(argv)`` is the command line)."""
   spec = importlib.util.spec_from_file_location(f"_demo_script_{name}", os.path.join(_SCRIPTS, f"{name}.py"))
   module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module  # so worker processes can find its functions by name
   spec.loader.exec_module(module)
   return module
 
@@ -113,6 +114,7 @@ def main(argv=None):
   res = demo.pipeline.resolution
   clip_video_frames = 1 + 8 * demo.pipeline.clip_frames - 8  # 1 + 8(f − 1): 57
   step = Steps(wd)
+  val_fraction = 0.0 if args.smoke else 0.05  # --smoke: too few videos to hold any out (validates on train)
 
   step("synthetic", lambda: _script("make_synthetic").main(
       ["--out", path("synthetic"), "--num", str(args.num), "--seconds", str(DEMO_CLIP_SECONDS), "--size", str(res),
@@ -121,18 +123,20 @@ def main(argv=None):
 
   def frames():
     videos = preprocess.list_videos([path("synthetic")])
-    counts = preprocess.write_frame_shards(videos, path("frames"), resolution=res, val_fraction=0.05)
+    counts = preprocess.write_frame_shards(videos, path("frames"), resolution=res, val_fraction=val_fraction)
     print(f"[train_demo] frames: {counts}")
   step("frames", frames)
 
   def train_stage(config_name, run, data, *overrides):
     train_glob, val_glob = path(data, "train-*"), path(data, "val-*")
-    if not glob.glob(val_glob):  # few videos (--smoke): the hash split may hold none out
-      print(f"[train_demo] {run}: no held-out shards in {data}/, validating on the training shards")
+    config = load_config(f"{config_name}{suffix}", list(overrides))
+    held_out = len(records.read_source(glob.glob(val_glob))) if glob.glob(val_glob) else 0
+    if held_out < config.data.batch_size:  # few videos (--smoke): the hash split holds out too few
+      print(f"[train_demo] {run}: {held_out} held-out examples in {data}/, validating on the training shards")
       val_glob = train_glob
     overrides = [f"--config.data.train_glob={train_glob}", f"--config.data.val_glob={val_glob}", *overrides]
     config = load_config(f"{config_name}{suffix}", overrides)
-    history = train(config, path(run))
+    history = train(config, path(run), devices=jax.devices()[:1])  # toy batches: one device is plenty
     if history["step"] < config.train.steps:  # stopped by a signal: rerun the script to resume
       sys.exit(f"[train_demo] {run} stopped at step {history['step']} of {config.train.steps}; rerun to resume")
 
@@ -147,12 +151,12 @@ def main(argv=None):
 
   step("speech", lambda: _script("extract_speech").main(
       sorted(glob.glob(path("synthetic", "*.wav"))) + ["--whisper", os.path.join(ckpt, "whisper"), "--out", path("speech"),
-       "--min_frames", str(clip_video_frames)]))
+       "--min_frames", str(clip_video_frames), "--val_fraction", str(val_fraction)]))
   step("speechae", lambda: train_stage("demo_speechae.py", "speechae", "speech"))
   step("sae.ckpt", lambda: checkpoint_dir.import_run(path("speechae"), ckpt))
   step("clips", lambda: _script("preprocess").main(
       [path("synthetic"), "--out", path("clips"), "--ckpt", ckpt, "--resolution", str(res), "--clip_frames",
-       str(clip_video_frames), "--stride", "16", "--no_detector"]))
+       str(clip_video_frames), "--stride", "16", "--no_detector", "--val_fraction", str(val_fraction)]))
   step("a2v_dit", lambda: train_stage("demo_a2v_dit.py", "a2v_dit", "clips", f"--config.init_checkpoint={ckpt}"))
   step("dit.ckpt", lambda: checkpoint_dir.import_run(path("a2v_dit"), ckpt))
 
