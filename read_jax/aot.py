@@ -122,17 +122,23 @@ def parse_mesh(spec: str) -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def staged_constants():
-  """Stage ``jax.ensure_compile_time_eval`` blocks instead of running them eagerly, while tracing for TPU.
+def tracing_for_tpu():
+  """Trace for a TPU target from a host without one.
 
-  Eager evaluation under ``jax.set_mesh(<mesh of abstract TPU devices>)`` would try to *run* on those
-  devices (there are none). Staged, the same values are computed inside the compiled program (XLA
-  constant-folds them), so the program is the same computation.
+  * ``read_jax.nn.attention`` picks implementations for ``"tpu"`` (``attention="auto"`` → splash), not
+    for the host's default backend (``cpu``).
+  * ``jax.ensure_compile_time_eval`` blocks are staged instead of run eagerly: under
+    ``jax.set_mesh(<mesh of abstract TPU devices>)`` eager evaluation would try to *run* on those
+    devices (there are none). Staged, the same values are computed inside the compiled program (XLA
+    constant-folds them), so the program is the same computation.
   """
+  from read_jax.nn.attention import compilation_target
+
   saved = jax.ensure_compile_time_eval
   jax.ensure_compile_time_eval = contextlib.nullcontext
   try:
-    yield
+    with compilation_target("tpu"):
+      yield
   finally:
     jax.ensure_compile_time_eval = saved
 
@@ -157,6 +163,7 @@ class Report:
   bytes_accessed: float  # per device HBM traffic from the cost analysis (loop bodies counted once: a lower bound)
   model_flops: float  # per device and step, analytic, no recomputation
   cost_flops_once: float = 0.0  # the cost analysis' FLOPs (loop bodies counted once)
+  largest_buffers: list[str] = dataclasses.field(default_factory=list)  # "size  shapes", when asked for
   extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   @property
@@ -196,10 +203,13 @@ class Report:
              f"({'compute' if self.flops / self.chip.peak_flops >= self.bytes_accessed / self.chip.hbm_bandwidth else 'memory'}"
              f"-bound), MFU {100 * self.mfu:.1f}%"]
     lines += [f"  {k}: {v}" for k, v in self.extra.items()]
+    if self.largest_buffers:
+      lines.append("  largest buffers (size, shapes of the values sharing it):")
+      lines += ["    " + b for b in self.largest_buffers]
     return "\n".join(lines)
 
 
-def _report(name, topology, mesh, chip, compiled, model_flops, executed_flops, extra=None) -> Report:
+def _report(name, topology, mesh, chip, compiled, model_flops, executed_flops, extra=None, buffers=()) -> Report:
   mem = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -208,52 +218,73 @@ def _report(name, topology, mesh, chip, compiled, model_flops, executed_flops, e
                 alias_bytes=int(mem.alias_size_in_bytes), temp_bytes=int(mem.temp_size_in_bytes),
                 code_bytes=int(mem.generated_code_size_in_bytes), flops=float(executed_flops),
                 bytes_accessed=float(cost.get("bytes accessed", 0.0)), model_flops=float(model_flops),
-                cost_flops_once=float(cost.get("flops", 0.0)),
+                cost_flops_once=float(cost.get("flops", 0.0)), largest_buffers=list(buffers),
                 extra=dict(extra or {}))
 
 
-def _compile(lowered, what: str):
-  """``lowered.compile()``; an out-of-memory compile becomes a DoesNotFitError naming the largest buffers.
+def _compile(lowered, what: str, buffers: int = 0):
+  """``(lowered.compile(), the buffers largest buffers)``; out of memory raises a DoesNotFitError naming them.
 
   XLA:TPU's error only gives the total ("HLO temporaries (24.03G) exceeds available HBM (15.75G)"), so
-  the program is compiled once more with an XLA dump, whose ``*memory-usage-report.txt`` (written
-  before the failure) lists the buffers by size with their shapes.
+  an out-of-memory program is compiled once more with an XLA dump, whose ``*memory-usage-report.txt``
+  (written before the failure) lists the buffers by size with their shapes. ``buffers`` > 0 compiles
+  with the dump from the start, to name the largest buffers of a program that fits too.
   """
-  try:
-    return lowered.compile()
-  except Exception as e:  # noqa: BLE001  (XlaRuntimeError / JaxRuntimeError)
-    msg = str(e)
-    if "RESOURCE_EXHAUSTED" not in msg and "Ran out of memory" not in msg:
-      raise
+  report = None
+  if buffers:
+    result, report = _compile_with_memory_report(lowered)
+  else:
+    try:
+      result = lowered.compile()
+    except Exception as e:  # noqa: BLE001  (XlaRuntimeError / JaxRuntimeError)
+      result = e
+  if not isinstance(result, Exception):
+    return result, largest_buffers(report or "", buffers)
+  msg = str(result)
+  if "RESOURCE_EXHAUSTED" not in msg and "Ran out of memory" not in msg:
+    raise result
+  if report is None:
+    _, report = _compile_with_memory_report(lowered)
+  raise DoesNotFitError(f"{what} does not fit in HBM:\n{summarize_oom(msg, report)}") from None
+
+
+def _compile_with_memory_report(lowered):
+  """Compile with an XLA dump: (the compiled program, or the compile error, and the memory-usage report)."""
   report = ""
   with tempfile.TemporaryDirectory(prefix="read_jax_aot_") as tmp:
     try:
-      lowered.compile(compiler_options={"xla_dump_to": tmp})
-    except Exception:  # noqa: BLE001  the same out-of-memory error, expected
-      pass
+      result = lowered.compile(compiler_options={"xla_dump_to": tmp})
+    except Exception as e:  # noqa: BLE001  (XlaRuntimeError / JaxRuntimeError)
+      result = e
     for name in sorted(os.listdir(tmp)):
       if name.endswith("memory-usage-report.txt"):
         with open(os.path.join(tmp, name)) as f:
           report = f.read()
         break
-  raise DoesNotFitError(f"{what} does not fit in HBM:\n{summarize_oom(msg, report)}") from None
+  return result, report
 
 
-def summarize_oom(msg: str, memory_report: str = "", top: int = 8) -> str:
-  """XLA's out-of-memory message plus the ``top`` largest buffers of its memory-usage report.
+def largest_buffers(memory_report: str, top: int = 8) -> list[str]:
+  """The ``top`` largest buffers of an XLA memory-usage report, as "size  shapes" lines.
 
   Report lines look like ``  13.55GiB( 77%);    6.77GiB;  0;  7; bf16[3,32,4352,4352], f32[...]``
-  (cumulative; size; offset; values sharing the buffer; their shapes).
+  (cumulative; size; offset; values sharing the buffer; their shapes), largest first.
   """
-  out = ["  " + line.strip() for line in msg.strip().splitlines()[:12]]
   rows = []
   for line in memory_report.splitlines():
     parts = [p.strip() for p in line.split(";")]
     if len(parts) >= 5 and re.fullmatch(r"[\d.]+[KMG]?i?B", parts[1]):
-      rows.append(f"    {parts[1]:>10}  {parts[4][:200]}")
+      rows.append(f"{parts[1]:>10}  {parts[4][:200]}")
+  return rows[:top]
+
+
+def summarize_oom(msg: str, memory_report: str = "", top: int = 8) -> str:
+  """XLA's out-of-memory message plus the ``top`` largest buffers of its memory-usage report."""
+  out = ["  " + line.strip() for line in msg.strip().splitlines()[:12]]
+  rows = largest_buffers(memory_report, top)
   if rows:
-    out.append(f"  largest buffers per device (size, shapes of the values sharing it):")
-    out += rows[:top]
+    out.append("  largest buffers per device (size, shapes of the values sharing it):")
+    out += ["    " + r for r in rows]
   return "\n".join(out)
 
 
@@ -307,11 +338,12 @@ def _abstract(tree, shardings):
 
 
 def compile_train_step(config, topology: str, devices: Sequence[jax.Device] | None = None,
-                       chip: Chip | None = None) -> Report:
+                       chip: Chip | None = None, *, buffers: int = 0) -> Report:
   """AOT-compile ``scripts/train.py``'s train step for ``config`` on the TPU slice ``topology``.
 
   ``config.mesh`` picks the mesh (one axis may be -1); the global batch is ``config.data.batch_size``.
-  Raises :class:`DoesNotFitError` when the program needs more HBM than a chip has.
+  Raises :class:`DoesNotFitError` when the program needs more HBM than a chip has. ``buffers`` > 0: the
+  report also lists that many of the largest buffers per device (compiled with an XLA dump).
   """
   from read_jax import sharding
   from read_jax.train.loop import Trainer
@@ -320,16 +352,16 @@ def compile_train_step(config, topology: str, devices: Sequence[jax.Device] | No
   if devices is None:
     devices, chip = topology_devices(topology)
   mesh = sharding.make_mesh(config.mesh, devices)
-  with staged_constants():
+  with tracing_for_tpu():
     trainer = Trainer(config, make_stage(config), mesh)
   replicated = NamedSharding(mesh, P())
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=trainer.batch_shardings[k])
            for k, v in trainer.batch_spec.items()}
   key = jax.eval_shape(lambda: jax.random.key(0))
   key = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=replicated)
-  with trainer.context(), staged_constants():
+  with trainer.context(), tracing_for_tpu():
     lowered = trainer.step.lower(trainer.abstract_state, batch, key)
-  compiled = _compile(lowered, f"the train step on {topology} with mesh {dict(mesh.shape)}")
+  compiled, largest = _compile(lowered, f"the train step on {topology} with mesh {dict(mesh.shape)}", buffers)
   n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(trainer.abstract_state.params))
   # Examples per data×fsdp shard in one micro-batch: what the issue calls the per-chip batch.
   per_chip = config.data.batch_size / (mesh.shape["data"] * mesh.shape["fsdp"] * config.train.accum_steps)
@@ -339,10 +371,20 @@ def compile_train_step(config, topology: str, devices: Sequence[jax.Device] | No
   rep = _report("train_step", topology, mesh.shape, chip, compiled, model_flops, executed,
                 extra={"params": n_params, "global_batch": config.data.batch_size,
                        "per_chip_batch": per_chip, "accum_steps": config.train.accum_steps,
-                       "remat": config.model.get("remat", "n/a"), "dtype": config.model.get("dtype", "n/a")})
+                       "remat": config.model.get("remat", "n/a"), "dtype": config.model.get("dtype", "n/a"),
+                       "attention": _tpu_attention(config.model)}, buffers=largest)
   rep.compiled = compiled
   rep.trainer = trainer
   return rep
+
+
+def _tpu_attention(model_cfg) -> str:
+  """The self-attention implementation ``model_cfg.attention`` resolves to on TPU ("auto" → "splash")."""
+  from read_jax.nn.attention import compilation_target, resolve
+  if "attention" not in model_cfg:
+    return "n/a"
+  with compilation_target("tpu"):
+    return resolve(model_cfg.attention)
 
 
 def param_shardings(trainer) -> dict[str, list]:
@@ -364,12 +406,13 @@ def _denoise(model, params, x, t, speech):
 
 
 def compile_sample_clip(config, topology: str, devices: Sequence[jax.Device] | None = None, chip: Chip | None = None,
-                        *, clip_frames: int = 16, steps: int = 8, cfg: str = "split", text_len: int | None = None
-                        ) -> Report:
+                        *, clip_frames: int = 16, steps: int = 8, cfg: str = "split", text_len: int | None = None,
+                        buffers: int = 0) -> Report:
   """AOT-compile the sampler's per-clip function (``sampling._run_clip_jit``) on ONE chip of ``topology``.
 
   One clip of ``clip_frames`` latent frames (+ z_R) at ``config.data``'s latent size through ``steps``
-  Euler steps, CFG ``cfg`` (split: 3 branches → the denoiser sees [3, 1 + f, h, w, C]).
+  Euler steps, CFG ``cfg`` (split: 3 branches → the denoiser sees [3, 1 + f, h, w, C]). ``buffers`` as
+  in :func:`compile_train_step`.
   """
   from read_jax.ans import sampling
   from read_jax.models import a2v_dit
@@ -383,9 +426,10 @@ def compile_sample_clip(config, topology: str, devices: Sequence[jax.Device] | N
   text_len = _text_len(config) if text_len is None else text_len
   text = jax.ShapeDtypeStruct((1, text_len, m.caption_channels), jnp.float32)
   mask = jax.ShapeDtypeStruct((1, text_len), jnp.bool_)
-  dit = a2v_dit.param_shapes(model)
-  kv = jax.eval_shape(lambda p, t, k: model.apply({"params": p}, t, k, method=a2v_dit.A2VDiT.encode_text),
-                      dit, text, mask)
+  with tracing_for_tpu():
+    dit = a2v_dit.param_shapes(model)
+    kv = jax.eval_shape(lambda p, t, k: model.apply({"params": p}, t, k, method=a2v_dit.A2VDiT.encode_text),
+                        dit, text, mask)
   params = {"dit": dit, "text": kv}
   h, w, c = d.latent_height, d.latent_width, m.in_channels
   sds = lambda shape, dtype=jnp.float32: jax.ShapeDtypeStruct(shape, dtype, sharding=rep)  # noqa: E731
@@ -395,13 +439,15 @@ def compile_sample_clip(config, topology: str, devices: Sequence[jax.Device] | N
           sds((clip_frames, m.audio_tokens, m.audio_dim)), sds((steps + 1,)), sds((2,)))
   denoise = functools.partial(_denoise, model)
   # No jax.set_mesh here: every argument carries its (one-chip) sharding.
-  with staged_constants():
+  with tracing_for_tpu():
     lowered = sampling._run_clip_jit.lower(denoise, cfg, *args)
   branches = {"split": 3, "joint": 2, "none": 1}[cfg]
-  compiled = _compile(lowered, f"the {steps}-step {cfg}-CFG sampling of one clip on one {chip.name}")
+  compiled, largest = _compile(lowered, f"the {steps}-step {cfg}-CFG sampling of one clip on one {chip.name}",
+                               buffers)
   flops = steps * branches * a2v_forward_flops(m, 1 + clip_frames, h, w, text_len)
   report = _report("sample_clip", topology.split(":")[0] + ":1 chip", {"data": 1, "fsdp": 1, "tensor": 1}, chip,
                    compiled, flops, flops, extra={"denoiser_batch": [branches, 1 + clip_frames, h, w, c], "steps": steps,
-                                           "dtype": m.dtype, "param_dtype": m.param_dtype})
+                                           "dtype": m.dtype, "param_dtype": m.param_dtype,
+                                           "attention": _tpu_attention(m)}, buffers=largest)
   report.compiled = compiled
   return report

@@ -28,6 +28,8 @@ def main(argv=None):
                            "this × accum_steps × data × fsdp (default: keep config.data.batch_size)")
   parser.add_argument("--what", default="train,sample", help="comma list: train, sample")
   parser.add_argument("--json", default="", help="also write the reports as JSON to this file")
+  parser.add_argument("--buffers", type=int, default=0,
+                      help="also list this many of the largest buffers per device (compiles with an XLA dump)")
   args, overrides = parser.parse_known_args(argv)
   bad = [o for o in overrides if not o.startswith("--config.")]
   if bad:
@@ -63,9 +65,9 @@ def main(argv=None):
   for w in what:
     try:
       if w == "train":
-        r = aot.compile_train_step(config, args.topology, devices, chip)
+        r = aot.compile_train_step(config, args.topology, devices, chip, buffers=args.buffers)
       else:
-        r = aot.compile_sample_clip(config, args.topology, devices, chip)
+        r = aot.compile_sample_clip(config, args.topology, devices, chip, buffers=args.buffers)
     except aot.DoesNotFitError as e:
       print(f"error: {e}", file=sys.stderr)
       status = 2

@@ -27,10 +27,11 @@ pytestmark = pytest.mark.skipif(not aot.libtpu_available(),
                                 reason="libtpu is not installed (pip install 'jax[tpu]==0.10.2')")
 
 
-def _tiny_config():
+def _tiny_config(attention="xla"):
   from read_jax.config import load_config
   config = load_config("a2v_dit.py:tiny")
   config.unlock()
+  config.model.attention = attention
   config.mesh.update(MESH)
   n = MESH["data"] * MESH["fsdp"]
   config.data.batch_size = config.train.accum_steps * n  # one example per batch shard and micro-batch
@@ -72,7 +73,7 @@ def test_param_shardings_match_logical_rules(tiny_train):
   trainer = tiny_train.trainer
   rules = logical_rules(trainer.config.sharding)
   key = jax.random.key(0)  # outside the mesh context: eager work there would target the abstract TPUs
-  with trainer.context(), aot.staged_constants():
+  with trainer.context(), aot.tracing_for_tpu():
     boxed = jax.eval_shape(trainer.stage.init, key, trainer.batch_spec)
   compiled = _compiled_param_specs(tiny_train)
   flat = jax.tree_util.tree_flatten_with_path(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))[0]
@@ -106,6 +107,18 @@ def test_param_shardings_golden(tiny_train):
   assert not diff, f"param shardings differ from {GOLDEN} (golden, compiled): {diff}"
 
 
+def test_auto_attention_compiles_the_splash_kernel_for_tpu():
+  """From this CPU host, attention="auto" picks splash for the TPU target and its Pallas kernel lowers.
+
+  The kernel runs per device in a shard_map (batch over fsdp, heads over tensor): no gathered q/k/v.
+  """
+  r = aot.compile_train_step(_tiny_config(attention="auto"), TOPOLOGY)
+  assert r.extra["attention"] == "splash"
+  hlo = r.compiled.as_text()
+  assert "splash_mha_fwd" in hlo and hlo.count("tpu_custom_call") >= 2, "no splash kernel forward + backward"
+  assert 0 < r.total_bytes < TINY_BOUND_BYTES, r.format()
+
+
 def test_bad_topology_and_mesh_errors():
   with pytest.raises(ValueError, match="--topology 'v9x:2x2'"):
     aot.topology_devices("v9x:2x2")
@@ -137,6 +150,7 @@ def test_out_of_memory_message_names_largest_buffers():
   assert "192.00MiB" not in s  # top=3
   assert s.index("6.77GiB") < s.index("768.00MiB")
   assert "largest" not in aot.summarize_oom(_OOM)  # no report: the message alone
+  assert [r.split()[0] for r in aot.largest_buffers(_REPORT, top=2)] == ["6.77GiB", "6.77GiB"]
 
 
 def _write_golden():
