@@ -78,7 +78,6 @@ def main(argv=None):
   if args.num < 2:
     parser.error(f"--num must be >= 2 (the controls pair each clip with another), got {args.num}")
 
-  os.environ.setdefault("JAX_PLATFORMS", "cpu")
   from read_jax.pipeline import ReadPipeline
   try:
     pipe = ReadPipeline.from_pretrained(args.ckpt)

@@ -94,7 +94,6 @@ def main(argv=None):
   if args.num < 2:
     parser.error(f"--num must be >= 2, got {args.num}")
 
-  os.environ.setdefault("JAX_PLATFORMS", "cpu")
   import jax
 
   from read_jax.config import load_config

@@ -69,6 +69,8 @@ def dot_product_attention(q, k, v, mask=None, *, implementation: str = "xla"):
   """
   impl = resolve(implementation, mask is not None)
   if impl == "cudnn":
+    if mask is not None:  # cuDNN takes the mask as a bias of full query × key extent (H100: [B,1,1,L] is refused)
+      mask = jnp.broadcast_to(mask, mask.shape[:-2] + (q.shape[1], k.shape[1]))
     return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn")
   if impl == "splash":
     if target_platform() != "tpu":
