@@ -11,7 +11,8 @@ output lands in ``--workdir`` and a finished step is skipped when the script is 
   2. init       ReadPipeline.from_config(demo.py).save_pretrained(ckpt)   every part with fresh weights
                 (the Whisper encoder stays random: there is no pretrained one this small)
   3. frames     read_jax.data.preprocess.write_frame_shards               64² videos for the VAE
-  4. vae        scripts/train.py --config demo_vae.py                     L1 + KL
+  4. vae        scripts/train.py --config demo_vae.py                     L1 + KL (skipped with --vae DIR: a VAE
+                trained elsewhere, e.g. by scripts/train_demo_vae.py on a GPU — the bundled model's VAE)
   5. vae.ckpt   checkpoint_dir.import_run + vae_stage.latent_stats        ckpt/vae, latents normalised
   6. speech     scripts/extract_speech.py *.wav --whisper ckpt/whisper    stage-1 data
   7. speechae   scripts/train.py --config demo_speechae.py                stage 1
@@ -89,6 +90,8 @@ def main(argv=None):
   parser.add_argument("--workdir", default="demo_run", help="data, runs and logs (reruns resume here)")
   parser.add_argument("--out", default=os.path.join(_ROOT, "assets", "demo"), help="final checkpoint directory")
   parser.add_argument("--num", type=int, default=240, help="synthetic training videos")
+  parser.add_argument("--vae", default="", help="a trained demo VAE directory (scripts/train_demo_vae.py, e.g. run on a "
+                      "GPU) to use instead of training one here")
   parser.add_argument("--smoke", action="store_true", help="a few steps of everything (tests)")
   args = parser.parse_args(argv)
   if args.num < 2:
@@ -97,7 +100,7 @@ def main(argv=None):
   import jax
 
   from read_jax.config import load_config
-  from read_jax.convert import checkpoint_dir
+  from read_jax.convert import checkpoint_dir, export_vae, load_vae
   from read_jax.data import preprocess, records
   from read_jax.convert._io import write_json
   from read_jax.pipeline import PIPELINE_CONFIG, PipelineConfig, ReadPipeline
@@ -139,11 +142,17 @@ def main(argv=None):
     if history["step"] < config.train.steps:  # stopped by a signal: rerun the script to resume
       sys.exit(f"[train_demo] {run} stopped at step {history['step']} of {config.train.steps}; rerun to resume")
 
-  step("vae", lambda: train_stage("demo_vae.py", "vae", "frames"))
+  if not args.vae:
+    step("vae", lambda: train_stage("demo_vae.py", "vae", "frames"))
 
   def vae_ckpt():
-    stage, params = checkpoint_dir.run_params(path("vae"))
     videos = (records.decode_example(r)["video"] for r in _records(path("frames", "train-*")))
+    if args.vae:
+      model, variables = load_vae(args.vae)
+      stats = vae_stage.latent_stats(model, variables["params"], videos)
+      export_vae(model, {"params": variables["params"], "buffers": stats}, os.path.join(ckpt, "vae"))
+      return
+    stage, params = checkpoint_dir.run_params(path("vae"))
     stats = vae_stage.latent_stats(stage.model, params, videos)
     checkpoint_dir.import_run(path("vae"), ckpt, vae_stats=stats)
   step("vae.ckpt", vae_ckpt)

@@ -540,6 +540,24 @@ class AutoencoderKLLTXVideo(nn.Module):
     return self.decode(z, timestep, key=key)
 
 
+def training_loss(model: "AutoencoderKLLTXVideo", variables, x, key, *, kl_weight: float,
+                  sample_posterior: bool = True) -> tuple[jax.Array, dict]:
+  """``L1(decode(z), x) + kl_weight · KL(q(z | x) ‖ N(0, I))`` for pixels ``x`` [B, T, H, W, 3] in [−1, 1].
+
+  L1 is the mean over pixels, KL the mean over latent elements; z is drawn from the posterior or
+  (``sample_posterior=False``) is its mean. Returns ``(loss, {"l1", "kl", "psnr"})`` (PSNR in dB of
+  the clipped reconstruction, peak-to-peak 2).
+  """
+  posterior = model.apply(variables, x, method=AutoencoderKLLTXVideo.encode)
+  z = posterior.sample(key) if sample_posterior else posterior.mode()
+  y = model.apply(variables, z, method=AutoencoderKLLTXVideo.decode).astype(jnp.float32)
+  l1 = jnp.mean(jnp.abs(y - x))
+  kl = jnp.mean(posterior.kl()) / np.prod(z.shape[1:])  # kl() sums over each example: per latent element
+  mse = jnp.mean(jnp.square(jnp.clip(y, -1, 1) - x))
+  psnr = 10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-10))
+  return l1 + kl_weight * kl, {"l1": l1, "kl": kl, "psnr": psnr}
+
+
 # ----------------------------------------------------------------------------------------------
 # Config handling
 

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from read_jax.data import records
-from read_jax.models.vae import AutoencoderKLLTXVideo, compression_ratios
-from read_jax.train.stages import DTYPES, train_val_datasets
+from read_jax.models.vae import AutoencoderKLLTXVideo, compression_ratios, training_loss
+from read_jax.train.stages import train_val_datasets
 
 
 def to_pixels(video):
@@ -63,15 +63,9 @@ class VAEStage:
     return self.model.init(rbg_key(key), x)["params"]
 
   def loss_fn(self, params, batch, key):
-    x = to_pixels(batch["video"])  # [B, F, H, W, 3]
-    variables = {"params": params, "buffers": self.buffers}
-    posterior = self.model.apply(variables, x, method=AutoencoderKLLTXVideo.encode)
-    z = posterior.sample(key) if self.config.loss.sample_posterior else posterior.mode()
-    y = self.model.apply(variables, z, method=AutoencoderKLLTXVideo.decode).astype(jnp.float32)
-    l1 = jnp.mean(jnp.abs(y - x))
-    kl = jnp.mean(posterior.kl()) / np.prod(z.shape[1:])  # kl() sums over each example: per latent element
-    loss = l1 + self.config.loss.kl_weight * kl
-    return loss, {"l1": l1, "kl": kl, "psnr": _psnr(y, x)}
+    l = self.config.loss
+    return training_loss(self.model, {"params": params, "buffers": self.buffers}, to_pixels(batch["video"]), key,
+                         kl_weight=l.kl_weight, sample_posterior=l.sample_posterior)
 
   def trainable(self, params):
     return None
@@ -79,12 +73,6 @@ class VAEStage:
   def datasets(self, process_index, process_count):
     d = self.config.data
     return train_val_datasets(d, _crop_uint8("video", d.num_frames, d.crop), process_index, process_count)
-
-
-def _psnr(y, x):
-  """PSNR in dB of pixels in [−1, 1] (peak-to-peak 2)."""
-  mse = jnp.mean(jnp.square(jnp.clip(y, -1, 1) - x))
-  return 10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-10))
 
 
 def _crop_uint8(key: str, num_frames: int, side: int = 0):
