@@ -13,7 +13,7 @@ output lands in ``--workdir`` and a finished step is skipped when the script is 
   3. frames     read_jax.data.preprocess.write_frame_shards               64² videos for the VAE
   4. vae        scripts/train.py --config demo_vae.py                     L1 + KL (skipped with --vae DIR: a VAE
                 trained elsewhere, e.g. by scripts/train_demo_vae.py on a GPU — the bundled model's VAE)
-  5. vae.ckpt   checkpoint_dir.import_run + vae_stage.latent_stats        ckpt/vae, latents normalised
+  5. vae.ckpt   vae_stage.latent_stats + export_vae                       ckpt/vae, latents normalised
   6. speech     scripts/extract_speech.py *.wav --whisper ckpt/whisper    stage-1 data
   7. speechae   scripts/train.py --config demo_speechae.py                stage 1
   8. sae.ckpt   scripts/convert.py import-run                             ckpt/speech_ae
@@ -131,13 +131,12 @@ def main(argv=None):
 
   def train_stage(config_name, run, data, *overrides):
     train_glob, val_glob = path(data, "train-*"), path(data, "val-*")
-    config = load_config(f"{config_name}{suffix}", list(overrides))
+    config = load_config(f"{config_name}{suffix}", [f"--config.data.train_glob={train_glob}",
+                                                     f"--config.data.val_glob={val_glob}", *overrides])
     held_out = len(records.read_source(glob.glob(val_glob))) if glob.glob(val_glob) else 0
     if held_out < config.data.batch_size:  # few videos (--smoke): the hash split holds out too few
       print(f"[train_demo] {run}: {held_out} held-out examples in {data}/, validating on the training shards")
-      val_glob = train_glob
-    overrides = [f"--config.data.train_glob={train_glob}", f"--config.data.val_glob={val_glob}", *overrides]
-    config = load_config(f"{config_name}{suffix}", overrides)
+      config.data.val_glob = train_glob
     history = train(config, path(run), devices=jax.devices()[:1])  # toy batches: one device is plenty
     if history["step"] < config.train.steps:  # stopped by a signal: rerun the script to resume
       sys.exit(f"[train_demo] {run} stopped at step {history['step']} of {config.train.steps}; rerun to resume")
@@ -146,15 +145,15 @@ def main(argv=None):
     step("vae", lambda: train_stage("demo_vae.py", "vae", "frames"))
 
   def vae_ckpt():
-    videos = (records.decode_example(r)["video"] for r in _records(path("frames", "train-*")))
     if args.vae:
       model, variables = load_vae(args.vae)
-      stats = vae_stage.latent_stats(model, variables["params"], videos)
-      export_vae(model, {"params": variables["params"], "buffers": stats}, os.path.join(ckpt, "vae"))
-      return
-    stage, params = checkpoint_dir.run_params(path("vae"))
-    stats = vae_stage.latent_stats(stage.model, params, videos)
-    checkpoint_dir.import_run(path("vae"), ckpt, vae_stats=stats)
+      params = variables["params"]
+    else:
+      stage, params = checkpoint_dir.run_params(path("vae"))
+      model = stage.model
+    frames = records.read_source(records.expand_paths(path("frames", "train-*")))
+    stats = vae_stage.latent_stats(model, params, (frames[i]["video"] for i in range(len(frames))))
+    export_vae(model, {"params": params, "buffers": stats}, os.path.join(ckpt, "vae"))
   step("vae.ckpt", vae_ckpt)
 
   step("speech", lambda: _script("extract_speech").main(
@@ -183,15 +182,6 @@ def main(argv=None):
   step("assets", assets)
   total = sum(step.done.values())
   print(f"[train_demo] demo model in {args.out} ({total / 60:.1f} min of steps)")
-
-
-def _records(pattern):
-  from array_record.python import array_record_data_source
-
-  from read_jax.data import records
-  source = array_record_data_source.ArrayRecordDataSource(records.expand_paths(pattern))
-  for i in range(len(source)):
-    yield source[i]
 
 
 if __name__ == "__main__":

@@ -39,12 +39,12 @@ def main(argv=None):
   from read_jax.config import load_config
   from read_jax.convert.vae import export_vae
   from read_jax.data import synthetic
-  from read_jax.models.vae import AutoencoderKLLTXVideo, training_loss
+  from read_jax.models.vae import AutoencoderKLLTXVideo, to_pixels, training_loss, unit_latent_stats
 
   config = load_config("demo_vae.py")
   model = AutoencoderKLLTXVideo.from_config({**config.model, "dtype": "float32", "param_dtype": "float32"})
   res, c = config.data.resolution, model.config.latent_channels
-  buffers = {"latents_mean": jnp.zeros((c,)), "latents_std": jnp.ones((c,))}
+  buffers = unit_latent_stats(c)
   t0 = time.perf_counter()
   seeds = synthetic.split_seeds("train", args.pool)
   pool = np.stack([synthetic.make_clip(s, 6.0, res).frames for s in seeds])  # [P, 150, S, S, 3] uint8
@@ -57,7 +57,7 @@ def main(argv=None):
 
   @jax.jit
   def step(params, opt, video, key):
-    x = video.astype(jnp.float32) / 127.5 - 1.0
+    x = to_pixels(video)
     (loss, m), g = jax.value_and_grad(
         lambda p: training_loss(model, {"params": p, "buffers": buffers}, x, key, kl_weight=config.loss.kl_weight,
                                 sample_posterior=config.loss.sample_posterior), has_aux=True)(params)
@@ -76,7 +76,7 @@ def main(argv=None):
       m = {k: float(v) for k, v in m.items()}
       log.append({"step": n, "s": time.perf_counter() - start, **m})
       print(json.dumps(log[-1]), flush=True)
-  export_vae(model, {"params": jax.tree.map(np.asarray, params), "buffers": jax.tree.map(np.asarray, buffers)}, args.out)
+  export_vae(model, {"params": jax.tree.map(np.asarray, params), "buffers": buffers}, args.out)
   with open(os.path.join(args.out, "train_log.json"), "w") as fh:
     json.dump({"steps": n, "batch": args.batch, "frames": args.frames, "lr": args.lr, "log": log}, fh, indent=1)
   print(f"{n} steps in {time.perf_counter() - start:.0f} s → {args.out}")

@@ -183,12 +183,12 @@ def import_run(run_dir: str, out_dir: str, *, vae_stats: dict | None = None) -> 
   "speechae" → speech_ae/, "a2v_dit" → a2v_dit/ and speech_ae/ (fine-tuned jointly).
   """
   from read_jax.convert.vae import export_vae
+  from read_jax.models.vae import unit_latent_stats
   stage, params = run_params(run_dir)
   name = stage.config.stage
   os.makedirs(out_dir, exist_ok=True)
   if name == "vae":
-    c = stage.model.config.latent_channels
-    buffers = vae_stats or {"latents_mean": np.zeros((c,), np.float32), "latents_std": np.ones((c,), np.float32)}
+    buffers = vae_stats or unit_latent_stats(stage.model.config.latent_channels)
     export_vae(stage.model, {"params": params, "buffers": buffers}, os.path.join(out_dir, "vae"))
     return ["vae"]
   if name == "speechae":

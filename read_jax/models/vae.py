@@ -540,6 +540,17 @@ class AutoencoderKLLTXVideo(nn.Module):
     return self.decode(z, timestep, key=key)
 
 
+def unit_latent_stats(channels: int) -> dict[str, np.ndarray]:
+  """The ``buffers`` of a VAE whose latents are not normalised (mean 0, std 1): a VAE before
+  ``read_jax.train.vae_stage.latent_stats`` has measured its own."""
+  return {"latents_mean": np.zeros((channels,), np.float32), "latents_std": np.ones((channels,), np.float32)}
+
+
+def to_pixels(video):
+  """uint8 frames → float32 in [−1, 1] (the VAE's input range)."""
+  return jnp.asarray(video).astype(jnp.float32) / 127.5 - 1.0
+
+
 def training_loss(model: "AutoencoderKLLTXVideo", variables, x, key, *, kl_weight: float,
                   sample_posterior: bool = True) -> tuple[jax.Array, dict]:
   """``L1(decode(z), x) + kl_weight · KL(q(z | x) ‖ N(0, I))`` for pixels ``x`` [B, T, H, W, 3] in [−1, 1].

@@ -25,13 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from read_jax.data import records
-from read_jax.models.vae import AutoencoderKLLTXVideo, compression_ratios, training_loss
+from read_jax.models.vae import (AutoencoderKLLTXVideo, compression_ratios, to_pixels, training_loss,
+                                 unit_latent_stats)
 from read_jax.train.stages import train_val_datasets
-
-
-def to_pixels(video):
-  """uint8 frames → float32 in [−1, 1] (the VAE's input range)."""
-  return video.astype(jnp.float32) / 127.5 - 1.0
 
 
 def rbg_key(key: jax.Array) -> jax.Array:
@@ -48,8 +44,7 @@ class VAEStage:
     self.config = config
     self.model = AutoencoderKLLTXVideo.from_config(
         {**config.model, "dtype": config.dtype, "param_dtype": config.param_dtype})
-    c = self.model.config.latent_channels
-    self.buffers = {"latents_mean": jnp.zeros((c,), jnp.float32), "latents_std": jnp.ones((c,), jnp.float32)}
+    self.buffers = unit_latent_stats(self.model.config.latent_channels)
 
   def batch_spec(self):
     d = self.config.data
@@ -91,8 +86,7 @@ def _crop_uint8(key: str, num_frames: int, side: int = 0):
 def latent_stats(model: AutoencoderKLLTXVideo, params, videos, batch_frames: int = 17) -> dict[str, np.ndarray]:
   """Per-channel mean and std of the posterior means over ``videos`` (iterable of uint8 [F, H, W, 3]),
   the ``latents_mean`` / ``latents_std`` buffers that normalise latents for the diffusion model."""
-  buffers = {"latents_mean": jnp.zeros((model.config.latent_channels,)),
-             "latents_std": jnp.ones((model.config.latent_channels,))}
+  buffers = unit_latent_stats(model.config.latent_channels)
   encode = jax.jit(lambda p, x: model.apply({"params": p, "buffers": buffers}, to_pixels(x),
                                             method=AutoencoderKLLTXVideo.encode).mean)
   total, total_sq, count = 0.0, 0.0, 0
