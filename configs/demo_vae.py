@@ -1,7 +1,15 @@
 """Train the demo model's VAE (configs/demo.py ``vae``) from scratch on 64² video: L1 + KL (read_jax/train/vae_stage.py).
 
-  configs/demo_vae.py          the demo run (scripts/train_demo.py): 17-frame windows of whole frames, batch 4
-  configs/demo_vae.py:smoke    a few steps (the end-to-end test)
+  configs/demo_vae.py:image    warm-up on single frames (batch 16): the faces' shapes and colours, 17× cheaper per clip
+  configs/demo_vae.py          then 17-frame windows of whole frames, batch 4, from the warm-up's params
+  configs/demo_vae.py:smoke    a few steps of either (the end-to-end test: "image,smoke")
+
+scripts/train_demo.py runs the two in order. Measured on this 2-core CPU (in-memory frames, held-out
+97-frame clips): 3.5 min of 17-frame steps from scratch at lr 5e-4 stay at the mean image (10.6 dB PSNR);
+4 min of single frames then 4 min of 17-frame windows at lr 1e-4 reach 17.4 dB. The same architecture
+in diffusers learns no faster (10–11 dB after 150 steps at lr 2e-3, 16.4 dB at lr 1e-4 on single frames):
+LTX's pixel-normed blocks want a small learning rate, and most of what a VAE must learn first is in
+one frame.
 
   python scripts/train.py --config demo_vae.py --workdir DIR --config.data.train_glob='frames/train-*'
 """
@@ -12,7 +20,7 @@ from read_jax.config import load_config, parse_arg
 
 
 def get_config(arg=None):
-  arg = parse_arg(arg, smoke=False)
+  arg = parse_arg(arg, smoke=False, image=False)
   c = ml_collections.ConfigDict()
   c.stage = "vae"  # read_jax.train.stages.STAGES key
   c.seed = 0
@@ -38,12 +46,15 @@ def get_config(arg=None):
       workers=2,
   ))
   c.train = ml_collections.ConfigDict(dict(
-      steps=500, lr=5e-4, end_lr_fraction=0.1, warmup_steps=20, b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.0,
+      steps=600, lr=1e-4, end_lr_fraction=0.1, warmup_steps=20, b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.0,
       grad_clip=1.0, accum_steps=1, log_every=50, eval_every=250, ckpt_every=250, keep_checkpoints=2,
       max_nonfinite_in_row=20, progress_bar=True, pause_after_checkpoint_s=0.0))
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.sharding = ml_collections.ConfigDict(dict(rules=[("batch", ("data", "fsdp"))], fallback="replicated"))
+  if arg.image:
+    c.data.update(dict(num_frames=1, batch_size=16))
+    c.train.update(dict(steps=2000, eval_every=1000, ckpt_every=1000, log_every=100))
   if arg.smoke:
-    c.data.update(dict(batch_size=2, crop=32, num_frames=9, val_batches=1, workers=1))
+    c.data.update(dict(batch_size=2, crop=32, num_frames=1 if arg.image else 9, val_batches=1, workers=1))
     c.train.update(dict(steps=4, warmup_steps=1, log_every=2, eval_every=0, ckpt_every=4, progress_bar=False))
   return c

@@ -11,8 +11,9 @@ output lands in ``--workdir`` and a finished step is skipped when the script is 
   2. init       ReadPipeline.from_config(demo.py).save_pretrained(ckpt)   every part with fresh weights
                 (the Whisper encoder stays random: there is no pretrained one this small)
   3. frames     read_jax.data.preprocess.write_frame_shards               64² videos for the VAE
-  4. vae        scripts/train.py --config demo_vae.py                     L1 + KL (skipped with --vae DIR: a VAE
-                trained elsewhere, e.g. by scripts/train_demo_vae.py on a GPU — the bundled model's VAE)
+  4. vae_image  scripts/train.py --config demo_vae.py:image               L1 + KL on single frames (warm-up)
+     vae        scripts/train.py --config demo_vae.py                     then 17-frame windows (both skipped with
+                --vae DIR: a VAE trained elsewhere, e.g. by scripts/train_demo_vae.py on a GPU — the bundled model's VAE)
   5. vae.ckpt   vae_stage.latent_stats + export_vae                       ckpt/vae, latents normalised
   6. speech     scripts/extract_speech.py *.wav --whisper ckpt/whisper    stage-1 data
   7. speechae   scripts/train.py --config demo_speechae.py                stage 1
@@ -111,7 +112,7 @@ def main(argv=None):
   os.makedirs(wd, exist_ok=True)
   path = lambda *p: os.path.join(wd, *p)  # noqa: E731
   ckpt = path("ckpt")
-  suffix = ":smoke" if args.smoke else ""
+
   demo = load_config("demo.py")
   res = demo.pipeline.resolution
   clip_video_frames = 1 + 8 * demo.pipeline.clip_frames - 8  # 1 + 8(f − 1): 57
@@ -131,8 +132,10 @@ def main(argv=None):
 
   def train_stage(config_name, run, data, *overrides):
     train_glob, val_glob = path(data, "train-*"), path(data, "val-*")
-    config = load_config(f"{config_name}{suffix}", [f"--config.data.train_glob={train_glob}",
-                                                     f"--config.data.val_glob={val_glob}", *overrides])
+    name, _, arg = config_name.partition(":")
+    arg = ",".join(filter(None, [arg, "smoke" if args.smoke else ""]))
+    config = load_config(f"{name}:{arg}", [f"--config.data.train_glob={train_glob}",
+                                           f"--config.data.val_glob={val_glob}", *overrides])
     held_out = len(records.read_source(glob.glob(val_glob))) if glob.glob(val_glob) else 0
     if held_out < config.data.batch_size:  # few videos (--smoke): the hash split holds out too few
       print(f"[train_demo] {run}: {held_out} held-out examples in {data}/, validating on the training shards")
@@ -142,7 +145,8 @@ def main(argv=None):
       sys.exit(f"[train_demo] {run} stopped at step {history['step']} of {config.train.steps}; rerun to resume")
 
   if not args.vae:
-    step("vae", lambda: train_stage("demo_vae.py", "vae", "frames"))
+    step("vae_image", lambda: train_stage("demo_vae.py:image", "vae_image", "frames"))
+    step("vae", lambda: train_stage("demo_vae.py", "vae", "frames", f"--config.init_checkpoint={path('vae_image')}"))
 
   def vae_ckpt():
     if args.vae:

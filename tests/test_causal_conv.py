@@ -18,3 +18,26 @@ def test_taps_as_channels_equals_conv3d(kernel, strides, frames):
   got = causal_conv._conv_taps_as_channels(x, w, strides)
   assert got.shape == want.shape
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("kernel,strides", [(3, 1), (3, 2), ((1, 3, 3), 1)])
+def test_one_frame_equals_padded_conv3d(causal, kernel, strides):
+  """One frame runs as a 2D convolution with the temporal taps summed: same values and gradients as
+  the replicate-padded 3D convolution."""
+  module = causal_conv.CausalConv3d(5, kernel, strides, causal=causal)
+  x = jax.random.normal(jax.random.key(1), (2, 1, 8, 6, 3))
+  params = module.init(jax.random.key(2), x)
+  kt = module.kernel_size if isinstance(module.kernel_size, int) else module.kernel_size[0]
+  st = (strides,) * 3 if isinstance(strides, int) else strides
+
+  def reference(p, x):
+    conv = p["params"]["conv"]
+    return causal_conv._conv_3d(causal_conv.pad_time(x, kt, causal), conv["kernel"], st) + conv["bias"]
+
+  np.testing.assert_allclose(np.asarray(module.apply(params, x)), np.asarray(reference(params, x)),
+                             rtol=1e-5, atol=1e-5)
+  grad = lambda f: jax.grad(lambda p, x: (f(p, x) ** 2).sum(), argnums=(0, 1))(params, x)  # noqa: E731
+  got, want = grad(module.apply), grad(reference)
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-4, atol=1e-4)

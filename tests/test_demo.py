@@ -38,12 +38,16 @@ def test_train_demo_writes_a_complete_checkpoint(demo):
   for name in ("reference.png", "speech.wav", "pipeline.json", "train_times.json"):
     assert os.path.isfile(os.path.join(out, name)), name
   done = json.load(open(os.path.join(work, "run", "done.json")))
-  assert list(done) == ["synthetic", "init", "frames", "vae", "vae.ckpt", "speech", "speechae", "sae.ckpt", "clips",
+  assert list(done) == ["synthetic", "init", "frames", "vae_image", "vae", "vae.ckpt", "speech", "speechae", "sae.ckpt", "clips",
                         "a2v_dit", "dit.ckpt", "assets"]
   # Every training stage ran its steps and the latents were normalised with measured statistics.
-  for run in ("vae", "speechae", "a2v_dit"):
+  for run in ("vae_image", "vae", "speechae", "a2v_dit"):
     steps = [json.loads(line)["step"] for line in open(os.path.join(work, "run", run, "metrics.jsonl"))]
     assert max(steps) == 4, run
+  # The VAE's video run starts from its single-frame warm-up.
+  configs = {run: json.load(open(os.path.join(work, "run", run, "config.json"))) for run in ("vae_image", "vae")}
+  assert configs["vae_image"]["data"]["num_frames"] == 1 and configs["vae"]["data"]["num_frames"] > 1
+  assert configs["vae"]["init_checkpoint"] == os.path.join(str(work), "run", "vae_image")
   from read_jax.convert.vae import load_vae
   _, variables = load_vae(os.path.join(out, "vae"))
   assert not np.allclose(np.asarray(variables["buffers"]["latents_std"]), 1.0)

@@ -7,7 +7,9 @@ each end. Space: ``k // 2`` zeros on each side (torch Conv3d ``padding=(0, kH//2
 On the CPU the 3D convolution runs as ONE 2D convolution over frames, with the kT temporal taps
 stacked into the input channels (XLA's CPU 3D convolution is several times slower than its 2D one:
 forward 6×, forward + backward 2.4× on the VAE's shapes); elsewhere (cuDNN, TPU) as a 3D convolution.
-Both give the same result up to float rounding.
+Both give the same result up to float rounding. A single frame (T = 1: an image, the reference
+frame, the first-frame warm-up of the demo VAE) is padded with copies of itself, so every temporal tap
+reads the same frame: it runs as a 2D convolution with the taps summed, kT times cheaper, same result.
 
 Parameter names follow diffusers' ``LTXVideoCausalConv3d`` (a wrapper holding an ``nn.Conv3d``
 called ``conv``): ``<name>/conv/kernel`` ``[kT, kH, kW, I, O]`` and ``<name>/conv/bias`` ``[O]``.
@@ -47,15 +49,20 @@ class Conv3d(nn.Module):
   param_dtype: jnp.dtype = jnp.float32  # storage dtype
 
   @nn.compact
-  def __call__(self, x):  # x [B, T, H, W, C]
+  def __call__(self, x, one_frame: bool = False):  # x [B, T, H, W, C]
+    """``one_frame``: x is a single frame standing for its kT replicate-padded copies."""
     kt, kh, kw = self.kernel_size
     kernel = self.param("kernel", nn.initializers.lecun_normal(), (kt, kh, kw, x.shape[-1], self.features),
                          self.param_dtype)
     bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
     x = x.astype(self.dtype)
     kernel = kernel.astype(self.dtype)
-    conv = _conv_taps_as_channels if jax.default_backend() == "cpu" else _conv_3d
-    y = conv(x, kernel, self.strides)
+    if one_frame:
+      y = _conv_2d(x[:, 0], kernel.sum(axis=0), self.strides[1:])[:, None]
+    elif jax.default_backend() == "cpu":
+      y = _conv_taps_as_channels(x, kernel, self.strides)
+    else:
+      y = _conv_3d(x, kernel, self.strides)
     return y + bias.astype(self.dtype)  # [B, T', H', W', O]
 
 
@@ -75,9 +82,14 @@ def _conv_taps_as_channels(x, kernel, strides):
   taps = [x[:, i:i + st * (out_frames - 1) + 1:st] for i in range(kt)]  # each [B, T', H, W, C]
   x2 = jnp.concatenate(taps, axis=-1).reshape((b * out_frames,) + x.shape[2:4] + (kt * c,))
   k2 = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(kh, kw, kt * c, o)  # channel index = i·C + c
-  y = jax.lax.conv_general_dilated(x2, k2, window_strides=strides[1:], padding=((kh // 2, kh // 2), (kw // 2, kw // 2)),
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  y = _conv_2d(x2, k2, strides[1:])
   return y.reshape((b, out_frames) + y.shape[1:])
+
+
+def _conv_2d(x, kernel, strides):  # x [N, H, W, C], kernel [kH, kW, C, O], zero-padded space
+  kh, kw = kernel.shape[:2]
+  return jax.lax.conv_general_dilated(x, kernel, window_strides=strides, padding=((kh // 2, kh // 2), (kw // 2, kw // 2)),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 class CausalConv3d(nn.Module):
@@ -94,5 +106,7 @@ class CausalConv3d(nn.Module):
   def __call__(self, x):  # x [B, T, H, W, C]
     kernel = tuple(self.kernel_size) if isinstance(self.kernel_size, Sequence) else (self.kernel_size,) * 3
     strides = tuple(self.strides) if isinstance(self.strides, Sequence) else (self.strides,) * 3
-    x = pad_time(x, kernel[0], self.causal)
-    return Conv3d(self.features, kernel, strides, dtype=self.dtype, param_dtype=self.param_dtype, name="conv")(x)
+    conv = Conv3d(self.features, kernel, strides, dtype=self.dtype, param_dtype=self.param_dtype, name="conv")
+    if x.shape[1] == 1 and (self.causal or kernel[0] % 2):  # every tap reads the one frame
+      return conv(x, one_frame=True)
+    return conv(pad_time(x, kernel[0], self.causal))
