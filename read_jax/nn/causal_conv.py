@@ -56,10 +56,11 @@ class Conv3d(nn.Module):
                          self.param_dtype)
     bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
     x = x.astype(self.dtype)
+    if one_frame:  # the taps summed in the storage dtype, then cast
+      y = _conv_2d(x[:, 0], kernel.sum(axis=0).astype(self.dtype), self.strides[1:])[:, None]
+      return y + bias.astype(self.dtype)
     kernel = kernel.astype(self.dtype)
-    if one_frame:
-      y = _conv_2d(x[:, 0], kernel.sum(axis=0), self.strides[1:])[:, None]
-    elif jax.default_backend() == "cpu":
+    if jax.default_backend() == "cpu":
       y = _conv_taps_as_channels(x, kernel, self.strides)
     else:
       y = _conv_3d(x, kernel, self.strides)
