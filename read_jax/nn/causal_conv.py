@@ -58,12 +58,10 @@ class Conv3d(nn.Module):
     x = x.astype(self.dtype)
     if one_frame:  # the taps summed in the storage dtype, then cast
       y = _conv_2d(x[:, 0], kernel.sum(axis=0).astype(self.dtype), self.strides[1:])[:, None]
-      return y + bias.astype(self.dtype)
-    kernel = kernel.astype(self.dtype)
-    if jax.default_backend() == "cpu":
-      y = _conv_taps_as_channels(x, kernel, self.strides)
+    elif jax.default_backend() == "cpu":
+      y = _conv_taps_as_channels(x, kernel.astype(self.dtype), self.strides)
     else:
-      y = _conv_3d(x, kernel, self.strides)
+      y = _conv_3d(x, kernel.astype(self.dtype), self.strides)
     return y + bias.astype(self.dtype)  # [B, T', H', W', O]
 
 
