@@ -2,6 +2,7 @@
 
   configs/demo_vae.py:image    warm-up on single frames (batch 16): the faces' shapes and colours, 17× cheaper per clip
   configs/demo_vae.py          then 17-frame windows of whole frames, batch 4, from the warm-up's params
+                               inflated for video (init_from_image: read_jax.models.vae.inflate_image_params)
   configs/demo_vae.py:smoke    a few steps of either (the end-to-end test: "image,smoke")
 
 scripts/train_demo.py runs the two in order. Measured on this 2-core CPU (in-memory frames, held-out
@@ -27,6 +28,7 @@ def get_config(arg=None):
   c.dtype = "float32"  # compute dtype
   c.param_dtype = "float32"
   c.init_checkpoint = ""  # params of another run to start from ("" = from scratch)
+  c.init_from_image = False  # init_checkpoint saw single frames only: inflate it for video (inflate_image_params)
   vae = load_config("demo.py").vae.to_dict()
   c.model = {k: v for k, v in vae.items() if k not in ("dtype", "param_dtype")}  # configs/vae_ltx.py keys
   c.loss = ml_collections.ConfigDict(dict(

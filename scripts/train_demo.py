@@ -12,7 +12,8 @@ output lands in ``--workdir`` and a finished step is skipped when the script is 
                 (the Whisper encoder stays random: there is no pretrained one this small)
   3. frames     read_jax.data.preprocess.write_frame_shards               64² videos for the VAE
   4. vae_image  scripts/train.py --config demo_vae.py:image               L1 + KL on single frames (warm-up)
-     vae        scripts/train.py --config demo_vae.py                     then 17-frame windows (both skipped with
+     vae        scripts/train.py --config demo_vae.py                     then 17-frame windows, from the warm-up
+                                                                          inflated for video (both skipped with
                 --vae DIR: a VAE trained elsewhere, e.g. by scripts/train_demo_vae.py on a GPU — the bundled model's VAE)
   5. vae.ckpt   vae_stage.latent_stats + export_vae                       ckpt/vae, latents normalised
   6. speech     scripts/extract_speech.py *.wav --whisper ckpt/whisper    stage-1 data
@@ -146,7 +147,8 @@ def main(argv=None):
 
   if not args.vae:
     step("vae_image", lambda: train_stage("demo_vae.py:image", "vae_image", "frames"))
-    step("vae", lambda: train_stage("demo_vae.py", "vae", "frames", f"--config.init_checkpoint={path('vae_image')}"))
+    step("vae", lambda: train_stage("demo_vae.py", "vae", "frames", f"--config.init_checkpoint={path('vae_image')}",
+                                      "--config.init_from_image=True"))
 
   def vae_ckpt():
     if args.vae:

@@ -3,7 +3,13 @@
 fixed wall-clock budget, and write it in diffusers layout: the fast path for an accelerator.
 
   python scripts/train_demo_vae.py --out vae_dir --minutes 6          # then:
+  python scripts/eval_demo.py --vae vae_dir                           # mouth r of its reconstructions
   python scripts/train_demo.py --vae vae_dir                          # uses it instead of training one
+
+``--image-minutes`` first trains on single frames (batch ``--image-batch``), then inflates the params
+for video (read_jax.models.vae.inflate_image_params), as scripts/train_demo.py does; 0 trains on
+video from the start. At the end the reconstruction scores of scripts/eval_demo.py --vae (4 held-out
+clips) are printed and written to train_log.json.
 
 It needs only jax/flax/optax and numpy (no data files, grain or ffmpeg): every step draws fresh
 synthetic clips (``read_jax.data.synthetic.make_clip``, the same generator as the mp4 set) from the
@@ -12,6 +18,7 @@ mp4 set through the ordinary loop instead (slower per step on a CPU, resumable).
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -24,7 +31,9 @@ sys.path.insert(0, _ROOT)  # configs/ and read_jax without an install
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--out", required=True, help="output VAE directory (diffusers layout)")
-  parser.add_argument("--minutes", type=float, default=6.0, help="training wall-clock budget")
+  parser.add_argument("--minutes", type=float, default=6.0, help="wall-clock budget of the video steps")
+  parser.add_argument("--image-minutes", type=float, default=0.0, help="single-frame steps first (wall clock)")
+  parser.add_argument("--image-batch", type=int, default=64, help="frames per single-frame step")
   parser.add_argument("--batch", type=int, default=16, help="clips per step")
   parser.add_argument("--frames", type=int, default=17, help="frames per clip (1 + 8k)")
   parser.add_argument("--lr", type=float, default=5e-4)
@@ -39,7 +48,8 @@ def main(argv=None):
   from read_jax.config import load_config
   from read_jax.convert.vae import export_vae
   from read_jax.data import synthetic
-  from read_jax.models.vae import AutoencoderKLLTXVideo, to_pixels, training_loss, unit_latent_stats
+  from read_jax.models.vae import (AutoencoderKLLTXVideo, inflate_image_params, to_pixels, training_loss,
+                                   unit_latent_stats)
 
   config = load_config("demo_vae.py")
   model = AutoencoderKLLTXVideo.from_config({**config.model, "dtype": "float32", "param_dtype": "float32"})
@@ -65,22 +75,40 @@ def main(argv=None):
     return optax.apply_updates(params, updates), opt, m
 
   rng = np.random.default_rng(0)
-  log, n, start = [], 0, time.perf_counter()
-  while time.perf_counter() - start < 60 * args.minutes:
-    idx = rng.integers(0, args.pool, args.batch)
-    t = rng.integers(0, pool.shape[1] - args.frames + 1, args.batch)
-    video = np.stack([pool[i, s:s + args.frames] for i, s in zip(idx, t)])
-    params, opt, m = step(params, opt, jnp.asarray(video), jax.random.key(n))
-    n += 1
-    if n % 250 == 0:
-      m = {k: float(v) for k, v in m.items()}
-      log.append({"step": n, "s": time.perf_counter() - start, **m})
-      print(json.dumps(log[-1]), flush=True)
-  export_vae(model, {"params": jax.tree.map(np.asarray, params), "buffers": buffers}, args.out)
-  with open(os.path.join(args.out, "train_log.json"), "w") as fh:
-    json.dump({"steps": n, "batch": args.batch, "frames": args.frames, "lr": args.lr, "log": log}, fh, indent=1)
-  print(f"{n} steps in {time.perf_counter() - start:.0f} s → {args.out}")
+  log, n = [], 0
 
+  def run(minutes, batch, frames):
+    nonlocal params, opt, n
+    start = time.perf_counter()
+    while time.perf_counter() - start < 60 * minutes:
+      idx = rng.integers(0, args.pool, batch)
+      t = rng.integers(0, pool.shape[1] - frames + 1, batch)
+      video = np.stack([pool[i, s:s + frames] for i, s in zip(idx, t)])
+      params, opt, m = step(params, opt, jnp.asarray(video), jax.random.key(n))
+      n += 1
+      if n % 250 == 0:
+        m = {k: float(v) for k, v in m.items()}
+        log.append({"step": n, "frames": frames, "s": time.perf_counter() - start, **m})
+        print(json.dumps(log[-1]), flush=True)
+
+  start = time.perf_counter()
+  if args.image_minutes > 0:
+    run(args.image_minutes, args.image_batch, 1)
+    params = inflate_image_params(params, model.config)
+    opt = tx.init(params)  # the moments of the single-frame steps do not fit the inflated taps
+  image_steps = n
+  run(args.minutes, args.batch, args.frames)
+  export_vae(model, {"params": jax.tree.map(np.asarray, params), "buffers": buffers}, args.out)
+  print(f"{n} steps ({image_steps} single-frame) in {time.perf_counter() - start:.0f} s → {args.out}", flush=True)
+  spec = importlib.util.spec_from_file_location("_eval_demo", os.path.join(_ROOT, "scripts", "eval_demo.py"))
+  eval_demo = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(eval_demo)
+  scores = eval_demo.evaluate_vae(eval_demo._vae_reconstructor(args.out), num=4, seconds=4.0, size=res)["summary"]
+  print(f"held-out reconstructions: PSNR {scores['psnr']:.2f} dB, mouth r {scores['mouth_r']:.3f} "
+        f"(one opening per latent frame: {scores['mouth_r_latent_frame_average']:.3f})")
+  with open(os.path.join(args.out, "train_log.json"), "w") as fh:
+    json.dump({"steps": n, "image_steps": image_steps, "batch": args.batch, "image_batch": args.image_batch,
+               "frames": args.frames, "lr": args.lr, "eval": scores, "log": log}, fh, indent=1)
 
 if __name__ == "__main__":
   main()

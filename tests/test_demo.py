@@ -80,3 +80,20 @@ def test_eval_scores_are_computed(demo):
   assert s["lip_sync_ground_truth"] > 0.9  # the measure itself works on real synthetic video
   for key in ("lip_sync", "lip_sync_other_audio", "colour_error", "boundary_ratio_ans", "boundary_ratio_plain"):
     assert np.isfinite(s[key]), key
+
+
+def test_eval_vae_scores_reconstructions():
+  """A perfect reconstruction scores the ground-truth r; one that keeps a single frame per latent frame
+  (the mouth frozen over 8 frames) scores far less, near the latent-frame-average reference."""
+  evaluate_vae = _script("eval_demo").evaluate_vae
+  exact = evaluate_vae(lambda f: f.astype(np.float32) / 127.5 - 1, num=2, seconds=4.0, progress=False)["summary"]
+  assert exact["frames_per_clip"] == 97 and exact["psnr"] > 60
+  assert exact["mouth_r"] > 0.95 and 0.3 < exact["mouth_r_latent_frame_average"] < 0.85
+
+  def frozen(f):  # frame 0, then the middle frame of each run of 8, repeated
+    out = f.astype(np.float32) / 127.5 - 1
+    for k in range(1, len(f), 8):
+      out[k:k + 8] = out[k + 4]
+    return out
+  held = evaluate_vae(frozen, num=2, seconds=4.0, progress=False)["summary"]
+  assert held["mouth_r"] < exact["mouth_r"] - 0.2 and held["psnr"] < exact["psnr"]

@@ -8,7 +8,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from configs.vae_ltx import get_config
 from read_jax.convert.vae import state_dict_to_variables
-from read_jax.models.vae import AutoencoderKLLTXVideo, make_config, tiled_decode
+from read_jax.models.vae import AutoencoderKLLTXVideo, inflate_image_params, make_config, tiled_decode
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -98,6 +98,33 @@ def tiny091():
   torch.manual_seed(0)
   ref = diffusers.AutoencoderKLLTXVideo(**{k: v for k, v in cfg.to_diffusers().items() if k != "_class_name"})
   return model, state_dict_to_variables(model, {k: v.detach().numpy() for k, v in ref.state_dict().items()})
+
+
+def test_inflate_image_params():
+  """After inflation a single frame decodes as before, a still 9-frame video decodes to that frame at
+  every time (before: the upsamplers' untrained slots draw other frames), and every conv's temporal
+  taps are equal with their sum kept."""
+  cfg = make_config(get_config("0.9.0,tiny"))
+  model = AutoencoderKLLTXVideo.from_config(cfg)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 1, 32, 32, 3)))
+  run = jax.jit(lambda v, x: model.apply(v, model.apply(v, x, method=model.encode).mode(), method=model.decode))
+  frame = np.random.RandomState(0).uniform(-1, 1, (1, 1, 32, 32, 3)).astype(np.float32)
+  still = np.repeat(frame, 9, axis=1)
+  inflated = {**variables, "params": inflate_image_params(variables["params"], cfg)}
+  image = np.asarray(run(variables, frame))
+  np.testing.assert_allclose(np.asarray(run(inflated, frame)), image, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(run(inflated, still)), np.repeat(image, 9, axis=1), atol=1e-4)
+  assert np.abs(np.asarray(run(variables, still)) - image).max() > 1e-2
+  before, after = flatten_dict(variables["params"]), flatten_dict(inflated["params"])
+  taps = [k for k, v in before.items() if k[-1] == "kernel" and v.ndim == 5 and v.shape[0] > 1]
+  assert len(taps) > 10
+  for k in taps:
+    np.testing.assert_array_equal(after[k], np.broadcast_to(after[k][:1], after[k].shape))
+    if "upsamplers_0" not in k:  # (the upsamplers' first time slot is replaced: checked by the still video)
+      np.testing.assert_allclose(after[k].sum(0), before[k].sum(0), rtol=1e-5, atol=1e-6)
+  for other in ("0.9.1", "0.9.5"):  # parameter-free depth-to-space around the frames: refused
+    with pytest.raises(ValueError, match="only 0.9.0-style blocks"):
+      inflate_image_params(variables["params"], get_config(f"{other},tiny"))
 
 
 def test_input_checks(tiny091):

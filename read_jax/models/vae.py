@@ -551,6 +551,43 @@ def to_pixels(video):
   return jnp.asarray(video).astype(jnp.float32) / 127.5 - 1.0
 
 
+def inflate_image_params(params, config):
+  """VAE params trained on single frames only (1-frame clips), made ready to train on video.
+
+  A single frame trains only part of what video uses:
+
+  * every convolution runs on the frame repeated over its temporal taps (replicate padding), so
+    only the sum of the taps is trained and each tap keeps its random initial offset from the
+    others. On moving content those offsets do not cancel and add noise. Each tap is set to the mean
+    of the taps, which keeps the sum (the image function) and makes a tap see its frame the way the
+    image run saw every frame;
+  * a temporal upsampler's conv emits ``C × (sT=2, sH, sW)`` channels and drops the first of the two
+    frames they unfold to, so one latent frame decoded to one frame trains only the second slot.
+    The trained slot is copied onto the untrained one.
+
+  After this a still video decodes to the image run's frame at every time (before: every other frame
+  is drawn by untrained weights), so video training starts from the image run's faces and has the
+  motion left to learn. Parameters other than conv kernels and upsampler biases are
+  returned as they are. ``config``: the model's (a VAEConfig or its keys). Only 0.9.0's blocks are
+  covered: 0.9.1's residual upsamplers and 0.9.5's downsamplers fold frames into channels without
+  parameters (depth-to-space), so a single frame cannot train them for video; they are refused.
+  """
+  config = config if isinstance(config, VAEConfig) else make_config(config)
+  if "LTXVideo095DownBlock3D" in config.down_block_types or any(config.upsample_residual):
+    raise ValueError("inflate_image_params: only 0.9.0-style blocks are covered (no LTXVideo095DownBlock3D, "
+                     "no upsample_residual); train this VAE on video from the start")
+
+  def inflate(path, x):
+    names = [getattr(k, "key", None) for k in path]
+    if names[-1] == "kernel" and x.ndim == 5 and x.shape[0] > 1:  # [kT, kH, kW, in, out]
+      x = jnp.broadcast_to(jnp.mean(x, axis=0, keepdims=True), x.shape)
+    if "upsamplers_0" in names and names[-1] in ("kernel", "bias"):
+      y = x.reshape(*x.shape[:-1], -1, 2, 4)  # channels (C, sT, sH·sW): UpBlock3d's upsamplers are 2×2×2
+      x = y.at[..., 0, :].set(y[..., 1, :]).reshape(x.shape)
+    return x
+  return jax.tree_util.tree_map_with_path(inflate, params)
+
+
 def training_loss(model: "AutoencoderKLLTXVideo", variables, x, key, *, kl_weight: float,
                   sample_posterior: bool = True) -> tuple[jax.Array, dict]:
   """``L1(decode(z), x) + kl_weight · KL(q(z | x) ‖ N(0, I))`` for pixels ``x`` [B, T, H, W, 3] in [−1, 1].

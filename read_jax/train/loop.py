@@ -240,6 +240,10 @@ def train(config, workdir: str, *, devices=None) -> dict[str, Any]:
       if config.init_checkpoint:
         state = state.replace(params=ckpt_lib.restore_params(config.init_checkpoint, trainer.abstract_state.params,
                                                                 config.stage))
+        adapt = getattr(stage, "adapt_init_params", None)  # optional Stage method
+        if adapt is not None:
+          state = state.replace(params=jax.tree.map(lambda new, old: jax.device_put(new, old.sharding),
+                                                    adapt(state.params), state.params))
         say(f"params from config.init_checkpoint={config.init_checkpoint}")
 
     stop = {"signal": None}

@@ -35,6 +35,9 @@ class Stage(Protocol):
   def datasets(self, process_index: int, process_count: int) -> tuple[grain.MapDataset, grain.MapDataset]:
     """``(train, val)`` batched MapDatasets of this process's rows (see ``read_jax.data.records``)."""
 
+  # Optional: ``adapt_init_params(params) -> params``, applied once to the params read from
+  # ``config.init_checkpoint`` (the VAE stage inflates a single-frame run for video with it).
+
 
 def _speech_ae_module():
   # Imported lazily: the model file is written alongside this one, and tests may substitute it.

@@ -16,6 +16,10 @@ first learns to ignore z and a small run stays at the mean image for hundreds of
 trains at once (the KL still bounds the latents' scale, and the diffusion model sees normalised
 latents either way). LTX adds perceptual and adversarial terms for its
 sharp full-size VAE; on the flat synthetic faces L1 suffices.
+
+A run on single frames (``num_frames=1``) is a cheap warm-up for a video run; the video run starts from
+it with ``config.init_checkpoint`` and ``config.init_from_image=True``, which inflates the params for
+video (``read_jax.models.vae.inflate_image_params``) once they are read.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from read_jax.data import records
-from read_jax.models.vae import (AutoencoderKLLTXVideo, compression_ratios, to_pixels, training_loss,
-                                 unit_latent_stats)
+from read_jax.models.vae import (AutoencoderKLLTXVideo, compression_ratios, inflate_image_params, to_pixels,
+                                 training_loss, unit_latent_stats)
 from read_jax.train.stages import train_val_datasets
 
 
@@ -64,6 +68,10 @@ class VAEStage:
 
   def trainable(self, params):
     return None
+
+  def adapt_init_params(self, params):
+    # config.init_from_image: the init checkpoint saw single frames only (configs/demo_vae.py:image).
+    return inflate_image_params(params, self.model.config) if self.config.init_from_image else params
 
   def datasets(self, process_index, process_count):
     d = self.config.data
