@@ -105,15 +105,15 @@ def evaluate_vae(reconstruct, *, num: int = 8, seconds: float = 8.0, first: int 
   return {"summary": summary, "clips": rows}
 
 
-def _vae_reconstructor(path):
+def vae_reconstructor(path):
+  """uint8 frames [F, S, S, 3] → the VAE's reconstruction in [−1, 1] (encode, posterior mode, decode)."""
   import jax
 
   from read_jax.convert.vae import load_vae
-  from read_jax.models.vae import AutoencoderKLLTXVideo, to_pixels
+  from read_jax.models.vae import to_pixels
 
   model, variables = load_vae(path)
-  run = jax.jit(lambda v, x: model.apply(v, model.apply(v, x, method=AutoencoderKLLTXVideo.encode).mode(),
-                                         method=AutoencoderKLLTXVideo.decode))
+  run = jax.jit(model.apply)
   return lambda frames: np.asarray(run(variables, to_pixels(frames[None])))[0]
 
 
@@ -132,7 +132,7 @@ def main(argv=None):
 
   if args.vae:
     try:
-      reconstruct = _vae_reconstructor(args.vae)
+      reconstruct = vae_reconstructor(args.vae)
     except (OSError, ValueError) as e:
       print(f"error: {e}", file=sys.stderr)
       return 2
@@ -142,32 +142,27 @@ def main(argv=None):
     print(f"reconstruction PSNR {s['psnr']:.2f} dB")
     print(f"mouth r             {s['mouth_r']:.3f}   (one opening per latent frame: "
           f"{s['mouth_r_latent_frame_average']:.3f}; lip sync ≥ 0.6 needs ≥ 0.8 here)")
-    if args.json:
-      with open(args.json, "w") as fh:
-        json.dump(scores, fh, indent=1)
-    return 0
-
-  from read_jax.pipeline import ReadPipeline
-  try:
-    pipe = ReadPipeline.from_pretrained(args.ckpt)
-  except (OSError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  scores = evaluate(pipe, num=args.num, seconds=args.seconds, first=args.first, seed=args.seed)
-  s = scores["summary"]
-  print(f"{s['num_clips']} held-out clips of {s['seconds']:g} s ({s['boundaries_per_clip']} clip boundaries each), "
-        f"{s['wall_s']:.0f} s")
-  print(f"lip sync r          {s['lip_sync']:.3f}   (other clip's audio: {s['lip_sync_other_audio']:.3f}; "
-        f"ground-truth video: {s['lip_sync_ground_truth']:.3f}; without motion prior: {s['lip_sync_plain']:.3f})")
-  print(f"face colour error   {s['colour_error']:.1f} / 255   (between two test identities: "
-        f"{s['colour_error_other_identity']:.1f})")
-  print(f"boundary ratio      ANS {s['boundary_ratio_ans']:.3f}   plain concatenation {s['boundary_ratio_plain']:.3f}"
-        "   (1 = as smooth as within a clip)")
+  else:
+    from read_jax.pipeline import ReadPipeline
+    try:
+      pipe = ReadPipeline.from_pretrained(args.ckpt)
+    except (OSError, ValueError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+    scores = evaluate(pipe, num=args.num, seconds=args.seconds, first=args.first, seed=args.seed)
+    s = scores["summary"]
+    print(f"{s['num_clips']} held-out clips of {s['seconds']:g} s ({s['boundaries_per_clip']} clip boundaries "
+          f"each), {s['wall_s']:.0f} s")
+    print(f"lip sync r          {s['lip_sync']:.3f}   (other clip's audio: {s['lip_sync_other_audio']:.3f}; "
+          f"ground-truth video: {s['lip_sync_ground_truth']:.3f}; without motion prior: {s['lip_sync_plain']:.3f})")
+    print(f"face colour error   {s['colour_error']:.1f} / 255   (between two test identities: "
+          f"{s['colour_error_other_identity']:.1f})")
+    print(f"boundary ratio      ANS {s['boundary_ratio_ans']:.3f}   plain concatenation "
+          f"{s['boundary_ratio_plain']:.3f}   (1 = as smooth as within a clip)")
   if args.json:
     with open(args.json, "w") as fh:
       json.dump(scores, fh, indent=1)
   return 0
-
 
 if __name__ == "__main__":
   sys.exit(main())

@@ -103,12 +103,13 @@ def main(argv=None):
   spec = importlib.util.spec_from_file_location("_eval_demo", os.path.join(_ROOT, "scripts", "eval_demo.py"))
   eval_demo = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(eval_demo)
-  scores = eval_demo.evaluate_vae(eval_demo._vae_reconstructor(args.out), num=4, seconds=4.0, size=res)["summary"]
+  scores = eval_demo.evaluate_vae(eval_demo.vae_reconstructor(args.out), num=4, seconds=4.0, size=res)["summary"]
   print(f"held-out reconstructions: PSNR {scores['psnr']:.2f} dB, mouth r {scores['mouth_r']:.3f} "
         f"(one opening per latent frame: {scores['mouth_r_latent_frame_average']:.3f})")
   with open(os.path.join(args.out, "train_log.json"), "w") as fh:
     json.dump({"steps": n, "image_steps": image_steps, "batch": args.batch, "image_batch": args.image_batch,
                "frames": args.frames, "lr": args.lr, "eval": scores, "log": log}, fh, indent=1)
+
 
 if __name__ == "__main__":
   main()
