@@ -49,6 +49,7 @@ def get_config(arg=None):
   config.text = ml_collections.ConfigDict(dict(path=""))
 
   # The SpeechAE, fine-tuned jointly (paper C.3); fields as configs/speechae.py's model.
+  config.train_speech_ae = True  # False: keep stage 1's SpeechAE frozen (only the A2V-DiT trains)
   config.speech_ae = ml_collections.ConfigDict(dict(
     feature_dim=384,  # DA: Whisper-tiny width
     window=10,  # Hw: Whisper frames per video frame

@@ -7,6 +7,7 @@
                                            [--prompt prompt.safetensors] [--init-speech-ae speechae] [--seed 0]
   python scripts/convert.py import-whisper --whisper WHISPER_DIR --out DIR
   python scripts/convert.py import-run     --run WORKDIR --out DIR   (a scripts/train.py run's trained parts)
+                                           [--speech 'SPEECH_DIR/train-*']  (stage 1: unit latents on these)
 
 The PyTorch directory layout is described in read_jax/convert/torch_export.py and docs/pytorch.md.
 Bad input gives one error line and exit code 2.
@@ -43,6 +44,9 @@ def main(argv=None) -> int:
   r = sub.add_parser("import-run", help="a training run's latest params → its parts of a read_jax checkpoint")
   r.add_argument("--run", required=True, help="scripts/train.py --workdir of a speechae or a2v_dit run")
   r.add_argument("--out", required=True, help="read_jax checkpoint directory (created or updated)")
+  r.add_argument("--speech", default=None, metavar="GLOB",
+                 help="stage-1 run: standardise the SpeechAE latents (mean 0, std 1 per element) on these speech "
+                      "records (scripts/extract_speech.py), so stage 2's audio attention sees more than a constant")
   args = p.parse_args(argv)
 
   from read_jax.convert import checkpoint_dir, torch_export
@@ -62,7 +66,7 @@ def main(argv=None) -> int:
         checkpoint_dir.init_speech_ae(args.out, args.init_speech_ae, seed=args.seed)
       _report(checkpoint_dir, args.out)
     elif args.command == "import-run":
-      parts = checkpoint_dir.import_run(args.run, args.out)
+      parts = checkpoint_dir.import_run(args.run, args.out, speech_glob=args.speech)
       print(f"wrote {', '.join(parts)} to {args.out}")
       _report(checkpoint_dir, args.out)
     else:

@@ -166,7 +166,7 @@ def main(argv=None):
       sorted(glob.glob(path("synthetic", "*.wav"))) + ["--whisper", os.path.join(ckpt, "whisper"), "--out", path("speech"),
        "--min_frames", str(clip_video_frames), "--val_fraction", str(val_fraction)]))
   step("speechae", lambda: train_stage("demo_speechae.py", "speechae", "speech"))
-  step("sae.ckpt", lambda: checkpoint_dir.import_run(path("speechae"), ckpt))
+  step("sae.ckpt", lambda: checkpoint_dir.import_run(path("speechae"), ckpt, speech_glob=path("speech", "train-*")))
   step("clips", lambda: _script("preprocess").main(
       [path("synthetic"), "--out", path("clips"), "--ckpt", ckpt, "--resolution", str(res), "--clip_frames",
        str(clip_video_frames), "--stride", "16", "--no_detector", "--val_fraction", str(val_fraction)]))

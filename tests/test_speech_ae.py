@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from read_jax.convert.torch_layout import flax_to_torch, torch_to_flax
-from read_jax.models.speech_ae import SpeechAE, num_latents, speech_ae_loss
+from read_jax.models.speech_ae import SpeechAE, latent_stats, num_latents, speech_ae_loss, standardize_latents
 from read_jax.nn.causal_conv1d import CausalConv1D
 
 # Odd, distinct sizes so a swapped axis cannot pass by accident.
@@ -277,3 +277,36 @@ def test_loss_gradient_matches_finite_differences():
   h = 1e-2
   fd = (float(f(s_hat + h * direction)) - float(f(s_hat - h * direction))) / (2 * h)
   np.testing.assert_allclose(float(np.sum(g * np.asarray(direction))), fd, rtol=2e-2)
+
+
+def test_standardize_latents(variables):
+  """Folding (C − mean)/std into proj_out/proj_in: unit latents on the data the stats came from, the
+  same reconstruction Ŝ, a constant element (std 0) divided by the floor, not by 0, bad stats refused."""
+  params = variables["params"]
+  rng = np.random.default_rng(3)
+  # Speech with a large constant part: the latents are far from zero mean and unit scale.
+  clips = [3.0 + 0.2 * rng.normal(size=(17, TINY["window"], TINY["feature_dim"])).astype(np.float32) for _ in range(6)]
+  stats = latent_stats(MODEL, params, clips)
+  assert stats["mean"].shape == stats["std"].shape == (TINY["latent_tokens"], TINY["latent_dim"])
+  before = np.stack([np.asarray(MODEL.apply({"params": params}, jnp.asarray(c)[None])[0][0]) for c in clips])
+  assert np.abs(before.mean((0, 1))).max() > 3 * before.std((0, 1)).min()  # the premise: offsets dominate
+  new = standardize_latents(params, stats["mean"], stats["std"])
+  c_new, s_new = zip(*[MODEL.apply({"params": new}, jnp.asarray(c)[None]) for c in clips])
+  c_new = np.stack([np.asarray(c[0]) for c in c_new])  # [clips, f, hw, dA]
+  np.testing.assert_allclose(c_new.mean((0, 1)), 0.0, atol=1e-4)
+  np.testing.assert_allclose(c_new.std((0, 1)), 1.0, rtol=1e-3)
+  np.testing.assert_allclose((before - stats["mean"]) / stats["std"], c_new, rtol=1e-4, atol=1e-4)
+  for c, s in zip(clips, s_new):  # the decoder undoes it: the same Ŝ
+    ref = MODEL.apply({"params": params}, jnp.asarray(c)[None])[1]
+    np.testing.assert_allclose(np.asarray(s), np.asarray(ref), rtol=1e-4, atol=1e-4)
+  # A constant element (std 0) is floored at 1e-3 of the largest std: centred, finite.
+  std0 = stats["std"].copy()
+  std0[0, 0] = 0.0
+  floored = standardize_latents(params, stats["mean"], std0)
+  c0 = np.asarray(MODEL.apply({"params": floored}, jnp.asarray(clips[0])[None], method=SpeechAE.encode))
+  floor = 1e-3 * stats["std"].max()
+  np.testing.assert_allclose(c0[0, :, 0, 0], (before[0, :, 0, 0] - stats["mean"][0, 0]) / floor, rtol=1e-3, atol=1e-2)
+  with pytest.raises(ValueError, match="hw·dA"):
+    standardize_latents(params, stats["mean"][:1], stats["std"][:1])
+  with pytest.raises(ValueError, match="finite"):
+    standardize_latents(params, stats["mean"] * np.nan, stats["std"])

@@ -78,3 +78,22 @@ def test_learns_and_agrees_across_devices_and_processes(data, tmp_path):
   np.testing.assert_allclose(one, eight[:COMPARED], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(two, eight[:COMPARED], rtol=1e-5, atol=1e-6)
   assert len(set(np.round(eight[:COMPARED], 6))) == COMPARED  # the steps really differ
+
+
+def test_frozen_speech_ae():
+  """config.train_speech_ae=False: the optimizer leaves the SpeechAE as it is and updates the A2V-DiT;
+  the paper's default (True) trains both."""
+  from read_jax.train import optim
+  from read_jax.train.stages import make_stage
+  config = load_config("a2v_dit.py:tiny", ["--config.train_speech_ae=False", "--config.train.warmup_steps=1"])
+  stage = make_stage(config)
+  params = jax.eval_shape(stage.init, jax.random.key(0), stage.batch_spec())
+  params = jax.tree.map(lambda p: np.ones(p.value.shape if hasattr(p, "value") else p.shape, np.float32), params,
+                        is_leaf=lambda p: hasattr(p, "value"))
+  tx, _ = optim.make_optimizer(config.train, stage.trainable)
+  state = tx.init(params)
+  for _ in range(2):  # the first update has lr 0 (warmup)
+    updates, state = tx.update(params, state, params)  # gradient = params: non-zero everywhere
+  assert all(not np.any(u) for u in jax.tree.leaves(updates["speech_ae"]))
+  assert all(np.all(np.asarray(u) != 0) for u in jax.tree.leaves(updates["dit"]))
+  assert make_stage(load_config("a2v_dit.py:tiny")).trainable(params) is None

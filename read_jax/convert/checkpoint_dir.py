@@ -6,7 +6,8 @@
   init_speech_ae(out_dir, config)      speech_ae/ randomly initialised — only on request (it has no pretrained
                                        source: stage 1 trains it)
   import_run(run_dir, out_dir)         the parts a training run trains (its latest checkpoint): vae/ (stage "vae",
-                                       with latent statistics), speech_ae/ (stage 1), a2v_dit/ + speech_ae/ (stage 2)
+                                       with latent statistics), speech_ae/ (stage 1, latents standardised on
+                                       ``speech_glob``), a2v_dit/ + speech_ae/ (stage 2)
   set_prompt(prompt_file, out_dir)     prompt.safetensors (from scripts/encode_prompt.py), width checked
   check_complete(ckpt_dir)             one error naming every missing part and the command that provides it
   stage_params(ckpt_dir, stage)        the param tree a training stage starts from (``config.init_checkpoint``)
@@ -175,12 +176,15 @@ def run_params(run_dir: str):
   return stage, jax.tree.map(np.asarray, params)
 
 
-def import_run(run_dir: str, out_dir: str, *, vae_stats: dict | None = None) -> list[str]:
+def import_run(run_dir: str, out_dir: str, *, vae_stats: dict | None = None,
+               speech_glob: str | None = None) -> list[str]:
   """Write the parts a training run trained into ``out_dir``; returns the parts written.
 
   Stage "vae" → vae/ (``vae_stats``: ``latents_mean`` / ``latents_std`` from
   ``read_jax.train.vae_stage.latent_stats``; without them the latents are left unnormalised),
   "speechae" → speech_ae/, "a2v_dit" → a2v_dit/ and speech_ae/ (fine-tuned jointly).
+  ``speech_glob`` (stage "speechae" only): speech records (scripts/extract_speech.py) on which to
+  standardise the SpeechAE's latents before stage 2 (``read_jax.models.speech_ae.standardize_latents``).
   """
   from read_jax.convert.vae import export_vae
   from read_jax.models.vae import unit_latent_stats
@@ -191,7 +195,11 @@ def import_run(run_dir: str, out_dir: str, *, vae_stats: dict | None = None) -> 
     buffers = vae_stats or unit_latent_stats(stage.model.config.latent_channels)
     export_vae(stage.model, {"params": params, "buffers": buffers}, os.path.join(out_dir, "vae"))
     return ["vae"]
+  if speech_glob and name != "speechae":
+    raise CheckpointError(f"--run {run_dir}: --speech standardises a stage-1 (speechae) run's latents, not {name!r}")
   if name == "speechae":
+    if speech_glob:
+      params = _standardized_speech_ae(stage.model, params, speech_glob)
     parts = {"speech_ae": (stage.model, params)}
   elif name == "a2v_dit":
     parts = {"a2v_dit": (stage.dit, params["dit"]), "speech_ae": (stage.speech_ae, params["speech_ae"])}
@@ -204,6 +212,26 @@ def import_run(run_dir: str, out_dir: str, *, vae_stats: dict | None = None) -> 
     native.save_module(tmp, part, fields[part], tree)
     _replace_dir(tmp, os.path.join(out_dir, part))
   return list(parts)
+
+
+def _standardized_speech_ae(model, params, speech_glob: str):
+  """SpeechAE params with unit latents over the records of ``speech_glob`` (their longest 1 + 8k frames)."""
+  import glob
+
+  from read_jax.data import records
+  from read_jax.models import speech_ae
+  paths = sorted(glob.glob(speech_glob))
+  if not paths:
+    raise CheckpointError(f"--speech {speech_glob}: no file matches")
+  source = records.read_source(paths)
+
+  def clips():
+    for i in range(len(source)):
+      s = source[i]["speech"]
+      yield s[:1 + (s.shape[0] - 1) // speech_ae.TIME_COMPRESSION * speech_ae.TIME_COMPRESSION]
+
+  stats = speech_ae.latent_stats(model, params, clips())
+  return jax.tree.map(np.asarray, speech_ae.standardize_latents(params, stats["mean"], stats["std"]))
 
 
 def set_prompt(prompt_file: str, out_dir: str) -> None:

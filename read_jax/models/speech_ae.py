@@ -38,6 +38,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from read_jax.nn.causal_conv1d import CausalConv1D
 from read_jax.nn.norms import RMSNorm
@@ -227,3 +228,47 @@ def speech_ae_loss(S, S_hat, *, alpha: float = 10.0, beta: float = 1.0, temperat
   contrastive = jnp.mean(negatives - positive)  # Eq. 8, then the batch mean
   loss = alpha * mse + beta * contrastive  # Eq. 9
   return loss, {"mse": mse, "contrastive": contrastive}
+
+
+def latent_stats(model: SpeechAE, params, speech_clips) -> dict[str, np.ndarray]:
+  """Mean and std of each latent element (token, channel) [hw, dA] over the latent frames of
+  ``speech_clips`` (iterable of Whisper windows [F, Hw, DA], F = 1 + 8k), for ``standardize_latents``."""
+  encode = jax.jit(lambda p, s: model.apply({"params": p}, s, method=SpeechAE.encode))
+  total, total_sq, count = 0.0, 0.0, 0
+  for s in speech_clips:
+    c = np.asarray(encode(params, jnp.asarray(s, jnp.float32)[None])[0], np.float64)  # [f, hw, dA]
+    total, total_sq, count = total + c.sum(0), total_sq + np.square(c).sum(0), count + c.shape[0]
+  if not count:
+    raise ValueError("speech_ae.latent_stats: no speech clip given")
+  mean = total / count
+  std = np.sqrt(np.maximum(total_sq / count - np.square(mean), 0.0))
+  return {"mean": mean.astype(np.float32), "std": std.astype(np.float32)}
+
+
+def standardize_latents(params, mean, std, *, min_std_fraction: float = 1e-3):
+  """SpeechAE params whose latents are ``(C − mean) / std``, the decoder undoing it: the same Ŝ.
+
+  A trained SpeechAE's latents can be a large constant plus a small varying part (nothing in Eq. 9
+  fixes their offset or scale), and the A2V-DiT's audio attention then sees a nearly constant input.
+  The latent sits between two linear maps (the encoder's ``proj_out``, the decoder's ``proj_in``),
+  so the change is folded into their weights, exact up to float rounding: no new parameter, and the
+  module, its checkpoints and its PyTorch export stay as they are. ``mean``/``std`` [hw, dA]
+  (``latent_stats``); a std below ``min_std_fraction`` of the largest is raised to that floor, so a
+  constant element is centred, not blown up.
+  """
+  mean = np.asarray(mean, np.float64).reshape(-1)
+  std = np.asarray(std, np.float64).reshape(-1)
+  enc, dec = params["encoder"]["proj_out"], params["decoder"]["proj_in"]
+  if mean.shape != enc["bias"].shape or std.shape != mean.shape:
+    raise ValueError(f"standardize_latents: mean/std hold {mean.size}/{std.size} values; the latent has "
+                     f"{enc['bias'].size} (hw·dA)")
+  if not (np.isfinite(mean).all() and np.isfinite(std).all()) or std.max() <= 0:
+    raise ValueError("standardize_latents: mean/std must be finite with a positive std")
+  std = np.maximum(std, min_std_fraction * std.max())
+  w_e, b_e = np.asarray(enc["kernel"], np.float64), np.asarray(enc["bias"], np.float64)  # [D, L], [L]
+  w_d, b_d = np.asarray(dec["kernel"], np.float64), np.asarray(dec["bias"], np.float64)  # [L, D], [D]
+  as_dtype = lambda x, like: jnp.asarray(x, like.dtype)  # noqa: E731
+  new_enc = {"kernel": as_dtype(w_e / std, enc["kernel"]), "bias": as_dtype((b_e - mean) / std, enc["bias"])}
+  new_dec = {"kernel": as_dtype(w_d * std[:, None], dec["kernel"]), "bias": as_dtype(b_d + mean @ w_d, dec["bias"])}
+  return {**params, "encoder": {**params["encoder"], "proj_out": new_enc},
+          "decoder": {**params["decoder"], "proj_in": new_dec}}

@@ -8,7 +8,8 @@ written by ``scripts/preprocess.py`` (or any tool producing the same keys):
 
 The loss: C = SpeechAE.encode(speech); the ANS forward process noises [z_R, z_1 … z_f] with per-frame
 timesteps, drops identity / audio / motion prior; the DiT predicts v; MSE over frames 1…f.
-Params are ``{"dit": …, "speech_ae": …}``; both train (the SpeechAE at the same learning rate).
+Params are ``{"dit": …, "speech_ae": …}``; both train (the SpeechAE at the same learning rate), or
+the A2V-DiT alone with ``config.train_speech_ae = False``.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ class A2VStage:
   def loss_fn(self, params, batch, key):
     latents, speech = batch["latents"], batch["speech"]  # [B, 1+f, h, w, C], [B, F, Hw, DA]
     c = self.speech_ae.apply({"params": params["speech_ae"]}, speech, method=SpeechAE.encode)  # [B, f, hw, dA]
+    if not self.config.get("train_speech_ae", True):
+      c = jax.lax.stop_gradient(c)  # frozen: no backward pass through it
     if c.shape[1] != latents.shape[1] - 1:
       raise ValueError(f"speech gives {c.shape[1]} latent frames (F={speech.shape[1]}, f={num_latents(speech.shape[1])}) "
                        f"but latents have {latents.shape[1] - 1} after the reference")
@@ -80,7 +83,10 @@ class A2VStage:
     return loss, metrics
 
   def trainable(self, params):
-    return None
+    if self.config.get("train_speech_ae", True):
+      return None
+    return {"dit": jax.tree.map(lambda _: True, params["dit"]),
+            "speech_ae": jax.tree.map(lambda _: False, params["speech_ae"])}
 
   def datasets(self, process_index, process_count):
     return train_val_datasets(self.config.data, _as_float32, process_index, process_count)
