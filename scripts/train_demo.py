@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train the bundled demo model from scratch on the synthetic talking-face set (configs/demo.py).
 
-  python scripts/train_demo.py                                   # → assets/demo (≈ 1 h on a 2-core CPU)
+  python scripts/train_demo.py                                   # → assets/demo (≈ 45 min of steps on a 2-core CPU)
   python scripts/train_demo.py --workdir /tmp/demo --out mydemo
 
 Every step is one of the project's ordinary commands, run in this process in order; each step's
@@ -18,10 +18,10 @@ output lands in ``--workdir`` and a finished step is skipped when the script is 
   5. vae.ckpt   vae_stage.latent_stats + export_vae                       ckpt/vae, latents normalised
   6. speech     scripts/extract_speech.py *.wav --whisper ckpt/whisper    stage-1 data
   7. speechae   scripts/train.py --config demo_speechae.py                stage 1
-  8. sae.ckpt   scripts/convert.py import-run                             ckpt/speech_ae
+  8. sae.ckpt   scripts/convert.py import-run --speech 'speech/train-*'   ckpt/speech_ae, latents standardised
   9. clips      scripts/preprocess.py --ckpt ckpt --resolution 64         stage-2 data (VAE latents + Whisper)
- 10. a2v_dit    scripts/train.py --config demo_a2v_dit.py --config.init_checkpoint=ckpt   stage 2
- 11. dit.ckpt   scripts/convert.py import-run                             ckpt/a2v_dit + fine-tuned ckpt/speech_ae
+ 10. a2v_dit    scripts/train.py --config demo_a2v_dit.py --config.init_checkpoint=ckpt   stage 2 (SpeechAE frozen)
+ 11. dit.ckpt   scripts/convert.py import-run                             ckpt/a2v_dit (+ ckpt/speech_ae, unchanged)
  12. assets     ckpt → --out, with a reference portrait and a speech clip from the held-out test seeds
 
 ``--smoke`` runs the same steps at a few-step, few-clip size (the end-to-end test).
