@@ -46,7 +46,7 @@ def main(argv=None) -> int:
   r.add_argument("--out", required=True, help="read_jax checkpoint directory (created or updated)")
   r.add_argument("--speech", default=None, metavar="GLOB",
                  help="stage-1 run: standardise the SpeechAE latents (mean 0, std 1 per element) on these speech "
-                      "records (scripts/extract_speech.py), so stage 2's audio attention sees more than a constant")
+                      "records (scripts/extract_speech.py): stage 2's audio attention then gets inputs of unit scale")
   args = p.parse_args(argv)
 
   from read_jax.convert import checkpoint_dir, torch_export

@@ -214,8 +214,10 @@ def import_run(run_dir: str, out_dir: str, *, vae_stats: dict | None = None,
   return list(parts)
 
 
-def _standardized_speech_ae(model, params, speech_glob: str):
-  """SpeechAE params with unit latents over the records of ``speech_glob`` (their longest 1 + 8k frames)."""
+def _standardized_speech_ae(model, params, speech_glob: str, window_latents: int = 33):
+  """SpeechAE params with unit latents over the records of ``speech_glob``: each record cut into windows
+  of 1 + 8·32 frames and a last one of its remaining 1 + 8k, k ≥ 1 (so few shapes compile, whatever the
+  lengths); a record shorter than 9 frames counts with its first frame."""
   import glob
 
   from read_jax.data import records
@@ -224,11 +226,16 @@ def _standardized_speech_ae(model, params, speech_glob: str):
   if not paths:
     raise CheckpointError(f"--speech {speech_glob}: no file matches")
   source = records.read_source(paths)
+  k = speech_ae.TIME_COMPRESSION
 
   def clips():
     for i in range(len(source)):
       s = source[i]["speech"]
-      yield s[:1 + (s.shape[0] - 1) // speech_ae.TIME_COMPRESSION * speech_ae.TIME_COMPRESSION]
+      first = True
+      while s.shape[0] >= (1 if first else 1 + k):
+        n = 1 + min(window_latents - 1, (s.shape[0] - 1) // k) * k
+        yield s[:n]
+        s, first = s[n:], False
 
   stats = speech_ae.latent_stats(model, params, clips())
   return jax.tree.map(np.asarray, speech_ae.standardize_latents(params, stats["mean"], stats["std"]))

@@ -248,9 +248,9 @@ def latent_stats(model: SpeechAE, params, speech_clips) -> dict[str, np.ndarray]
 def standardize_latents(params, mean, std, *, min_std_fraction: float = 1e-3):
   """SpeechAE params whose latents are ``(C − mean) / std``, the decoder undoing it: the same Ŝ.
 
-  A trained SpeechAE's latents can be a large constant plus a small varying part (nothing in Eq. 9
-  fixes their offset or scale), and the A2V-DiT's audio attention then sees a nearly constant input.
-  The latent sits between two linear maps (the encoder's ``proj_out``, the decoder's ``proj_in``),
+  Nothing in Eq. 9 fixes the latents' offset or scale, so stage 2's audio attention would get inputs
+  of whatever scale stage 1 ended with; standardised, they are on the scale of the VAE's normalised
+  latents. The latent sits between two linear maps (the encoder's ``proj_out``, the decoder's ``proj_in``),
   so the change is folded into their weights, exact up to float rounding: no new parameter, and the
   module, its checkpoints and its PyTorch export stay as they are. ``mean``/``std`` [hw, dA]
   (``latent_stats``); a std below ``min_std_fraction`` of the largest is raised to that floor, so a
