@@ -119,6 +119,7 @@ class ReadPipeline:
       raise ValueError(f"the VAE compresses time {kt}×; the SpeechAE and sampler assume {VAE_TEMPORAL}×")
     # Stable callables: jit caches by their identity, so every generation reuses the compiled programs.
     self._denoise = functools.partial(_dit_denoise, dit)
+    self._velocity = jax.jit(self._denoise)
     self._encode_text = jax.jit(lambda p, text, mask: dit.apply({"params": p}, text, mask,
                                                                 method=a2v_dit.A2VDiT.encode_text))
     self._encode_speech = jax.jit(lambda p, s: speech_ae.apply({"params": p}, s, method=SpeechAE.encode))
@@ -239,6 +240,14 @@ class ReadPipeline:
     c = self._encode_speech(self.speech_ae_params, jnp.asarray(s)[None])[0]
     self.timings.speech_ae += _block(c, t0)
     return c
+
+  def velocity(self, z, t, speech) -> jax.Array:
+    """The A2V-DiT's prediction v [1+f, h, w, C] for one clip z [1+f, h, w, C] (z_R first) at per-frame
+    timesteps t [1+f], with speech latents [f, S, D] (``speech_latents``), no guidance."""
+    text_kv = self._encode_text(self.dit_params, self.text, self.text_mask)
+    v = self._velocity((self.dit_params, text_kv), jnp.asarray(z)[None], jnp.asarray(t, jnp.float32)[None],
+                       jnp.asarray(speech)[None])
+    return v[0]
 
   # ------------------------------------------------------------------------------------------
   # Generation

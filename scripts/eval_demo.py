@@ -16,6 +16,9 @@ animates the clip's identity (a portrait with the mouth closed) with the clip's 
                 distance between the portraits of two different test identities
   boundaries    mean |frame difference| at clip boundaries / within clips, ANS vs the same model with
                 the motion prior off (plain clip concatenation, the paper's Fig. 2 ablation)
+  speech effect how much the A2V-DiT listens: mean |v(speech) − v(another clip's speech)| / mean |v| of
+                its prediction for one noised clip at t = 0.9, 0.5, 0.2 (0 at initialisation; the cause
+                to check first when lip sync equals the other-audio control)
 
 ``--vae`` scores a VAE's reconstructions of the same clips instead, the check to run before building a
 demo model on it: the generated mouth can only move as far as the VAE draws it. It reports PSNR and the
@@ -33,6 +36,26 @@ import time
 import numpy as np
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def speech_effect(pipe, portrait, audio, other_audio, *, times=(0.9, 0.5, 0.2), seed: int = 0) -> float:
+  """How much the A2V-DiT listens: mean |v(speech) − v(other speech)| / mean |v(speech)| over one noised
+  clip of ``pipe.config.clip_frames`` latent frames after the portrait's latent, averaged over ``times``.
+  0 for a model whose audio attention is still at its zero initialisation."""
+  import jax
+  import jax.numpy as jnp
+
+  f = pipe.config.clip_frames
+  z_ref = pipe.reference_latent(portrait)
+  speech = [pipe.speech_latents(a, 1 + f)[1:] for a in (audio, other_audio)]  # [f, S, D]: latent frames 1 … f
+  noise = jax.random.normal(jax.random.key(seed), (f,) + z_ref.shape, jnp.float32)
+  ratios = []
+  for t in times:
+    z = jnp.concatenate([z_ref[None], t * noise], axis=0)  # the clip's frames at noise level t (x0 = 0)
+    tt = jnp.concatenate([jnp.zeros(1), jnp.full(f, t)])  # the reference frame is clean
+    v, v_other = (np.asarray(pipe.velocity(z, tt, s))[1:] for s in speech)
+    ratios.append(np.abs(v - v_other).mean() / max(np.abs(v).mean(), 1e-12))
+  return float(np.mean(ratios))
 
 
 def evaluate(pipe, *, num: int = 8, seconds: float = 8.0, first: int = 100, seed: int = 0, progress=True) -> dict:
@@ -65,6 +88,7 @@ def evaluate(pipe, *, num: int = 8, seconds: float = 8.0, first: int = 100, seed
         "colour_error_other_identity": talking.face_colour_error(portraits[(i + 1) % len(clips)][None], portrait),
         "boundary_ratio_ans": talking.boundary_ratio(video, bounds),
         "boundary_ratio_plain": talking.boundary_ratio(plain, bounds),
+        "speech_effect": speech_effect(pipe, portrait, clip.audio, other.audio, seed=seed),
     })
   keys = [k for k in rows[0] if k != "seed"]
   summary = {k: float(np.mean([r[k] for r in rows])) for k in keys}
@@ -159,6 +183,8 @@ def main(argv=None):
           f"{s['colour_error_other_identity']:.1f})")
     print(f"boundary ratio      ANS {s['boundary_ratio_ans']:.3f}   plain concatenation "
           f"{s['boundary_ratio_plain']:.3f}   (1 = as smooth as within a clip)")
+    print(f"speech effect       {100 * s['speech_effect']:.2f} %   (how much another clip's speech moves the "
+          f"A2V-DiT's prediction, |Δv| / |v|)")
   if args.json:
     with open(args.json, "w") as fh:
       json.dump(scores, fh, indent=1)

@@ -97,3 +97,20 @@ def test_eval_vae_scores_reconstructions():
     return out
   held = evaluate_vae(frozen, num=2, seconds=4.0, progress=False)["summary"]
   assert held["mouth_r"] < exact["mouth_r"] - 0.2 and held["psnr"] < exact["psnr"]
+
+
+def test_speech_effect_measures_the_audio_attention(demo):
+  """> 0 with a non-zero audio attention output; exactly 0 with the zero one LTX checkpoints start from,
+  and for the same speech twice."""
+  from read_jax.data import synthetic
+  from read_jax.pipeline import ReadPipeline
+  pipe = ReadPipeline.from_pretrained(demo[1])
+  clips = [synthetic.make_clip(s, 1.0, 64) for s in synthetic.split_seeds("test", 2)]
+  portrait = synthetic.render_face(clips[0].identity, mouth_open=0.0, size=64)
+  effect = _script("eval_demo").speech_effect
+  out = pipe.dit_params["transformer_blocks"]["audio_attn"]["to_out_0"]
+  out["kernel"] = np.random.default_rng(0).normal(size=out["kernel"].shape).astype(np.float32) * 0.1
+  assert effect(pipe, portrait, clips[0].audio, clips[1].audio) > 1e-3
+  assert effect(pipe, portrait, clips[0].audio, clips[0].audio) == 0.0
+  out["kernel"] = np.zeros_like(out["kernel"])
+  assert effect(pipe, portrait, clips[0].audio, clips[1].audio) == 0.0
