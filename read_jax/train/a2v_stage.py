@@ -36,6 +36,7 @@ class A2VStage:
 
   def __init__(self, config):
     self.config = config
+    self.train_speech_ae = config.get("train_speech_ae", True)  # absent in configs saved before the key
     m, s = config.model, config.speech_ae
     if s.latent_dim != m.audio_dim or s.latent_tokens != m.audio_tokens:
       raise ValueError(f"config.speech_ae (latent_tokens={s.latent_tokens}, latent_dim={s.latent_dim}) must "
@@ -70,7 +71,7 @@ class A2VStage:
   def loss_fn(self, params, batch, key):
     latents, speech = batch["latents"], batch["speech"]  # [B, 1+f, h, w, C], [B, F, Hw, DA]
     c = self.speech_ae.apply({"params": params["speech_ae"]}, speech, method=SpeechAE.encode)  # [B, f, hw, dA]
-    if not self.config.get("train_speech_ae", True):
+    if not self.train_speech_ae:
       c = jax.lax.stop_gradient(c)  # frozen: no backward pass through it
     if c.shape[1] != latents.shape[1] - 1:
       raise ValueError(f"speech gives {c.shape[1]} latent frames (F={speech.shape[1]}, f={num_latents(speech.shape[1])}) "
@@ -83,7 +84,7 @@ class A2VStage:
     return loss, metrics
 
   def trainable(self, params):
-    if self.config.get("train_speech_ae", True):
+    if self.train_speech_ae:
       return None
     return {"dit": jax.tree.map(lambda _: True, params["dit"]),
             "speech_ae": jax.tree.map(lambda _: False, params["speech_ae"])}
