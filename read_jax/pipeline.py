@@ -227,6 +227,19 @@ class ReadPipeline:
     self.timings.reference += _block(z, t0)
     return z
 
+  def encode_video(self, frames) -> np.ndarray:
+    """Normalised latents [1 + k, h, w, C] of uint8 frames [1 + 8k, H, W, 3] at the model's resolution (the
+    VAE's posterior mode, the latents the A2V-DiT learns from; latent 0 is frame 0)."""
+    frames = np.asarray(frames)
+    res = self.config.resolution
+    _, temporal = self._vae_ratios()
+    if (frames.ndim != 4 or frames.shape[1:] != (res, res, 3) or frames.dtype != np.uint8
+        or (frames.shape[0] - 1) % temporal):
+      raise ValueError(f"encode_video: need uint8 frames [1 + {temporal}k, {res}, {res}, 3], "
+                       f"got {frames.dtype} {frames.shape}")
+    x = jnp.asarray(frames, jnp.float32) / 127.5 - 1
+    return np.asarray(self._encode_image(self.vae_variables, x[None])[0])
+
   def speech_latents(self, wave: np.ndarray, num_latents: int) -> jax.Array:
     """C [num_latents, hw, dA] from 16 kHz audio, padded with silence to ``num_latents`` latent frames."""
     fps = self.config.fps
@@ -252,15 +265,17 @@ class ReadPipeline:
   # ------------------------------------------------------------------------------------------
   # Generation
 
-  def stream(self, image, audio, *, steps: int | None = None, cfg: str | None = None, alpha: float | None = None,
-             beta: float | None = None, seed: int = 0, progress: Callable[[int, int], None] | None = None,
-             motion_prior: bool = True) -> Iterator[np.ndarray]:
-    """Yield uint8 frames [n, H, W, 3] clip by clip (the first clip's frames before the rest is computed).
+  def sample_latents(self, image, audio, **kwargs) -> np.ndarray:
+    """The latents Z(0) [N, h, w, C] that :meth:`stream` decodes (normalised, z_R not included; latent 0 is
+    video frame 0, latent k ≥ 1 frames 8k − 7 … 8k), sampled but not decoded; keywords as :meth:`stream`
+    but ``progress``."""
+    clips, total, num_video, _ = self._latent_clips(image, audio, **kwargs)
+    # Clip j > 0 starts with clip j−1's last latent: keep it once.
+    out = np.concatenate([np.asarray(clip if j == 0 else clip[1:]) for j, clip in zip(range(total), clips)])
+    return out[:sampling.latent_frames_for_video(num_video)]
 
-    ``audio``: a path librosa reads, or a 16 kHz mono float array. The frames together are exactly
-    F = floor(25 · seconds) frames, the audio's length. ``progress(done, total)`` is called per clip.
-    ``motion_prior=False``: clips sampled independently (the ablation of ANS; see ``sampling.stream_clips``).
-    """
+  def _latent_clips(self, image, audio, *, steps=None, cfg=None, alpha=None, beta=None, seed=0, motion_prior=True):
+    """(iterator of latent clips [f, h, w, C], number of clips, number of video frames, key) for stream."""
     c = self.config
     steps = c.steps if steps is None else steps
     cfg = c.cfg if cfg is None else cfg
@@ -284,6 +299,19 @@ class ReadPipeline:
     clips = sampling.stream_clips(self._denoise, key, z_ref, speech, num_latents, c.clip_frames, steps=steps,
                                   shift=c.shift, cfg=cfg, alpha=alpha, beta=beta, params=(self.dit_params, text_kv),
                                   motion_prior=motion_prior)
+    return clips, total, num_video, key
+
+  def stream(self, image, audio, *, steps: int | None = None, cfg: str | None = None, alpha: float | None = None,
+             beta: float | None = None, seed: int = 0, progress: Callable[[int, int], None] | None = None,
+             motion_prior: bool = True) -> Iterator[np.ndarray]:
+    """Yield uint8 frames [n, H, W, 3] clip by clip (the first clip's frames before the rest is computed).
+
+    ``audio``: a path librosa reads, or a 16 kHz mono float array. The frames together are exactly
+    F = floor(25 · seconds) frames, the audio's length. ``progress(done, total)`` is called per clip.
+    ``motion_prior=False``: clips sampled independently (the ablation of ANS; see ``sampling.stream_clips``).
+    """
+    clips, total, num_video, key = self._latent_clips(image, audio, steps=steps, cfg=cfg, alpha=alpha, beta=beta,
+                                                      seed=seed, motion_prior=motion_prior)
     emitted = 0
     for j in range(total):
       t0 = time.perf_counter()

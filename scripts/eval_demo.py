@@ -19,6 +19,15 @@ animates the clip's identity (a portrait with the mouth closed) with the clip's 
   speech effect how much the A2V-DiT listens: mean |v(speech) − v(another clip's speech)| / mean |v| of
                 its prediction for one noised clip at t = 0.9, 0.5, 0.2 (0 at initialisation; the cause
                 to check first when lip sync equals the other-audio control)
+  latent lip sync  lip sync of the sampled latents before the VAE decodes them: Pearson r of a linear
+                read-out of the mouth (ridge regression from a latent frame to the mean opening of its 8
+                frames, fitted on training-split clips' VAE latents) with the true per-latent-frame
+                opening; control: another clip's speech; ceiling: the read-out on the clip's own VAE
+                latents. It tells the A2V-DiT's share of a lip-sync failure from the VAE's.
+
+``--cfg/--alpha/--beta`` sample with another guidance than the checkpoint's pipeline.json, e.g. speech-only
+guidance ``--cfg split --alpha -7 --beta 8`` (v_∅ + α(v_R − v_∅) + β(v_R,C − v_R) with α = 1 − β: no
+push towards the reference, β times the speech's effect).
 
 ``--vae`` scores a VAE's reconstructions of the same clips instead, the check to run before building a
 demo model on it: the generated mouth can only move as far as the VAE draws it. It reports PSNR and the
@@ -58,8 +67,48 @@ def speech_effect(pipe, portrait, audio, other_audio, *, times=(0.9, 0.5, 0.2), 
   return float(np.mean(ratios))
 
 
-def evaluate(pipe, *, num: int = 8, seconds: float = 8.0, first: int = 100, seed: int = 0, progress=True) -> dict:
-  """Scores of ``pipe`` over test clips ``first … first + num − 1`` (see the module docstring)."""
+def latent_mouth_probe(pipe, *, num: int = 40, seconds: float = 4.0, ridge: float = 1.0) -> np.ndarray:
+  """Weights w [h·w·C] of a linear read-out of the mouth from one latent frame: ridge regression (``ridge``)
+  from each latent frame k ≥ 1 to the mean true opening of its frames, both with their clip's mean
+  removed, over the first ``num`` training-split clips (``seconds`` long) encoded by ``pipe``'s VAE."""
+  from read_jax.data import synthetic
+
+  rows, targets = [], []
+  for s in synthetic.split_seeds("train", num):
+    clip = synthetic.make_clip(s, seconds, pipe.config.resolution)
+    z, m = _latents_and_mouth(pipe, clip.frames, clip.mouth)
+    rows.append(z - z.mean(0))
+    targets.append(m - m.mean())
+  a, b = np.concatenate(rows).astype(np.float64), np.concatenate(targets).astype(np.float64)
+  return np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ b)
+
+
+def _latents_and_mouth(pipe, frames, mouth, latents=None):
+  """(latent frames 1 … k flattened [k, h·w·C], mean true opening of each one's frames [k]) for the first
+  1 + 8k frames; ``latents``: sampled ones instead of the VAE's encoding of ``frames``."""
+  from read_jax.pipeline import VAE_TEMPORAL as ratio
+
+  k = (len(frames) - 1) // ratio
+  if latents is None:
+    latents = pipe.encode_video(frames[:1 + ratio * k])
+  m = np.asarray(mouth[1:1 + ratio * k], np.float64).reshape(k, ratio).mean(1)
+  return np.asarray(latents[1:1 + k]).reshape(k, -1), m
+
+
+def latent_lip_sync(pipe, probe, frames, mouth, latents=None) -> float:
+  """Pearson r of ``probe``'s read-out of the latents (``latents``, or the VAE's encoding of ``frames``)
+  with the true opening per latent frame (:func:`latent_mouth_probe`)."""
+  from read_jax.eval import talking
+
+  z, m = _latents_and_mouth(pipe, frames, mouth, latents)
+  return talking.pearson(z @ probe, m)
+
+
+def evaluate(pipe, *, num: int = 8, seconds: float = 8.0, first: int = 100, seed: int = 0, progress=True,
+             probe_clips: int = 40, **sample) -> dict:
+  """Scores of ``pipe`` over test clips ``first … first + num − 1`` (see the module docstring); the latent
+  mouth read-out is fitted on ``probe_clips`` training clips; ``sample``: keywords of ``pipe.generate``
+  (cfg, alpha, beta, steps)."""
   import tqdm
 
   from read_jax.data import synthetic
@@ -71,12 +120,15 @@ def evaluate(pipe, *, num: int = 8, seconds: float = 8.0, first: int = 100, seed
   portraits = [synthetic.render_face(c.identity, mouth_open=0.0, size=size) for c in clips]
   rows = []
   t0 = time.perf_counter()
+  probe = latent_mouth_probe(pipe, num=probe_clips)
   for i, (clip, portrait) in enumerate(tqdm.tqdm(list(zip(clips, portraits)), desc="eval", unit="clip",
                                                  disable=not progress)):
     other = clips[(i + 1) % len(clips)]
-    video = pipe.generate(portrait, clip.audio, seed=seed)
-    plain = pipe.generate(portrait, clip.audio, seed=seed, motion_prior=False)
-    crossed = pipe.generate(portrait, other.audio, seed=seed)
+    video = pipe.generate(portrait, clip.audio, seed=seed, **sample)
+    plain = pipe.generate(portrait, clip.audio, seed=seed, motion_prior=False, **sample)
+    crossed = pipe.generate(portrait, other.audio, seed=seed, **sample)
+    latents = pipe.sample_latents(portrait, clip.audio, seed=seed, **sample)
+    latents_crossed = pipe.sample_latents(portrait, other.audio, seed=seed, **sample)
     bounds = talking.clip_boundaries(len(video), pipe.config.clip_frames)
     rows.append({
         "seed": clip.seed,
@@ -89,6 +141,9 @@ def evaluate(pipe, *, num: int = 8, seconds: float = 8.0, first: int = 100, seed
         "boundary_ratio_ans": talking.boundary_ratio(video, bounds),
         "boundary_ratio_plain": talking.boundary_ratio(plain, bounds),
         "speech_effect": speech_effect(pipe, portrait, clip.audio, other.audio, seed=seed),
+        "latent_lip_sync": latent_lip_sync(pipe, probe, clip.frames, clip.mouth, latents),
+        "latent_lip_sync_other_audio": latent_lip_sync(pipe, probe, clip.frames, clip.mouth, latents_crossed),
+        "latent_lip_sync_vae": latent_lip_sync(pipe, probe, clip.frames, clip.mouth),
     })
   keys = [k for k in rows[0] if k != "seed"]
   summary = {k: float(np.mean([r[k] for r in rows])) for k in keys}
@@ -150,6 +205,10 @@ def main(argv=None):
   parser.add_argument("--seed", type=int, default=0, help="sampling seed")
   parser.add_argument("--json", default="", help="also write the scores here")
   parser.add_argument("--vae", default="", help="score this VAE's reconstructions instead (diffusers layout)")
+  parser.add_argument("--cfg", choices=("none", "joint", "split"), default=None,
+                      help="guidance (default: the checkpoint's)")
+  parser.add_argument("--alpha", type=float, default=None, help="guidance α (default: the checkpoint's)")
+  parser.add_argument("--beta", type=float, default=None, help="guidance β (split only; default: the checkpoint's)")
   args = parser.parse_args(argv)
   if args.num < 1 or (args.num < 2 and not args.vae):
     parser.error(f"--num must be >= 2 (the controls pair each clip with another; --vae: >= 1), got {args.num}")
@@ -173,7 +232,9 @@ def main(argv=None):
     except (OSError, ValueError) as e:
       print(f"error: {e}", file=sys.stderr)
       return 2
-    scores = evaluate(pipe, num=args.num, seconds=args.seconds, first=args.first, seed=args.seed)
+    sample = {k: getattr(args, k) for k in ("cfg", "alpha", "beta") if getattr(args, k) is not None}
+    scores = evaluate(pipe, num=args.num, seconds=args.seconds, first=args.first, seed=args.seed, **sample)
+    scores["summary"]["sampling"] = sample
     s = scores["summary"]
     print(f"{s['num_clips']} held-out clips of {s['seconds']:g} s ({s['boundaries_per_clip']} clip boundaries "
           f"each), {s['wall_s']:.0f} s")
@@ -185,6 +246,8 @@ def main(argv=None):
           f"{s['boundary_ratio_plain']:.3f}   (1 = as smooth as within a clip)")
     print(f"speech effect       {100 * s['speech_effect']:.2f} %   (how much another clip's speech moves the "
           f"A2V-DiT's prediction, |Δv| / |v|)")
+    print(f"latent lip sync r   {s['latent_lip_sync']:.3f}   (other clip's audio: "
+          f"{s['latent_lip_sync_other_audio']:.3f}; the VAE's own latents: {s['latent_lip_sync_vae']:.3f})")
   if args.json:
     with open(args.json, "w") as fh:
       json.dump(scores, fh, indent=1)

@@ -63,6 +63,27 @@ def test_stream_yields_first_clip_before_the_rest(pipe):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
+def test_sample_latents_are_the_latents_stream_decodes(pipe, monkeypatch):
+  decoded, decode = [], pipe._decode
+  monkeypatch.setattr(pipe, "_decode", lambda v, z, key: decoded.append(np.asarray(z[0])) or decode(v, z, key))
+  frames = pipe.generate(_face(), _speech(2.0), seed=5)  # 50 frames: 8 latent frames (the last one part-used)
+  z = pipe.sample_latents(_face(), _speech(2.0), seed=5)
+  assert z.shape == (1 + (len(frames) - 1 + 7) // 8,) + decoded[0].shape[1:] and len(decoded) > 2
+  # Clip j > 0 begins with clip j−1's last latent: sample_latents keeps it once.
+  np.testing.assert_array_equal(decoded[1][0], decoded[0][-1])
+  np.testing.assert_array_equal(z, np.concatenate([decoded[0]] + [d[1:] for d in decoded[1:]])[:len(z)])
+
+
+def test_encode_video_matches_the_reference_encoding(pipe):
+  frames = (np.random.RandomState(2).rand(17, 64, 64, 3) * 255).astype(np.uint8)
+  z = pipe.encode_video(frames)
+  assert z.shape == (3,) + tuple(pipe.reference_latent(frames[0]).shape)
+  np.testing.assert_allclose(pipe.encode_video(frames[:1])[0], pipe.reference_latent(frames[0]), atol=1e-5)
+  with pytest.raises(ValueError, match="1 \\+ 8k"):
+    pipe.encode_video(frames[:5])
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_mp4_has_video_and_speech_of_the_right_length(pipe, tmp_path):
   wav = tmp_path / "speech.wav"
   media.write_wav(str(wav), _speech(2.0), SR)
