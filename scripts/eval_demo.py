@@ -26,8 +26,8 @@ animates the clip's identity (a portrait with the mouth closed) with the clip's 
                 latents. It tells the A2V-DiT's share of a lip-sync failure from the VAE's.
 
 ``--cfg/--alpha/--beta`` sample with another guidance than the checkpoint's pipeline.json, e.g. speech-only
-guidance ``--cfg split --alpha -7 --beta 8`` (v_∅ + α(v_R − v_∅) + β(v_R,C − v_R) with α = 1 − β: no
-push towards the reference, β times the speech's effect).
+guidance ``--cfg split --alpha -7 --beta 8`` (split CFG is (1 − α − β)·v_∅ + α·v_R + β·v_R,C; with
+α = 1 − β it is v_R + β·(v_R,C − v_R): no push towards the reference, β times the speech's effect).
 
 ``--vae`` scores a VAE's reconstructions of the same clips instead, the check to run before building a
 demo model on it: the generated mouth can only move as far as the VAE draws it. It reports PSNR and the
