@@ -119,14 +119,14 @@ def test_speech_effect_measures_the_audio_attention(demo):
 
 
 def test_latent_lip_sync_reads_the_mouth_from_latents():
-  """On the bundled VAE's latents of held-out clips the read-out follows the true opening; the latents of another
+  """On the bundled VAE's latents of 3 held-out clips the read-out follows the true opening; the latents of another
   clip, or this clip's latents in reverse order, do not."""
   from read_jax.data import synthetic
   from read_jax.pipeline import ReadPipeline
   ev = _script("eval_demo")
   pipe = ReadPipeline.from_pretrained(os.path.join(ROOT, "assets", "demo"))
-  probe = ev.latent_mouth_probe(pipe, num=16, seconds=4.0)
-  clips = [synthetic.make_clip(s, 8.0, 64) for s in synthetic.split_seeds("test", 4, 100)]
+  probe = ev.latent_mouth_probe(pipe, num=12, seconds=4.0)
+  clips = [synthetic.make_clip(s, 8.0, 64) for s in synthetic.split_seeds("test", 3, 100)]
   own, other, reverse = [], [], []
   for i, clip in enumerate(clips):
     z = pipe.encode_video(clip.frames[:193])  # [25, 4, 4, C]
@@ -134,5 +134,5 @@ def test_latent_lip_sync_reads_the_mouth_from_latents():
     assert own[-1] == ev.latent_lip_sync(pipe, probe, clip.frames, clip.mouth, z)  # sampled = encoded: same r
     other.append(ev.latent_lip_sync(pipe, probe, clip.frames, clip.mouth, pipe.encode_video(clips[i - 1].frames[:193])))
     reverse.append(ev.latent_lip_sync(pipe, probe, clip.frames, clip.mouth, np.concatenate([z[:1], z[:0:-1]])))
-  assert np.mean(own) > 0.6, own  # 0.86 (other 0.17, reversed 0.04)
+  assert np.mean(own) > 0.6, own  # 0.76 (other 0.20, reversed 0.09)
   assert max(np.mean(other), np.mean(reverse)) < np.mean(own) - 0.4, (own, other, reverse)
