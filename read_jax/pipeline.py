@@ -229,14 +229,12 @@ class ReadPipeline:
 
   def encode_video(self, frames) -> np.ndarray:
     """Normalised latents [1 + k, h, w, C] of uint8 frames [1 + 8k, H, W, 3] at the model's resolution (the
-    VAE's posterior mode, the latents the A2V-DiT learns from; latent 0 is frame 0)."""
+    VAE's posterior mode, the latents the A2V-DiT learns from; latent 0 is frame 0). The frame count is
+    checked by the VAE (``check_video_shape``)."""
     frames = np.asarray(frames)
     res = self.config.resolution
-    _, temporal = self._vae_ratios()
-    if (frames.ndim != 4 or frames.shape[1:] != (res, res, 3) or frames.dtype != np.uint8
-        or (frames.shape[0] - 1) % temporal):
-      raise ValueError(f"encode_video: need uint8 frames [1 + {temporal}k, {res}, {res}, 3], "
-                       f"got {frames.dtype} {frames.shape}")
+    if frames.ndim != 4 or frames.shape[1:] != (res, res, 3) or frames.dtype != np.uint8:
+      raise ValueError(f"encode_video: need uint8 frames [1 + 8k, {res}, {res}, 3], got {frames.dtype} {frames.shape}")
     x = jnp.asarray(frames, jnp.float32) / 127.5 - 1
     return np.asarray(self._encode_image(self.vae_variables, x[None])[0])
 
