@@ -11,9 +11,14 @@ for video (read_jax.models.vae.inflate_image_params), as scripts/train_demo.py d
 video from the start. At the end the reconstruction scores of scripts/eval_demo.py --vae (4 held-out
 clips) are printed and written to train_log.json.
 
-It needs only jax/flax/optax and numpy (no data files, grain or ffmpeg): every step draws fresh
-synthetic clips (``read_jax.data.synthetic.make_clip``, the same generator as the mp4 set) from the
-training seeds, so nothing is read twice. ``scripts/train_demo.py`` trains the same model from the
+``--init DIR`` continues a trained VAE instead (e.g. ``assets/demo/vae``: its latents then change, so the
+A2V-DiT must be retrained on them: ``train_demo.py --vae``); ``--motion-weight W`` weights the L1 of pixels
+that move within a window by up to 1 + W (``read_jax.models.vae.training_loss``); ``--latent-channels``
+overrides the config's.
+
+It needs only jax/flax/optax and numpy (no data files, grain or ffmpeg): it draws ``--pool`` synthetic
+clips of 6 s (``read_jax.data.synthetic.make_clip``, the same generator as the mp4 set) from the training
+seeds up front, and each step takes random windows of them. ``scripts/train_demo.py`` trains the same model from the
 mp4 set through the ordinary loop instead (slower per step on a CPU, resumable).
 """
 
@@ -38,6 +43,10 @@ def main(argv=None):
   parser.add_argument("--frames", type=int, default=17, help="frames per clip (1 + 8k)")
   parser.add_argument("--lr", type=float, default=5e-4)
   parser.add_argument("--pool", type=int, default=512, help="synthetic clips drawn up front (6 s each)")
+  parser.add_argument("--init", default="", help="start from this VAE (diffusers layout, e.g. assets/demo/vae)")
+  parser.add_argument("--latent-channels", type=int, default=0, help="override the config's (0: keep it)")
+  parser.add_argument("--motion-weight", type=float, default=0.0,
+                      help="weight the L1 of pixels that move (read_jax.models.vae.training_loss)")
   args = parser.parse_args(argv)
 
   import jax
@@ -46,12 +55,16 @@ def main(argv=None):
   import optax
 
   from read_jax.config import load_config
-  from read_jax.convert.vae import export_vae
+  from read_jax.convert.vae import export_vae, load_vae
   from read_jax.data import synthetic
   from read_jax.models.vae import (AutoencoderKLLTXVideo, inflate_image_params, to_pixels, training_loss,
                                    unit_latent_stats)
 
   config = load_config("demo_vae.py")
+  if args.init and (args.latent_channels or args.image_minutes):
+    parser.error("--init continues a trained VAE: it takes neither --latent-channels nor --image-minutes")
+  if args.latent_channels:
+    config.model.latent_channels = args.latent_channels
   model = AutoencoderKLLTXVideo.from_config({**config.model, "dtype": "float32", "param_dtype": "float32"})
   res, c = config.data.resolution, model.config.latent_channels
   buffers = unit_latent_stats(c)
@@ -60,7 +73,11 @@ def main(argv=None):
   pool = np.stack([synthetic.make_clip(s, 6.0, res).frames for s in seeds])  # [P, 150, S, S, 3] uint8
   print(f"{args.pool} clips drawn in {time.perf_counter() - t0:.0f} s; jax {jax.default_backend()}", flush=True)
 
-  params = jax.jit(model.init)(jax.random.key(0, impl="rbg"), jnp.zeros((1, 1, res, res, 3)))["params"]
+  if args.init:
+    model, variables = load_vae(args.init)
+    params, buffers = variables["params"], variables["buffers"]
+  else:
+    params = jax.jit(model.init)(jax.random.key(0, impl="rbg"), jnp.zeros((1, 1, res, res, 3)))["params"]
   schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, 20, 100_000, args.lr * 0.1)
   tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule, b2=0.99))
   opt = tx.init(params)
@@ -70,7 +87,8 @@ def main(argv=None):
     x = to_pixels(video)
     (loss, m), g = jax.value_and_grad(
         lambda p: training_loss(model, {"params": p, "buffers": buffers}, x, key, kl_weight=config.loss.kl_weight,
-                                sample_posterior=config.loss.sample_posterior), has_aux=True)(params)
+                                sample_posterior=config.loss.sample_posterior, motion_weight=args.motion_weight),
+        has_aux=True)(params)
     updates, opt = tx.update(g, opt, params)
     return optax.apply_updates(params, updates), opt, m
 
@@ -108,7 +126,8 @@ def main(argv=None):
         f"(one opening per latent frame: {scores['mouth_r_latent_frame_average']:.3f})")
   with open(os.path.join(args.out, "train_log.json"), "w") as fh:
     json.dump({"steps": n, "image_steps": image_steps, "batch": args.batch, "image_batch": args.image_batch,
-               "frames": args.frames, "lr": args.lr, "eval": scores, "log": log}, fh, indent=1)
+               "frames": args.frames, "lr": args.lr, "init": args.init, "motion_weight": args.motion_weight,
+               "latent_channels": model.config.latent_channels, "eval": scores, "log": log}, fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -589,21 +589,29 @@ def inflate_image_params(params, config):
 
 
 def training_loss(model: "AutoencoderKLLTXVideo", variables, x, key, *, kl_weight: float,
-                  sample_posterior: bool = True) -> tuple[jax.Array, dict]:
+                  sample_posterior: bool = True, motion_weight: float = 0.0) -> tuple[jax.Array, dict]:
   """``L1(decode(z), x) + kl_weight · KL(q(z | x) ‖ N(0, I))`` for pixels ``x`` [B, T, H, W, 3] in [−1, 1].
 
   L1 is the mean over pixels, KL the mean over latent elements; z is drawn from the posterior or
-  (``sample_posterior=False``) is its mean. Returns ``(loss, {"l1", "kl", "psnr"})`` (PSNR in dB of
-  the clipped reconstruction, peak-to-peak 2).
+  (``sample_posterior=False``) is its mean. ``motion_weight`` > 0 weights each pixel's L1 by
+  ``1 + motion_weight · |x − x's mean over the clip's frames|`` (channel mean; weights normalised to mean 1),
+  so what moves (a mouth, blinking eyes) counts more than the still background. Returns ``(loss, {"l1",
+  "kl", "psnr"})``: the plain L1 and the PSNR in dB of the clipped reconstruction (peak-to-peak 2).
   """
   posterior = model.apply(variables, x, method=AutoencoderKLLTXVideo.encode)
   z = posterior.sample(key) if sample_posterior else posterior.mode()
   y = model.apply(variables, z, method=AutoencoderKLLTXVideo.decode).astype(jnp.float32)
-  l1 = jnp.mean(jnp.abs(y - x))
+  err = jnp.abs(y - x)
+  l1 = jnp.mean(err)
+  fit = l1
+  if motion_weight:
+    moving = jnp.mean(jnp.abs(x - jnp.mean(x, axis=1, keepdims=True)), axis=-1, keepdims=True)  # [B, T, H, W, 1]
+    weight = 1.0 + motion_weight * moving
+    fit = jnp.mean(weight * err) / jnp.mean(weight)
   kl = jnp.mean(posterior.kl()) / np.prod(z.shape[1:])  # kl() sums over each example: per latent element
   mse = jnp.mean(jnp.square(jnp.clip(y, -1, 1) - x))
   psnr = 10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-10))
-  return l1 + kl_weight * kl, {"l1": l1, "kl": kl, "psnr": psnr}
+  return fit + kl_weight * kl, {"l1": l1, "kl": kl, "psnr": psnr}
 
 
 # ----------------------------------------------------------------------------------------------
