@@ -94,10 +94,14 @@ def main(argv=None):
   parser.add_argument("--num", type=int, default=240, help="synthetic training videos")
   parser.add_argument("--vae", default="", help="a trained demo VAE directory (scripts/train_demo_vae.py, e.g. run on a "
                       "GPU) to use instead of training one here")
+  parser.add_argument("--dit-steps", type=int, default=0,
+                      help="stage-2 steps (0: configs/demo_a2v_dit.py's; the bundled model: 25000)")
   parser.add_argument("--smoke", action="store_true", help="a few steps of everything (tests)")
   args = parser.parse_args(argv)
   if args.num < 2:
     parser.error(f"--num must be >= 2, got {args.num}")
+  if args.dit_steps < 0:
+    parser.error(f"--dit-steps must be >= 0, got {args.dit_steps}")
 
   import jax
 
@@ -170,7 +174,9 @@ def main(argv=None):
   step("clips", lambda: _script("preprocess").main(
       [path("synthetic"), "--out", path("clips"), "--ckpt", ckpt, "--resolution", str(res), "--clip_frames",
        str(clip_video_frames), "--stride", "16", "--no_detector", "--val_fraction", str(val_fraction)]))
-  step("a2v_dit", lambda: train_stage("demo_a2v_dit.py", "a2v_dit", "clips", f"--config.init_checkpoint={ckpt}"))
+  dit_steps = [f"--config.train.steps={args.dit_steps}"] if args.dit_steps else []
+  step("a2v_dit", lambda: train_stage("demo_a2v_dit.py", "a2v_dit", "clips", f"--config.init_checkpoint={ckpt}",
+                                      *dit_steps))
   step("dit.ckpt", lambda: checkpoint_dir.import_run(path("a2v_dit"), ckpt))
 
   def assets():

@@ -37,6 +37,7 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--out", required=True, help="output VAE directory (diffusers layout)")
   parser.add_argument("--minutes", type=float, default=6.0, help="wall-clock budget of the video steps")
+  parser.add_argument("--steps", type=int, default=0, help="stop the video steps at this many instead (0: --minutes)")
   parser.add_argument("--image-minutes", type=float, default=0.0, help="single-frame steps first (wall clock)")
   parser.add_argument("--image-batch", type=int, default=64, help="frames per single-frame step")
   parser.add_argument("--batch", type=int, default=16, help="clips per step")
@@ -95,10 +96,10 @@ def main(argv=None):
   rng = np.random.default_rng(0)
   log, n = [], 0
 
-  def run(minutes, batch, frames):
+  def run(minutes, batch, frames, steps=0):
     nonlocal params, opt, n
-    start = time.perf_counter()
-    while time.perf_counter() - start < 60 * minutes:
+    start, first = time.perf_counter(), n
+    while (n - first < steps) if steps else (time.perf_counter() - start < 60 * minutes):
       idx = rng.integers(0, args.pool, batch)
       t = rng.integers(0, pool.shape[1] - frames + 1, batch)
       video = np.stack([pool[i, s:s + frames] for i, s in zip(idx, t)])
@@ -115,7 +116,7 @@ def main(argv=None):
     params = inflate_image_params(params, model.config)
     opt = tx.init(params)  # the moments of the single-frame steps do not fit the inflated taps
   image_steps = n
-  run(args.minutes, args.batch, args.frames)
+  run(args.minutes, args.batch, args.frames, args.steps)
   export_vae(model, {"params": jax.tree.map(np.asarray, params), "buffers": buffers}, args.out)
   print(f"{n} steps ({image_steps} single-frame) in {time.perf_counter() - start:.0f} s → {args.out}", flush=True)
   spec = importlib.util.spec_from_file_location("_eval_demo", os.path.join(_ROOT, "scripts", "eval_demo.py"))

@@ -8,7 +8,8 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from configs.vae_ltx import get_config
 from read_jax.convert.vae import state_dict_to_variables
-from read_jax.models.vae import AutoencoderKLLTXVideo, inflate_image_params, make_config, tiled_decode
+from read_jax.models.vae import (AutoencoderKLLTXVideo, inflate_image_params, make_config, motion_weights, tiled_decode,
+                                 training_loss)
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -126,6 +127,39 @@ def test_inflate_image_params():
   for other in ("0.9.1", "0.9.5"):  # parameter-free depth-to-space around the frames: refused
     with pytest.raises(ValueError, match="only 0.9.0-style blocks"):
       inflate_image_params(variables["params"], get_config(f"{other},tiny"))
+
+
+def test_motion_weighted_loss():
+  """motion_weight weights the L1 of the pixels that change within a clip: a still clip's loss is the plain
+  one; on a clip where one square flickers, the weights are 1 + w·|x − mean| scaled to mean 1, and the loss
+  is the weighted mean of the reconstruction error (the reported l1 stays the plain mean)."""
+  model = AutoencoderKLLTXVideo.from_config(make_config(get_config("0.9.0,tiny")))  # the demo VAE's blocks
+  variables = jax.jit(model.init)(jax.random.key(0, impl="rbg"), jnp.zeros((1, 1, 32, 32, 3)))
+  rng = np.random.RandomState(0)
+  still = np.repeat(rng.uniform(-1, 1, (1, 1, 32, 32, 3)).astype(np.float32), 9, axis=1)
+  moving = still.copy()
+  moving[:, 1::2, 8:16, 8:16] = -moving[:, 1::2, 8:16, 8:16]  # a square that flips every other frame
+  w = np.asarray(motion_weights(moving, 10.0))[..., 0]
+  outside = np.ones(w.shape, bool)
+  outside[:, :, 8:16, 8:16] = False
+  m = np.abs(moving - moving.mean(1, keepdims=True)).mean(-1)
+  np.testing.assert_allclose(w, (1 + 10 * m) / (1 + 10 * m).mean(), rtol=1e-5)
+  assert np.ptp(w[outside]) < 1e-5 and w[~outside].mean() > 3 * w[outside].mean()
+  np.testing.assert_allclose(np.asarray(motion_weights(still, 10.0)), 1.0, rtol=1e-6)
+
+  @jax.jit
+  def losses(x):  # (plain, weighted, reported l1, the reconstruction) in one program
+    plain, m = training_loss(model, variables, x, None, kl_weight=0.0, sample_posterior=False)
+    weighted, _ = training_loss(model, variables, x, None, kl_weight=0.0, sample_posterior=False, motion_weight=10.0)
+    return plain, weighted, m["l1"], model.apply(variables, x)
+
+  plain, weighted, l1, _ = map(np.asarray, losses(still))
+  np.testing.assert_allclose([plain, weighted], l1, rtol=1e-5)
+  plain, weighted, l1, y = map(np.asarray, losses(moving))
+  err = np.abs(y - moving)
+  np.testing.assert_allclose([plain, l1], err.mean(), rtol=1e-4)
+  np.testing.assert_allclose(weighted, (w[..., None] * err).mean(), rtol=1e-4)
+  assert abs(weighted - l1) > 1e-3 * l1
 
 
 def test_input_checks(tiny091):

@@ -588,26 +588,30 @@ def inflate_image_params(params, config):
   return jax.tree_util.tree_map_with_path(inflate, params)
 
 
+def motion_weights(x: jax.Array, motion_weight: float) -> jax.Array:
+  """Per-pixel L1 weights [B, T, H, W, 1] for clips ``x`` [B, T, H, W, C]: ``1 + motion_weight · m`` with m
+  the channel mean of |x − x's mean over the clip's frames|, scaled to mean 1 over the batch (still clips: all 1)."""
+  moving = jnp.mean(jnp.abs(x - jnp.mean(x, axis=1, keepdims=True)), axis=-1, keepdims=True)
+  weight = 1.0 + motion_weight * moving
+  return weight / jnp.mean(weight)
+
+
 def training_loss(model: "AutoencoderKLLTXVideo", variables, x, key, *, kl_weight: float,
                   sample_posterior: bool = True, motion_weight: float = 0.0) -> tuple[jax.Array, dict]:
   """``L1(decode(z), x) + kl_weight · KL(q(z | x) ‖ N(0, I))`` for pixels ``x`` [B, T, H, W, 3] in [−1, 1].
 
   L1 is the mean over pixels, KL the mean over latent elements; z is drawn from the posterior or
   (``sample_posterior=False``) is its mean. ``motion_weight`` > 0 weights each pixel's L1 by
-  ``1 + motion_weight · |x − x's mean over the clip's frames|`` (channel mean; weights normalised to mean 1),
-  so what moves (a mouth, blinking eyes) counts more than the still background. Returns ``(loss, {"l1",
-  "kl", "psnr"})``: the plain L1 and the PSNR in dB of the clipped reconstruction (peak-to-peak 2).
+  ``1 + motion_weight · |x − x's mean over the clip's frames|`` (``motion_weights``), so that what moves (a
+  mouth, blinking eyes) counts more than the still background. Returns ``(loss, {"l1", "kl", "psnr"})``:
+  the plain L1 and the PSNR in dB of the clipped reconstruction (peak-to-peak 2).
   """
   posterior = model.apply(variables, x, method=AutoencoderKLLTXVideo.encode)
   z = posterior.sample(key) if sample_posterior else posterior.mode()
   y = model.apply(variables, z, method=AutoencoderKLLTXVideo.decode).astype(jnp.float32)
   err = jnp.abs(y - x)
   l1 = jnp.mean(err)
-  fit = l1
-  if motion_weight:
-    moving = jnp.mean(jnp.abs(x - jnp.mean(x, axis=1, keepdims=True)), axis=-1, keepdims=True)  # [B, T, H, W, 1]
-    weight = 1.0 + motion_weight * moving
-    fit = jnp.mean(weight * err) / jnp.mean(weight)
+  fit = jnp.mean(motion_weights(x, motion_weight) * err) if motion_weight else l1
   kl = jnp.mean(posterior.kl()) / np.prod(z.shape[1:])  # kl() sums over each example: per latent element
   mse = jnp.mean(jnp.square(jnp.clip(y, -1, 1) - x))
   psnr = 10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-10))
