@@ -25,7 +25,7 @@ animates the clip's identity (a portrait with the mouth closed) with the clip's 
                 opening; control: another clip's speech; ceiling: the read-out on the clip's own VAE
                 latents. It tells the A2V-DiT's share of a lip-sync failure from the VAE's.
 
-``--cfg/--alpha/--beta`` sample with another guidance than the checkpoint's pipeline.json, e.g. speech-only
+``--cfg/--alpha/--beta/--steps`` sample with other settings than the checkpoint's pipeline.json, e.g. speech-only
 guidance ``--cfg split --alpha -7 --beta 8`` (split CFG is (1 − α − β)·v_∅ + α·v_R + β·v_R,C; with
 α = 1 − β it is v_R + β·(v_R,C − v_R): no push towards the reference, β times the speech's effect).
 
@@ -209,6 +209,7 @@ def main(argv=None):
                       help="guidance (default: the checkpoint's)")
   parser.add_argument("--alpha", type=float, default=None, help="guidance α (default: the checkpoint's)")
   parser.add_argument("--beta", type=float, default=None, help="guidance β (split only; default: the checkpoint's)")
+  parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the checkpoint's)")
   args = parser.parse_args(argv)
   if args.num < 1 or (args.num < 2 and not args.vae):
     parser.error(f"--num must be >= 2 (the controls pair each clip with another; --vae: >= 1), got {args.num}")
@@ -232,7 +233,7 @@ def main(argv=None):
     except (OSError, ValueError) as e:
       print(f"error: {e}", file=sys.stderr)
       return 2
-    sample = {k: getattr(args, k) for k in ("cfg", "alpha", "beta") if getattr(args, k) is not None}
+    sample = {k: getattr(args, k) for k in ("cfg", "alpha", "beta", "steps") if getattr(args, k) is not None}
     scores = evaluate(pipe, num=args.num, seconds=args.seconds, first=args.first, seed=args.seed, **sample)
     scores["summary"]["sampling"] = sample
     s = scores["summary"]
