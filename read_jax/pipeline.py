@@ -238,8 +238,9 @@ class ReadPipeline:
     x = jnp.asarray(frames, jnp.float32) / 127.5 - 1
     return np.asarray(self._encode_image(self.vae_variables, x[None])[0])
 
-  def speech_latents(self, wave: np.ndarray, num_latents: int) -> jax.Array:
-    """C [num_latents, hw, dA] from 16 kHz audio, padded with silence to ``num_latents`` latent frames."""
+  def speech_features(self, wave: np.ndarray, num_latents: int) -> jax.Array:
+    """S [1 + 8(num_latents − 1), Hw, DA]: one Whisper window per video frame of ``num_latents`` latent
+    frames, from 16 kHz audio padded with silence to that length."""
     fps = self.config.fps
     num_video = 1 + VAE_TEMPORAL * (num_latents - 1)
     samples = int(np.ceil(num_video * audio_lib.SAMPLE_RATE / fps))
@@ -247,6 +248,11 @@ class ReadPipeline:
     t0 = time.perf_counter()
     s = whisper.speech_features(padded, self.whisper, self.whisper_params, fps=fps, num_frames=num_video)
     self.timings.whisper += _block(s, t0)
+    return s
+
+  def speech_latents(self, wave: np.ndarray, num_latents: int) -> jax.Array:
+    """C [num_latents, hw, dA] from 16 kHz audio, padded with silence to ``num_latents`` latent frames."""
+    s = self.speech_features(wave, num_latents)
     t0 = time.perf_counter()
     c = self._encode_speech(self.speech_ae_params, jnp.asarray(s)[None])[0]
     self.timings.speech_ae += _block(c, t0)

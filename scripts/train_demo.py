@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train the bundled demo model from scratch on the synthetic talking-face set (configs/demo.py).
 
-  python scripts/train_demo.py                                   # → assets/demo (≈ 45 min of steps on a 2-core CPU)
+  python scripts/train_demo.py                                   # → assets/demo (≈ 47 min of steps on a 2-core CPU)
   python scripts/train_demo.py --workdir /tmp/demo --out mydemo
 
 Every step is one of the project's ordinary commands, run in this process in order; each step's
@@ -95,7 +95,7 @@ def main(argv=None):
   parser.add_argument("--vae", default="", help="a trained demo VAE directory (scripts/train_demo_vae.py, e.g. run on a "
                       "GPU) to use instead of training one here")
   parser.add_argument("--dit-steps", type=int, default=0,
-                      help="stage-2 steps (0: configs/demo_a2v_dit.py's; the bundled model: 25000)")
+                      help="stage-2 steps (0: configs/demo_a2v_dit.py's; the bundled model: 20000)")
   parser.add_argument("--smoke", action="store_true", help="a few steps of everything (tests)")
   args = parser.parse_args(argv)
   if args.num < 2:

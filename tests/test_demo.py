@@ -80,7 +80,8 @@ def test_eval_scores_are_computed(demo):
   assert s["num_clips"] == 2 and s["boundaries_per_clip"] == 1
   assert s["lip_sync_ground_truth"] > 0.9  # the measure itself works on real synthetic video
   for key in ("lip_sync", "lip_sync_other_audio", "colour_error", "boundary_ratio_ans", "boundary_ratio_plain",
-              "latent_lip_sync", "latent_lip_sync_other_audio", "latent_lip_sync_vae"):
+              "latent_lip_sync", "latent_lip_sync_other_audio", "latent_lip_sync_vae", "speech_readout",
+              "speech_readout_whisper"):
     assert np.isfinite(s[key]), key
 
 
@@ -136,3 +137,26 @@ def test_latent_lip_sync_reads_the_mouth_from_latents():
     reverse.append(ev.latent_lip_sync(pipe, probe, clip.frames, clip.mouth, np.concatenate([z[:1], z[:0:-1]])))
   assert np.mean(own) > 0.6, own  # 0.93 (other 0.14, reversed −0.08)
   assert max(np.mean(other), np.mean(reverse)) < np.mean(own) - 0.4, (own, other, reverse)
+
+
+def test_speech_readout_reads_the_mouth_from_the_speech():
+  """From the bundled model's Whisper windows and speech latents a linear read-out follows the held-out clips' true
+  mouth; from another clip's speech it does not, and from constant speech latents (a SpeechAE that outputs only its
+  bias) it reads nothing."""
+  import jax
+
+  from read_jax.data import synthetic
+  from read_jax.pipeline import ReadPipeline
+  ev = _script("eval_demo")
+  pipe = ReadPipeline.from_pretrained(os.path.join(ROOT, "assets", "demo"))
+  clips = [synthetic.make_clip(s, 4.0, 64) for s in synthetic.split_seeds("test", 3, 100)]
+  for source in ("whisper", "latents"):
+    probe = ev.speech_mouth_probe(pipe, source, num=16, seconds=4.0)
+    assert probe.shape[1] == 8  # one weight column per frame of a latent frame
+    own = [ev.speech_readout(pipe, probe, c.audio, c.mouth, source) for c in clips]
+    other = [ev.speech_readout(pipe, probe, clips[i - 1].audio, c.mouth, source) for i, c in enumerate(clips)]
+    assert np.mean(own) > 0.5 and abs(np.mean(other)) < 0.25, (source, own, other)  # bundle: 0.79 / 0.66 vs ~0
+  pipe.speech_ae_params = jax.tree_util.tree_map(np.asarray, pipe.speech_ae_params)
+  proj_out = pipe.speech_ae_params["encoder"]["proj_out"]
+  proj_out["kernel"] = np.zeros_like(proj_out["kernel"])
+  assert ev.speech_readout(pipe, probe, clips[0].audio, clips[0].mouth) == 0.0
