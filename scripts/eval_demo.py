@@ -84,7 +84,12 @@ def latent_mouth_probe(pipe, *, num: int = 40, seconds: float = 4.0, ridge: floa
     z, m = _latents_and_mouth(pipe, clip.frames, clip.mouth)
     rows.append(z - z.mean(0))
     targets.append(m - m.mean())
-  a, b = np.concatenate(rows).astype(np.float64), np.concatenate(targets).astype(np.float64)
+  return _ridge(np.concatenate(rows), np.concatenate(targets), ridge)
+
+
+def _ridge(a, b, ridge: float) -> np.ndarray:
+  """argmin_W |a W − b|² + ridge·|W|² (rows of ``a`` are examples; ``b`` [N] or [N, K])."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   return np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ b)
 
 
@@ -122,8 +127,7 @@ def speech_mouth_probe(pipe, source: str = "latents", *, num: int = 40, seconds:
     x, m = _speech_rows(pipe, clip.audio, 1 + k, source), _openings(clip.mouth, k)
     rows.append(x - x.mean(0))
     targets.append(m - m.mean())
-  a, b = np.concatenate(rows), np.concatenate(targets)
-  return np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ b)
+  return _ridge(np.concatenate(rows), np.concatenate(targets), ridge)
 
 
 def speech_readout(pipe, probe, audio, mouth, source: str = "latents") -> float:
@@ -147,7 +151,7 @@ def _latents_and_mouth(pipe, frames, mouth, latents=None):
   k = (len(frames) - 1) // ratio
   if latents is None:
     latents = pipe.encode_video(frames[:1 + ratio * k])
-  m = np.asarray(mouth[1:1 + ratio * k], np.float64).reshape(k, ratio).mean(1)
+  m = _openings(mouth, k).mean(1)
   return np.asarray(latents[1:1 + k]).reshape(k, -1), m
 
 
