@@ -16,15 +16,13 @@ import warnings
 
 import numpy as np
 
+from read_jax.errors import AudioError  # re-exported: read_jax.audio.AudioError
+
 SAMPLE_RATE = 16000  # Hz, what every Whisper checkpoint expects
 N_FFT = 400  # 25 ms STFT window
 HOP_LENGTH = 160  # 10 ms: log-mel frames at 100 Hz
 CHUNK_SECONDS = 30  # Whisper's fixed input window
 WINDOW = 10  # Whisper frames per video frame (Hw in the paper)
-
-
-class AudioError(ValueError):
-  """An audio file or waveform that cannot be used: missing, unreadable, empty or not finite."""
 
 
 def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:

@@ -24,15 +24,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from read_jax.errors import MediaError  # re-exported: read_jax.media.MediaError
+
 Box = tuple[int, int, int, int]  # (x, y, w, h) in pixels
 Detector = Callable[[np.ndarray], Sequence[Box]]  # gray uint8 [H, W] → face boxes
 
 FACE_SCALE = 2.0  # crop side = FACE_SCALE · face box side: the face with hair, chin and some shoulder
 HAAR_FILE = "haarcascade_frontalface_default.xml"
-
-
-class MediaError(ValueError):
-  """An image, audio or video file that cannot be used (missing, unreadable, empty, unwritable)."""
 
 
 # ---------------------------------------------------------------------------------------------

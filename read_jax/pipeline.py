@@ -38,7 +38,7 @@ from read_jax import audio as audio_lib
 from read_jax import media
 from read_jax.ans import sampling
 from read_jax.convert import native
-from read_jax.convert._io import write_json
+from read_jax.files import write_json
 from read_jax.models import a2v_dit, whisper
 from read_jax.models.speech_ae import SpeechAE
 from read_jax.models.vae import compression_ratios
@@ -199,7 +199,7 @@ class ReadPipeline:
     """Write this pipeline as a read_jax checkpoint directory."""
     from read_jax.convert.vae import export_vae
     from read_jax.convert.whisper import export_whisper_encoder
-    from read_jax.convert._io import write_safetensors
+    from read_jax.files import write_safetensors
     os.makedirs(path, exist_ok=True)
     write_json(os.path.join(path, PIPELINE_CONFIG), dataclasses.asdict(self.config))
     export_vae(self.vae, self.vae_variables, os.path.join(path, "vae"))

@@ -50,7 +50,7 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
 
   from read_jax.convert import checkpoint_dir, torch_export
-  from read_jax.convert._io import CheckpointError
+  from read_jax.files import CheckpointError
   try:
     if args.command == "export-torch":
       parts = torch_export.export_torch(args.ckpt, args.out)
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
 
 
 def _report(checkpoint_dir, out: str) -> None:
-  from read_jax.convert._io import CheckpointError
+  from read_jax.files import CheckpointError
   try:
     checkpoint_dir.check_complete(out)
     print(f"{out}: complete read_jax checkpoint directory")

@@ -26,7 +26,7 @@ def encode_prompt(t5_dir: str, out_path: str, prompt: str = DEFAULT_PROMPT, *, t
   import numpy as np
   import torch
   from transformers import T5EncoderModel
-  from read_jax.convert._io import write_safetensors
+  from read_jax.files import write_safetensors
   if not os.path.isdir(t5_dir):
     raise FileNotFoundError(f"--t5 {t5_dir}: no such directory")
   if input_ids is None:

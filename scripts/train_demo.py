@@ -108,7 +108,7 @@ def main(argv=None):
   from read_jax.config import load_config
   from read_jax.convert import checkpoint_dir, export_vae, load_vae
   from read_jax.data import preprocess, records
-  from read_jax.convert._io import write_json
+  from read_jax.files import write_json
   from read_jax.pipeline import PIPELINE_CONFIG, PipelineConfig, ReadPipeline
   from read_jax.train import train
   from read_jax.train import vae_stage

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from read_jax.convert import CheckpointError
-from read_jax.convert._io import flatten, write_safetensors
+from read_jax.files import flatten, write_safetensors
 from read_jax.convert.ltx_transformer import (convert_original_state_dict, export_transformer, load_transformer,
                                               split_audio)
 

@@ -5,11 +5,11 @@ import os
 
 import numpy as np
 import pytest
-from safetensors.numpy import save_file  # keeps 0-d tensors 0-d (see the report on _io.write_safetensors)
+from safetensors.numpy import save_file
 
 from configs.vae_ltx import get_config
 from read_jax.convert import CheckpointError
-from read_jax.convert._io import flatten, write_json
+from read_jax.files import flatten, write_json
 from read_jax.convert.vae import (diffusers_to_original_key, export_vae, load_vae, original_to_diffusers_key,
                                   variables_to_state_dict)
 from read_jax.models.vae import make_config

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from read_jax.convert import CheckpointError, native
-from read_jax.convert._io import flatten, read_safetensors, unflatten, write_json, write_safetensors
+from read_jax.files import flatten, read_safetensors, unflatten, write_json, write_safetensors
 from read_jax.convert.torch_export import export_torch, import_torch, speech_ae_shapes
 
 torch = pytest.importorskip("torch")

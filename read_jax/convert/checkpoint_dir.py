@@ -28,7 +28,7 @@ import jax
 import numpy as np
 
 from read_jax.convert import native
-from read_jax.convert._io import CheckpointError, read_safetensors
+from read_jax.files import CheckpointError, read_safetensors
 
 PARTS = {  # part → how to provide it
   "vae": "scripts/convert.py import-ltx",

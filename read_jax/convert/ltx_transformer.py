@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from read_jax.convert._io import (CheckpointError, read_diffusers_dir, read_safetensors, safetensors_metadata,
+from read_jax.files import (CheckpointError, read_diffusers_dir, read_safetensors, safetensors_metadata,
                                   write_json, write_safetensors)
 from read_jax.convert.torch_layout import flax_to_torch, torch_to_flax
 from read_jax.models.a2v_dit import A2VDiT, Attention, build_model, param_shapes

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from read_jax.convert._io import CheckpointError, check_keys, flatten, read_safetensors, unflatten, write_json, \
+from read_jax.files import CheckpointError, check_keys, flatten, read_safetensors, unflatten, write_json, \
   write_safetensors
 
 CONFIG_NAME = "config.json"

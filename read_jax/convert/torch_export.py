@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from read_jax.convert import native
-from read_jax.convert._io import (CheckpointError, _safetensors_files, read_safetensors, write_json,
+from read_jax.files import (CheckpointError, safetensors_files, read_safetensors, write_json,
                                   write_safetensors)
 from read_jax.convert.torch_layout import flax_to_torch, torch_to_flax
 
@@ -111,7 +111,7 @@ def _import_a2v_dit(torch_dir: str, ckpt_part: str) -> None:
   differ = [f"{k}: {theirs.get(k)!r} vs {v!r}" for k, v in want.items() if k != "_class_name" and theirs.get(k) != v]
   if differ:
     raise CheckpointError(f"{ltx_dir}/config.json does not match {audio_dir}/config.json: " + "; ".join(differ))
-  state = read_safetensors(_safetensors_files(ltx_dir, "diffusion_pytorch_model"))
+  state = read_safetensors(safetensors_files(ltx_dir, "diffusion_pytorch_model"))
   audio = read_safetensors(os.path.join(audio_dir, AUDIO_WEIGHTS))
   overlap = sorted(set(state) & set(audio))
   if overlap:

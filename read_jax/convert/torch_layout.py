@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from read_jax.convert._io import CheckpointError, flatten, unflatten
+from read_jax.files import CheckpointError, flatten, unflatten
 
 _WEIGHT_NAMES = ("kernel", "scale", "embedding")
 

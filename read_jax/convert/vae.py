@@ -27,9 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from safetensors.numpy import save_file
 
-from read_jax.convert._io import CheckpointError, read_diffusers_dir, read_safetensors, safetensors_metadata, write_json
+from read_jax.files import (CheckpointError, read_diffusers_dir, read_safetensors, safetensors_metadata, write_json,
+                            write_safetensors)
 from read_jax.convert.torch_layout import flax_to_torch, torch_to_flax
 from read_jax.models.vae import AutoencoderKLLTXVideo, VAEConfig, make_config
 
@@ -236,9 +236,5 @@ def export_vae(module_or_config, variables: Mapping, out_dir: str) -> None:
   cfg = make_config(config)
   os.makedirs(out_dir, exist_ok=True)
   tensors = variables_to_state_dict(variables)
-  # written here rather than with _io.write_safetensors, whose np.ascontiguousarray would make the
-  # 0-d timestep_scale_multiplier 1-d (atomic in the same way: a temporary file renamed into place)
-  path = os.path.join(out_dir, WEIGHTS_NAME)
-  save_file(tensors, path + ".tmp", metadata={"format": "pt"})
-  os.replace(path + ".tmp", path)
+  write_safetensors(os.path.join(out_dir, WEIGHTS_NAME), tensors, metadata={"format": "pt"})
   write_json(os.path.join(out_dir, "config.json"), cfg.to_diffusers())

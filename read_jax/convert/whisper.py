@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from read_jax.convert._io import CheckpointError, _safetensors_files, read_safetensors
+from read_jax.files import CheckpointError, safetensors_files, read_safetensors
 from read_jax.convert.torch_layout import torch_to_flax
 from read_jax.models import whisper
 
@@ -66,7 +66,7 @@ def load_whisper_encoder(path: str, dtype=jnp.float32, param_dtype=jnp.float32, 
     config = config_from_hf(json.load(fh), config_path)
   encoder = whisper.encoder_from_config(config, dtype=dtype, param_dtype=param_dtype,
                                         attention_impl=attention_impl)
-  files = _safetensors_files(path, "model")
+  files = safetensors_files(path, "model")
   for prefix in _ENCODER_PREFIXES:
     state = read_safetensors(files, key_prefix=prefix)
     if "conv1.weight" in state:
@@ -85,7 +85,7 @@ def export_whisper_encoder(encoder: whisper.WhisperEncoder, params, out_dir: str
   Only the encoder is written; the config carries Whisper's decoder defaults sized like the encoder,
   so ``WhisperModel.from_pretrained(..., strict=False)``-style loaders can build the full model.
   """
-  from read_jax.convert._io import write_json, write_safetensors
+  from read_jax.files import write_json, write_safetensors
   from read_jax.convert.torch_layout import flax_to_torch
   os.makedirs(out_dir, exist_ok=True)
   tensors = {f"model.encoder.{k}": v for k, v in flax_to_torch(params).items()}

@@ -445,7 +445,7 @@ def load_text_embedding(path: str | None, caption_channels: int):
   if not path:
     warnings.warn("no prompt embedding file: text cross-attention is switched off (zero text, all-False mask)")
     return jnp.zeros((1, 1, caption_channels), jnp.float32), jnp.zeros((1, 1), bool)
-  from read_jax.convert._io import read_safetensors
+  from read_jax.files import read_safetensors
   if not os.path.isfile(path):
     raise FileNotFoundError(f"prompt embedding file {path!r}: no such file")
   tensors = read_safetensors(path)

@@ -57,7 +57,7 @@ class A2VDiT(LTXVideoTransformer3DModel):
   def from_exported(cls, torch_dir: str) -> "A2VDiT":
     """Build from ``torch_dir/transformer`` and ``torch_dir/audio_attention``; every key checked (strict=True)."""
     from safetensors.torch import load_file
-    from read_jax.convert._io import _safetensors_files
+    from read_jax.files import safetensors_files
     ltx_dir, audio_dir = os.path.join(torch_dir, TRANSFORMER_DIR), os.path.join(torch_dir, AUDIO_DIR)
     for d in (ltx_dir, audio_dir):
       if not os.path.isfile(os.path.join(d, "config.json")):
@@ -73,7 +73,7 @@ class A2VDiT(LTXVideoTransformer3DModel):
                 vae_scale=ours["vae_scale"])
     model.read_jax_config = ours  # written back by save_exported
     state = {}
-    for f in _safetensors_files(ltx_dir, "diffusion_pytorch_model"):
+    for f in safetensors_files(ltx_dir, "diffusion_pytorch_model"):
       state.update(load_file(f))
     state.update(load_file(os.path.join(audio_dir, AUDIO_WEIGHTS)))
     model.load_state_dict(state, strict=True)

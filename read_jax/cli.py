@@ -1,0 +1,101 @@
+"""One convention for every command in ``scripts/``: the parser, the progress bar, the error path.
+
+A script is ``sys.exit(cli.run(main))`` around a ``main(argv) -> int`` that parses with :func:`parser`
+and makes one call into the package. :func:`run` turns
+
+* a user's mistake (:class:`read_jax.errors.InputError` and its kinds; an ``OSError`` about a file:
+  missing, not writable, disk full) into one ``error: <file>: <problem>`` line on stderr, exit code 2;
+* SIGINT (Ctrl-C) and SIGTERM into one ``interrupted`` line, exit code 130 / 143. Writers in the package
+  are atomic (:func:`read_jax.files.atomic_path`), so the interrupt leaves no partial output and an
+  existing output untouched;
+
+and lets every other exception (a bug) keep its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from read_jax.errors import InputError
+
+EXIT_USER_ERROR = 2
+EXIT_SIGINT = 128 + signal.SIGINT
+EXIT_SIGTERM = 128 + signal.SIGTERM
+
+# OSErrors that are about the user's files, not bugs.
+_USER_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EEXIST,
+                errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG, errno.EFBIG}
+
+
+class Terminated(BaseException):
+  """Raised in the main thread by SIGTERM (like KeyboardInterrupt for SIGINT), so that cleanups run."""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+  """The module docstring as written, and every option's default in ``--help``."""
+
+
+def parser(doc: str | None, **kwargs) -> argparse.ArgumentParser:
+  """The argument parser every script uses: its docstring as the description, defaults shown."""
+  return argparse.ArgumentParser(description=doc, formatter_class=_Formatter, **kwargs)
+
+
+def progress(iterable=None, *, total=None, desc: str | None = None, unit: str = "it", **kwargs):
+  """The progress bar every long command shows (tqdm on stderr; off when stderr is not a terminal
+  unless ``READ_JAX_PROGRESS=1``)."""
+  import tqdm
+  disable = not (sys.stderr.isatty() or os.environ.get("READ_JAX_PROGRESS") == "1")
+  return tqdm.tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True, disable=disable, **kwargs)
+
+
+def error_message(err: BaseException) -> str | None:
+  """The one-line message for a user's mistake, or None when ``err`` is a bug."""
+  if isinstance(err, InputError):
+    text = str(err) or type(err).__name__
+  elif isinstance(err, OSError) and err.errno in _USER_ERRNOS:
+    what = err.filename if err.filename is not None else ""
+    text = f"{what}: {err.strerror}" if what else (err.strerror or str(err))
+  else:
+    return None
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  return "; ".join(lines)
+
+
+def fail(message: str) -> int:
+  """Print ``error: message`` and return the user-error exit code (for checks a script does itself)."""
+  print(f"error: {message}", file=sys.stderr)
+  return EXIT_USER_ERROR
+
+
+def _raise_terminated(signum, frame):
+  raise Terminated()
+
+
+def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
+  """Call ``main(argv)`` under the convention above and return the exit code."""
+  previous = None
+  try:
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+  except ValueError:  # not the main thread: leave SIGTERM alone
+    pass
+  try:
+    return int(main(argv) or 0)
+  except KeyboardInterrupt:
+    print("interrupted (SIGINT)", file=sys.stderr)
+    return EXIT_SIGINT
+  except Terminated:
+    print("interrupted (SIGTERM)", file=sys.stderr)
+    return EXIT_SIGTERM
+  except (InputError, OSError) as err:
+    message = error_message(err)
+    if message is None:
+      raise
+    return fail(message)
+  finally:
+    if previous is not None:
+      signal.signal(signal.SIGTERM, previous)
