@@ -45,7 +45,7 @@ def get_config(arg=None):
     param_dtype="float32",  # storage dtype
   ))
   # The constant prompt embedding (safetensors with prompt_embeds / prompt_attention_mask); empty: no
-  # text conditioning (see read_jax.models.a2v_dit.load_text_embedding).
+  # text conditioning (see read_jax.convert.load_text_embedding).
   config.text = ml_collections.ConfigDict(dict(path=""))
 
   # The SpeechAE, fine-tuned jointly (paper C.3); fields as configs/speechae.py's model.

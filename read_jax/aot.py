@@ -10,7 +10,7 @@ What is compiled is exactly what runs:
   * the train step is ``Trainer(config, make_stage(config), mesh).step`` from ``read_jax.train.loop``, the
     function ``scripts/train.py`` jits, with the same state/batch shardings (logical rules of
     ``config.sharding``) and the same donation;
-  * the sampling step is ``read_jax.ans.sampling._run_clip_jit``, the per-clip function the streaming
+  * the sampling step is ``read_jax.ans.sampling.run_clip``, the per-clip function the streaming
     sampler calls (one clip of f latent frames through all Euler steps, the Split-CFG branches stacked
     on the batch axis: the denoiser sees ``[3, 1 + f, h, w, C]``), on one chip.
 
@@ -39,6 +39,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from read_jax import sharding
+from read_jax.ans import sampling
+from read_jax.convert.prompt import load_text_embedding
+from read_jax.models import a2v_dit
+from read_jax.nn.attention import compilation_target, resolve
+from read_jax.sharding import MESH_AXES
+from read_jax.train.loop import Trainer
+from read_jax.train.stages import make_stage
 
 GiB = 1024 ** 3
 
@@ -111,7 +120,6 @@ def topology_devices(topology: str) -> tuple[list[jax.Device], Chip]:
 
 def parse_mesh(spec: str) -> dict[str, int]:
   """``"data=1,fsdp=64,tensor=4"`` → {"data": 1, "fsdp": 64, "tensor": 4}; omitted axes are 1."""
-  from read_jax.sharding import MESH_AXES
   out = {a: 1 for a in MESH_AXES}
   for item in filter(None, spec.split(",")):
     name, sep, value = item.partition("=")
@@ -132,7 +140,6 @@ def tracing_for_tpu():
     devices (there are none). Staged, the same values are computed inside the compiled program (XLA
     constant-folds them), so the program is the same computation.
   """
-  from read_jax.nn.attention import compilation_target
 
   saved = jax.ensure_compile_time_eval
   jax.ensure_compile_time_eval = contextlib.nullcontext
@@ -325,8 +332,7 @@ def a2v_train_flops(config, examples: int) -> float:
 def _text_len(config) -> int:
   path = config.text.path if "text" in config else ""
   if not path:
-    return 1  # no prompt file: one masked zero token (a2v_dit.load_text_embedding)
-  from read_jax.models.a2v_dit import load_text_embedding
+    return 1  # no prompt file: one masked zero token (read_jax.convert.load_text_embedding without a file)
   return int(load_text_embedding(path, config.model.caption_channels)[0].shape[1])
 
 
@@ -345,9 +351,6 @@ def compile_train_step(config, topology: str, devices: Sequence[jax.Device] | No
   Raises :class:`DoesNotFitError` when the program needs more HBM than a chip has. ``buffers`` > 0: the
   report also lists that many of the largest buffers per device (compiled with an XLA dump).
   """
-  from read_jax import sharding
-  from read_jax.train.loop import Trainer
-  from read_jax.train.stages import make_stage
 
   if devices is None:
     devices, chip = topology_devices(topology)
@@ -380,7 +383,6 @@ def compile_train_step(config, topology: str, devices: Sequence[jax.Device] | No
 
 def _tpu_attention(model_cfg) -> str:
   """The self-attention implementation ``model_cfg.attention`` resolves to on TPU ("auto" → "splash")."""
-  from read_jax.nn.attention import compilation_target, resolve
   if "attention" not in model_cfg:
     return "n/a"
   with compilation_target("tpu"):
@@ -400,22 +402,15 @@ def param_shardings(trainer) -> dict[str, list]:
 # --- sampling step ----------------------------------------------------------------------------------
 
 
-def _denoise(model, params, x, t, speech):
-  # The constant prompt's per-block keys/values ride in params (a TextKV), as in generation.
-  return model.apply({"params": params["dit"]}, x, t, speech, params["text"])
-
-
 def compile_sample_clip(config, topology: str, devices: Sequence[jax.Device] | None = None, chip: Chip | None = None,
                         *, clip_frames: int = 16, steps: int = 8, cfg: str = "split", text_len: int | None = None,
                         buffers: int = 0) -> Report:
-  """AOT-compile the sampler's per-clip function (``sampling._run_clip_jit``) on ONE chip of ``topology``.
+  """AOT-compile the sampler's per-clip function (``sampling.run_clip``) on ONE chip of ``topology``.
 
   One clip of ``clip_frames`` latent frames (+ z_R) at ``config.data``'s latent size through ``steps``
   Euler steps, CFG ``cfg`` (split: 3 branches → the denoiser sees [3, 1 + f, h, w, C]). ``buffers`` as
   in :func:`compile_train_step`.
   """
-  from read_jax.ans import sampling
-  from read_jax.models import a2v_dit
 
   if devices is None:
     devices, chip = topology_devices(topology)
@@ -430,17 +425,17 @@ def compile_sample_clip(config, topology: str, devices: Sequence[jax.Device] | N
     dit = a2v_dit.param_shapes(model)
     kv = jax.eval_shape(lambda p, t, k: model.apply({"params": p}, t, k, method=a2v_dit.A2VDiT.encode_text),
                         dit, text, mask)
-  params = {"dit": dit, "text": kv}
+  params = (dit, kv)  # a2v_dit.denoise: the prompt's per-block K/V ride in params, as in generation
   h, w, c = d.latent_height, d.latent_width, m.in_channels
   sds = lambda shape, dtype=jnp.float32: jax.ShapeDtypeStruct(shape, dtype, sharding=rep)  # noqa: E731
   params = jax.tree.map(lambda a: sds(a.shape, a.dtype), params)
   carry = sampling.ClipCarry(motion=sds((steps, h, w, c)), first=sds((), jnp.bool_))
   args = (params, carry, sds((clip_frames, h, w, c)), sds((h, w, c)),
           sds((clip_frames, m.audio_tokens, m.audio_dim)), sds((steps + 1,)), sds((2,)))
-  denoise = functools.partial(_denoise, model)
+  denoise = functools.partial(a2v_dit.denoise, model)
   # No jax.set_mesh here: every argument carries its (one-chip) sharding.
   with tracing_for_tpu():
-    lowered = sampling._run_clip_jit.lower(denoise, cfg, *args)
+    lowered = sampling.run_clip.lower(denoise, cfg, *args)
   branches = {"split": 3, "joint": 2, "none": 1}[cfg]
   compiled, largest = _compile(lowered, f"the {steps}-step {cfg}-CFG sampling of one clip on one {chip.name}",
                                buffers)

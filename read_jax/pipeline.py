@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -36,16 +35,19 @@ import numpy as np
 
 from read_jax import audio as audio_lib
 from read_jax import media
+from read_jax import speech as speech_lib
 from read_jax.ans import sampling
-from read_jax.convert import native
-from read_jax.files import write_json
+from read_jax.convert import checkpoint_dir, native
+from read_jax.convert.prompt import load_text_embedding
+from read_jax.convert.vae import export_vae, load_vae
+from read_jax.convert.whisper import export_whisper_encoder, load_whisper_encoder
+from read_jax.files import CheckpointError, read_json, write_json, write_safetensors
 from read_jax.models import a2v_dit, whisper
 from read_jax.models.speech_ae import SpeechAE
-from read_jax.models.vae import compression_ratios
+from read_jax.models.vae import FRAMES_PER_LATENT, AutoencoderKLLTXVideo, compression_ratios
 
 PIPELINE_CONFIG = "pipeline.json"
-PROMPT_FILE = "prompt.safetensors"
-VAE_TEMPORAL = 8  # pixel frames per latent frame after the first
+PROMPT_FILE = checkpoint_dir.PROMPT_FILE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +73,7 @@ class PipelineConfig:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:
-      raise ValueError(f"{PIPELINE_CONFIG}: unknown settings {unknown} (known: {sorted(known)})")
+      raise CheckpointError(f"{PIPELINE_CONFIG}: unknown settings {unknown} (known: {sorted(known)})")
     return cls(**d)
 
 
@@ -92,12 +94,6 @@ class Timings:
     return self.whisper + self.speech_ae + self.reference + self.denoise + self.vae_decode + self.write
 
 
-def _dit_denoise(dit: a2v_dit.A2VDiT, params, x, t, speech):
-  """The sampler's denoiser: ``params = (dit params, precomputed text K/V)``."""
-  dit_params, text_kv = params
-  return dit.apply({"params": dit_params}, x, t, speech, text_kv)
-
-
 class ReadPipeline:
   """The whole READ generator. Build it with :meth:`from_pretrained` or from modules and params."""
 
@@ -108,17 +104,17 @@ class ReadPipeline:
     self.speech_ae, self.speech_ae_params = speech_ae, speech_ae_params
     self.dit, self.dit_params = dit, dit_params
     if text is None:
-      text, text_mask = a2v_dit.load_text_embedding(None, dit.caption_channels)
+      text, text_mask = load_text_embedding(None, dit.caption_channels)
     self.text, self.text_mask = jnp.asarray(text), jnp.asarray(text_mask, bool)
     self.config = config
     self.timings = Timings()
     ks, kt = self._vae_ratios()
     if config.resolution % ks:
       raise ValueError(f"{PIPELINE_CONFIG}: resolution {config.resolution} is not a multiple of the VAE's {ks}")
-    if kt != VAE_TEMPORAL:
-      raise ValueError(f"the VAE compresses time {kt}×; the SpeechAE and sampler assume {VAE_TEMPORAL}×")
+    if kt != FRAMES_PER_LATENT:
+      raise ValueError(f"the VAE compresses time {kt}×; the SpeechAE and sampler assume {FRAMES_PER_LATENT}×")
     # Stable callables: jit caches by their identity, so every generation reuses the compiled programs.
-    self._denoise = functools.partial(_dit_denoise, dit)
+    self._denoise = functools.partial(a2v_dit.denoise, dit)
     self._velocity = jax.jit(self._denoise)
     self._encode_text = jax.jit(lambda p, text, mask: dit.apply({"params": p}, text, mask,
                                                                 method=a2v_dit.A2VDiT.encode_text))
@@ -137,15 +133,13 @@ class ReadPipeline:
   @classmethod
   def from_pretrained(cls, path: str, *, dtype=jnp.float32) -> "ReadPipeline":
     """Load a read_jax checkpoint directory (layout in the module docstring)."""
-    from read_jax.convert.vae import load_vae
-    from read_jax.convert.whisper import load_whisper_encoder
     if not os.path.isdir(path):
-      raise FileNotFoundError(f"{path}: no such checkpoint directory")
+      raise CheckpointError(f"{path}: no such checkpoint directory")
+    checkpoint_dir.check_complete(path)  # every part there, and their widths fit together
     config_path = os.path.join(path, PIPELINE_CONFIG)
     settings = PipelineConfig()
     if os.path.isfile(config_path):
-      with open(config_path) as fh:
-        settings = PipelineConfig.from_dict(json.load(fh))
+      settings = PipelineConfig.from_dict(read_json(config_path))
     vae, vae_variables = load_vae(os.path.join(path, "vae"), dtype=dtype)
     whisper_encoder, whisper_params = load_whisper_encoder(os.path.join(path, "whisper"), dtype=dtype)
     sae_config, sae_params = native.load_module(os.path.join(path, "speech_ae"), "speech_ae")
@@ -153,7 +147,7 @@ class ReadPipeline:
     dit_config, dit_params = native.load_module(os.path.join(path, "a2v_dit"), "a2v_dit")
     dit = a2v_dit.build_model({**dit_config, "dtype": jnp.dtype(dtype).name})
     prompt = os.path.join(path, PROMPT_FILE)
-    text, mask = a2v_dit.load_text_embedding(prompt if os.path.isfile(prompt) else None, dit.caption_channels)
+    text, mask = load_text_embedding(prompt if os.path.isfile(prompt) else None, dit.caption_channels)
     as_jnp = lambda tree: jax.tree.map(jnp.asarray, tree)
     return cls(vae=vae, vae_variables=vae_variables, whisper_encoder=whisper_encoder, whisper_params=whisper_params,
                speech_ae=speech_ae, speech_ae_params=as_jnp(sae_params), dit=dit, dit_params=as_jnp(dit_params),
@@ -172,7 +166,6 @@ class ReadPipeline:
     """A pipeline with freshly initialised weights, from ConfigDicts/dicts of each part:
     ``vae`` (configs/vae_ltx.py), ``whisper_encoder`` (configs/whisper.py), ``speech_ae`` (SpeechAE
     fields) and ``dit`` (A2VDiT fields). For tests, benchmarks and the start of demo training."""
-    from read_jax.models.vae import AutoencoderKLLTXVideo
     # Jitted inits with the "rbg" PRNG: XLA compiles the VAE's init several times faster than with threefry.
     seed = int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
     k_vae, k_whisper, k_sae, k_dit = jax.random.split(jax.random.key(seed, impl="rbg"), 4)
@@ -186,7 +179,7 @@ class ReadPipeline:
     sae_params = jax.jit(sae.init)(k_sae, jnp.zeros((1, 1, sae.window, sae.feature_dim)))["params"]
     dit_module = a2v_dit.build_model(dit)
     if text is None:
-      text, text_mask = a2v_dit.load_text_embedding(None, dit_module.caption_channels)
+      text, text_mask = load_text_embedding(None, dit_module.caption_channels)
     x = jnp.zeros((1, 2, 1, 1, dit_module.in_channels))
     speech = jnp.zeros((1, 1, dit_module.audio_tokens, dit_module.audio_dim))
     dit_params = jax.jit(dit_module.init)(k_dit, x, jnp.zeros((1, 2)), speech, text, text_mask)["params"]
@@ -197,9 +190,6 @@ class ReadPipeline:
 
   def save_pretrained(self, path: str) -> None:
     """Write this pipeline as a read_jax checkpoint directory."""
-    from read_jax.convert.vae import export_vae
-    from read_jax.convert.whisper import export_whisper_encoder
-    from read_jax.files import write_safetensors
     os.makedirs(path, exist_ok=True)
     write_json(os.path.join(path, PIPELINE_CONFIG), dataclasses.asdict(self.config))
     export_vae(self.vae, self.vae_variables, os.path.join(path, "vae"))
@@ -242,11 +232,11 @@ class ReadPipeline:
     """S [1 + 8(num_latents − 1), Hw, DA]: one Whisper window per video frame of ``num_latents`` latent
     frames, from 16 kHz audio padded with silence to that length."""
     fps = self.config.fps
-    num_video = 1 + VAE_TEMPORAL * (num_latents - 1)
+    num_video = 1 + FRAMES_PER_LATENT * (num_latents - 1)
     samples = int(np.ceil(num_video * audio_lib.SAMPLE_RATE / fps))
     padded = np.pad(wave, (0, max(0, samples - wave.shape[0])))
     t0 = time.perf_counter()
-    s = whisper.speech_features(padded, self.whisper, self.whisper_params, fps=fps, num_frames=num_video)
+    s = speech_lib.speech_features(padded, self.whisper, self.whisper_params, fps=fps, num_frames=num_video)
     self.timings.whisper += _block(s, t0)
     return s
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from read_jax.config import load_config
+from read_jax.convert import load_text_embedding
 from read_jax.convert.ltx_transformer import params_from_state_dict, split_audio
 from read_jax.models import a2v_dit as dit
 
@@ -129,7 +130,7 @@ def test_no_prompt_fallback_is_a_zero_text_update(tiny):
   params = _with_random_audio(params, jax.random.key(1))
   x, t, speech, text, mask = inputs(model)
   with pytest.warns(UserWarning, match="no prompt embedding"):
-    null_text, null_mask = dit.load_text_embedding("", model.caption_channels)
+    null_text, null_mask = load_text_embedding("", model.caption_channels)
   null_text, null_mask = np.broadcast_to(null_text, (2, 6, null_text.shape[-1])), np.zeros((2, 6), bool)
   got = apply({"params": params}, x, t, speech, null_text, null_mask)
   assert np.all(np.isfinite(got))

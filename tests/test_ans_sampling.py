@@ -136,7 +136,7 @@ def test_guidance_scales_change_output():
 def test_no_recompilation_across_lengths():
   """3 s, 13 s, 40 s of 25 fps audio in one process: the denoiser is traced (and compiled) once."""
   denoise = make_denoiser(seed=5)
-  before = sampling._run_clip_jit._cache_size()
+  before = sampling.run_clip._cache_size()
   for seconds in (3, 13, 40):
     video_frames = seconds * 25
     n = sampling.latent_frames_for_video(video_frames)
@@ -147,7 +147,7 @@ def test_no_recompilation_across_lengths():
     assert [p.shape[0] for p in pieces[:2]] == [F, F - 1]
     assert sum(p.shape[0] for p in pieces) == n
   assert len(denoise.calls) == 1
-  assert sampling._run_clip_jit._cache_size() == before + 1
+  assert sampling.run_clip._cache_size() == before + 1
 
 
 def test_stream_is_causal_and_first_clip_ready():
@@ -209,8 +209,8 @@ def test_without_motion_prior_each_clip_is_an_independent_clip0():
   for j in (1, 2):
     lo = j * (F - 1)
     noise = jax.random.normal(jax.random.fold_in(key, j), (F, H, W, C))
-    carry = sampling._first_carry((H, W, C), 3)
-    want = sampling._run_clip_jit(DENOISE, "split", None, carry, noise, z_ref, speech[lo:lo + F],
+    carry = sampling.first_carry((H, W, C), 3)
+    want = sampling.run_clip(DENOISE, "split", None, carry, noise, z_ref, speech[lo:lo + F],
                                   jnp.asarray(sampling.timesteps(2)), jnp.asarray([2.0, 6.0]))[1]
     np.testing.assert_allclose(np.asarray(clips[j]), np.asarray(want), rtol=1e-6, atol=1e-6)
     assert np.abs(np.asarray(clips[j][0]) - np.asarray(ans_clips[j][0])).max() > 1e-3  # no shared motion frame

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from read_jax.convert import CheckpointError, native
+from read_jax.convert import CheckpointError, load_text_embedding, native
 from read_jax.files import flatten, read_safetensors, unflatten, write_json, write_safetensors
 from read_jax.convert.torch_export import export_torch, import_torch, speech_ae_shapes
 
@@ -182,7 +182,7 @@ def test_a2v_dit_forward_parity_with_audio(ckpt):
   t = rng.uniform(size=(b, frames)).astype(np.float32)
   t[:, 0] = 0  # the reference frame is clean
   speech = rng.standard_normal((b, frames - 1, 2, SAE["latent_dim"])).astype(np.float32)
-  text, mask = a2v_dit.load_text_embedding(os.path.join(root, "prompt.safetensors"), 12)
+  text, mask = load_text_embedding(os.path.join(root, "prompt.safetensors"), 12)
   mask = np.concatenate([np.asarray(mask), np.zeros_like(mask)])  # row 1: no prompt → no text update
   text = np.concatenate([np.asarray(text)] * 2)
   apply = jax.jit(model.apply)
@@ -311,10 +311,7 @@ def test_import_ltx_and_whisper_build_a_loadable_checkpoint(pretrained, tmp_path
   with pytest.raises(CheckpointError, match="needs speech_ae/"):
     cd.stage_params(str(pretrained / "ltx"), "speechae")
   # The pipeline accepts it.
-  try:
-    from read_jax.pipeline import ReadPipeline
-  except ImportError as e:
-    pytest.skip(f"read_jax.pipeline does not import yet: {e}")
+  from read_jax.pipeline import ReadPipeline
   with pytest.warns(UserWarning, match="no prompt embedding file"):
     pipe = ReadPipeline.from_pretrained(out)
   assert pipe.dit.num_layers == 2 and pipe.whisper.d_model == 24

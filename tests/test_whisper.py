@@ -12,7 +12,8 @@ from read_jax.config import load_config
 from read_jax.convert import CheckpointError
 from read_jax.convert.torch_layout import torch_to_flax
 from read_jax.convert.whisper import config_from_hf, encoder_param_shapes, load_whisper_encoder, whisper_config
-from read_jax.models.whisper import encode, encode_long, encoder_from_config, speech_features
+from read_jax.models.whisper import encode, encoder_from_config
+from read_jax.speech import encode_long, speech_features
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

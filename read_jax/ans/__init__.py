@@ -1,11 +1,11 @@
 """The Asynchronous Noise Scheduler (§3.3): the forward (training) noising process and the reverse sampler.
 
-``training`` (Eq. 11–15) and ``sampling`` (Algorithm 1, Eq. 16–17) are two modules of one package
-rather than one ``ans.py``: each is a few hundred lines with its own tests.
+``training`` (Eq. 11–15), ``sampling`` (Algorithm 1) and ``guidance`` (Split / Joint CFG, Eq. 16–17)
+are modules of one package, each with its own tests.
 """
 
+from read_jax.ans.guidance import CFG_MODES, DEFAULT_GUIDANCE, guided_velocity
 from read_jax.ans.sampling import (
-    CFG_MODES,
     num_clips,
     padded_frames,
     sample,
@@ -24,7 +24,7 @@ from read_jax.ans.training import (
 )
 
 __all__ = [
-    "ANSConfig", "CFG_MODES", "flow_matching_loss", "frame_timesteps", "noise_latents", "num_clips",
+    "ANSConfig", "CFG_MODES", "DEFAULT_GUIDANCE", "guided_velocity", "flow_matching_loss", "frame_timesteps", "noise_latents", "num_clips",
     "padded_frames", "sample", "sample_pair", "stream", "stream_clips", "timesteps", "training_example",
     "zero_where",
 ]

@@ -44,12 +44,7 @@ Timestep convention: a schedule of n = steps + 1 points T_1 = 1 > … > T_n = 0,
 sampling" (the paper, C.4) means 8 denoiser forward passes per clip. The default is linear; `shift`
 applies the SD3/LTX time shift T ↦ s·T / (1 + (s−1)·T) (s > 1 spends more steps at high noise).
 
-Classifier-free guidance, with "∅" meaning zeroed z_R and zeroed C, every branch stacked on the
-batch axis so one step is one denoiser call:
-  joint (Eq. 16): v̂ = (1−α)·S(Z, ∅) + α·S(Z, C, z_R)                         batch [∅, full]
-  split (Eq. 17): v̂ = (1−α−β)·S(Z, ∅) + α·S(Z, ∅_C, z_R) + β·S(Z, C, z_R)     batch [∅, ref, full]
-  none:           v̂ = S(Z, C, z_R)                                            batch [full]
-Paper defaults: joint α = 2; split α = 2, β = 6.
+Classifier-free guidance (Eq. 16–17): :mod:`read_jax.ans.guidance`.
 
 The denoiser is any callable ``denoise(x, t, speech) -> v`` with x [B, 1+f, h, w, C] (x[:, 0] is
 z_R, zeros in the ∅ branches), t [B, 1+f], speech [B, f, S, D] and v shaped like x. Weights (and any
@@ -68,11 +63,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-CFG_MODES = ("split", "joint", "none")
+from read_jax.models.vae import FRAMES_PER_LATENT
+from read_jax.ans.guidance import CFG_MODES, DEFAULT_GUIDANCE, guided_velocity
+
 ORDERS = ("stream", "clips_outer", "steps_outer")
 DEFAULT_STEPS = 8  # paper C.4: "8-step sampling"
-DEFAULT_GUIDANCE = {"split": (2.0, 6.0), "joint": (2.0, 0.0), "none": (1.0, 0.0)}  # (α, β), C.4
-VAE_TEMPORAL_RATIO = 8  # pixel frames per latent frame after the first (LTX causal VAE)
 
 Array = jax.Array
 Denoise = Callable[..., Array]
@@ -114,7 +109,7 @@ def padded_frames(num_frames: int, clip_frames: int) -> int:
   return 1 + num_clips(num_frames, clip_frames) * (clip_frames - 1)
 
 
-def latent_frames_for_video(num_video_frames: int, ratio: int = VAE_TEMPORAL_RATIO) -> int:
+def latent_frames_for_video(num_video_frames: int, ratio: int = FRAMES_PER_LATENT) -> int:
   """Latent frames whose decoded video (1 + ratio·(N−1) frames) covers ``num_video_frames``.
 
   Rounds up, so the decoded video can be trimmed to the audio's exact frame count. (The floor,
@@ -136,34 +131,6 @@ def _check_lengths(num_frames: int, clip_frames: int):
 # One guided Euler step of one clip (shared by every loop order)
 
 
-def _guided_velocity(denoise, cfg, params, x, z_ref, speech, t, guidance):
-  """v̂ of Eq. 16/17 for one clip: the CFG branches stacked on the batch axis, one denoiser call.
-
-  x [f, h, w, C], z_ref [h, w, C], speech [f, S, D], t [1+f], guidance [2] = (α, β) → v̂ [f, h, w, C].
-  """
-  zr, zc = jnp.zeros_like(z_ref), jnp.zeros_like(speech)
-  # Branch conditions (z_R, C): ∅ = (0, 0); ref = (z_R, 0); full = (z_R, C).
-  refs, speeches = {
-    "none": ([z_ref], [speech]),
-    "joint": ([zr, z_ref], [zc, speech]),
-    "split": ([zr, z_ref, z_ref], [zc, zc, speech]),
-  }[cfg]
-  b = len(refs)
-  xb = jnp.concatenate([jnp.stack(refs)[:, None], jnp.broadcast_to(x, (b,) + x.shape)], axis=1)  # [B, 1+f, h, w, C]
-  tb = jnp.broadcast_to(t, (b,) + t.shape)  # [B, 1+f]
-  sb = jnp.stack(speeches)  # [B, f, S, D]
-  v = denoise(xb, tb, sb) if params is None else denoise(params, xb, tb, sb)
-  if v.shape != xb.shape:
-    raise ValueError(f"denoise returned shape {v.shape}, expected {xb.shape} (the shape of x)")
-  v = v[:, 1:].astype(jnp.float32)  # the z_R slot is conditioning, not a target
-  alpha, beta = guidance[0], guidance[1]
-  if cfg == "none":
-    return v[0]
-  if cfg == "joint":  # Eq. 16
-    return (1.0 - alpha) * v[0] + alpha * v[1]
-  return (1.0 - alpha - beta) * v[0] + alpha * v[1] + beta * v[2]  # Eq. 17
-
-
 def _clip_step(denoise, cfg, params, x, motion, first, t_i, t_next, z_ref, speech, guidance):
   """Step i of one clip: x [f, h, w, C] at T_i (frame 0 is overwritten by ``motion`` unless ``first``).
 
@@ -175,7 +142,7 @@ def _clip_step(denoise, cfg, params, x, motion, first, t_i, t_next, z_ref, speec
   is_motion = (jnp.arange(f) == 0) & ~first  # [f] frames this clip does not own
   t_frames = jnp.where(is_motion, t_next, t_i)  # [f]: [T_i, …] or [T_{i+1}, T_i, …]
   t = jnp.concatenate([jnp.zeros((1,), t_frames.dtype), t_frames])  # [1+f], z_R at t = 0
-  v = _guided_velocity(denoise, cfg, params, x, z_ref, speech, t, guidance)
+  v = guided_velocity(denoise, cfg, params, x, z_ref, speech, t, guidance)
   x_next = x + (t_next - t_frames)[:, None, None, None] * v  # Euler; dt = 0 on the motion frame
   return jnp.where(is_motion[:, None, None, None], x, x_next)  # the owner's value stays bitwise
 
@@ -204,7 +171,7 @@ def _run_clip(denoise, cfg, params, carry: ClipCarry, noise, z_ref, speech, sche
 
 
 @functools.partial(jax.jit, static_argnames=("denoise", "cfg"))
-def _run_clip_jit(denoise, cfg, params, carry, noise, z_ref, speech, schedule, guidance):
+def run_clip(denoise, cfg, params, carry, noise, z_ref, speech, schedule, guidance):
   # Fixed shapes whatever the video length: the production path compiles this once.
   return _run_clip(denoise, cfg, params, carry, noise, z_ref, speech, schedule, guidance)
 
@@ -215,7 +182,7 @@ def _clips_outer(denoise, cfg, params, noise, z_ref, speech, schedule, guidance)
 
   noise [k, f, h, w, C], speech [k, f, S, D] → clips [k, f, h, w, C] at T_n = 0.
   """
-  init = _first_carry(noise.shape[2:], schedule.shape[0])
+  init = first_carry(noise.shape[2:], schedule.shape[0])
 
   def clip(carry, inputs):
     noise_j, speech_j = inputs
@@ -225,7 +192,7 @@ def _clips_outer(denoise, cfg, params, noise, z_ref, speech, schedule, guidance)
   return clips
 
 
-def _first_carry(frame_shape, n) -> ClipCarry:
+def first_carry(frame_shape, n) -> ClipCarry:
   return ClipCarry(motion=jnp.zeros((n - 1,) + tuple(frame_shape), jnp.float32), first=jnp.ones((), bool))
 
 
@@ -323,14 +290,14 @@ def stream_clips(denoise: Denoise, key: Array, z_ref, speech, num_frames: int, c
   generated and then dropped by :func:`stream`), so the two outputs align frame for frame.
   """
   p = _plan(z_ref, speech, num_frames, clip_frames, steps, shift, schedule, cfg, alpha, beta)
-  first = _first_carry(p.z_ref.shape, p.schedule.shape[0])
+  first = first_carry(p.z_ref.shape, p.schedule.shape[0])
   carry = first
   for j in range(p.num_clips):
     start = j * (clip_frames - 1)
     noise = _clip_noise(key, j, clip_frames, p.z_ref.shape)
     if not motion_prior:
       carry = first
-    carry, clip = _run_clip_jit(denoise, cfg, params, carry, noise, p.z_ref,
+    carry, clip = run_clip(denoise, cfg, params, carry, noise, p.z_ref,
                                 p.speech[start:start + clip_frames], p.schedule, p.guidance)
     yield clip
 

@@ -7,6 +7,7 @@ Public entry points (each loader returns ``(module, params)``); only safetensors
 """
 
 from read_jax.files import CheckpointError
+from read_jax.convert.prompt import load_text_embedding
 from read_jax.convert.whisper import export_whisper_encoder, load_whisper_encoder, whisper_config
 from read_jax.convert.ltx_transformer import export_transformer, load_transformer
 from read_jax.convert.vae import export_vae, load_vae

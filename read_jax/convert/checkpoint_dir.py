@@ -5,13 +5,11 @@
   import_whisper(whisper_dir, out_dir) whisper/ from a transformers Whisper directory (encoder only)
   init_speech_ae(out_dir, config)      speech_ae/ randomly initialised — only on request (it has no pretrained
                                        source: stage 1 trains it)
-  import_run(run_dir, out_dir)         the parts a training run trains (its latest checkpoint): vae/ (stage "vae",
-                                       with latent statistics), speech_ae/ (stage 1, latents standardised on
-                                       ``speech_glob``), a2v_dit/ + speech_ae/ (stage 2)
   set_prompt(prompt_file, out_dir)     prompt.safetensors (from scripts/encode_prompt.py), width checked
   check_complete(ckpt_dir)             one error naming every missing part and the command that provides it
   stage_params(ckpt_dir, stage)        the param tree a training stage starts from (``config.init_checkpoint``)
 
+A training run's parts are written by :func:`read_jax.train.export.import_run` with :func:`write_parts`.
 Each function adds or replaces its own part and leaves the others alone, so the parts can come from
 different sources; every write checks the part against the ones already there (SpeechAE latent width =
 A2V-DiT audio width, SpeechAE feature width = Whisper width, prompt width = caption width).
@@ -25,10 +23,16 @@ import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from read_jax.config import load_config
 from read_jax.convert import native
+from read_jax.convert.ltx_transformer import load_transformer
+from read_jax.convert.vae import export_vae, load_vae
+from read_jax.convert.whisper import export_whisper_encoder, load_whisper_encoder
 from read_jax.files import CheckpointError, read_safetensors
+from read_jax.models.speech_ae import SpeechAE
 
 PARTS = {  # part → how to provide it
   "vae": "scripts/convert.py import-ltx",
@@ -50,7 +54,6 @@ def _model_config(config) -> dict | None:
   if config is None:
     return None
   if isinstance(config, str):
-    from read_jax.config import load_config
     config = load_config(config)
   if "model" in config:
     config = config["model"]
@@ -107,8 +110,6 @@ def import_ltx(ltx_path: str, out_dir: str, *, config=None, num_layers: int | No
     with read_jax's defaults for the audio fields. num_layers: keep the first N blocks (the paper: 24 of 28).
   seed: PRNG seed of the new audio cross-attention (its output projection is zero: the model computes LTX).
   """
-  from read_jax.convert.ltx_transformer import load_transformer
-  from read_jax.convert.vae import export_vae, load_vae
   if os.path.isdir(ltx_path):
     transformer, vae = os.path.join(ltx_path, "transformer"), os.path.join(ltx_path, "vae")
     missing = [d for d in (transformer, vae) if not os.path.isdir(d)]
@@ -123,7 +124,7 @@ def import_ltx(ltx_path: str, out_dir: str, *, config=None, num_layers: int | No
   os.makedirs(out_dir, exist_ok=True)
   model, params = load_transformer(transformer, _model_config(config), num_layers, key=jax.random.key(seed))
   vae_module, vae_variables = load_vae(vae)
-  fields = native._plain(_native_fields(model))
+  fields = native.plain(_native_fields(model))
   _check_consistent(out_dir, a2v_dit=fields)
   tmp = os.path.join(out_dir, "a2v_dit.tmp")
   native.save_module(tmp, "a2v_dit", fields, params)
@@ -133,7 +134,6 @@ def import_ltx(ltx_path: str, out_dir: str, *, config=None, num_layers: int | No
 
 def import_whisper(whisper_dir: str, out_dir: str) -> None:
   """whisper/ of ``out_dir`` from a transformers Whisper directory (any Whisper class; the encoder is kept)."""
-  from read_jax.convert.whisper import export_whisper_encoder, load_whisper_encoder
   encoder, params = load_whisper_encoder(whisper_dir)
   _check_consistent(out_dir, whisper={"d_model": encoder.d_model})
   os.makedirs(out_dir, exist_ok=True)
@@ -142,10 +142,7 @@ def import_whisper(whisper_dir: str, out_dir: str) -> None:
 
 def init_speech_ae(out_dir: str, config="speechae", *, seed: int = 0) -> None:
   """speech_ae/ of ``out_dir`` randomly initialised from a SpeechAE config (only when the user asks)."""
-  import jax.numpy as jnp
-  from read_jax.models.speech_ae import SpeechAE
   if isinstance(config, str):
-    from read_jax.config import load_config
     config = load_config(config)
   fields = dict(config["model"] if "model" in config else config)
   _check_consistent(out_dir, speech_ae=fields)
@@ -156,89 +153,17 @@ def init_speech_ae(out_dir: str, config="speechae", *, seed: int = 0) -> None:
   native.save_module(os.path.join(out_dir, "speech_ae"), "speech_ae", fields, params)
 
 
-def run_params(run_dir: str):
-  """``(stage, params)`` of a training run's latest checkpoint, rebuilt from the run's ``config.json``."""
-  import ml_collections
-
-  from read_jax.train import checkpoint as ckpt_lib
-  from read_jax.train.loop import _strip_boxes
-  from read_jax.train.stages import make_stage
-  config_path = os.path.join(run_dir, "config.json")
-  if not os.path.isfile(config_path):
-    raise CheckpointError(f"--run {run_dir}: no config.json (not a scripts/train.py workdir)")
-  with open(config_path) as fh:
-    config = ml_collections.ConfigDict(json.load(fh))
-  stage = make_stage(config)
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = jax.eval_shape(stage.init, jax.random.key(0), stage.batch_spec())
-  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), _strip_boxes(abstract))
-  params = ckpt_lib.restore_params(os.path.join(run_dir, "checkpoints"), abstract)
-  return stage, jax.tree.map(np.asarray, params)
-
-
-def import_run(run_dir: str, out_dir: str, *, vae_stats: dict | None = None,
-               speech_glob: str | None = None) -> list[str]:
-  """Write the parts a training run trained into ``out_dir``; returns the parts written.
-
-  Stage "vae" → vae/ (``vae_stats``: ``latents_mean`` / ``latents_std`` from
-  ``read_jax.train.vae_stage.latent_stats``; without them the latents are left unnormalised),
-  "speechae" → speech_ae/, "a2v_dit" → a2v_dit/ and speech_ae/ (fine-tuned jointly).
-  ``speech_glob`` (stage "speechae" only): speech records (scripts/extract_speech.py) on which to
-  standardise the SpeechAE's latents before stage 2 (``read_jax.models.speech_ae.standardize_latents``).
-  """
-  from read_jax.convert.vae import export_vae
-  from read_jax.models.vae import unit_latent_stats
-  stage, params = run_params(run_dir)
-  name = stage.config.stage
-  os.makedirs(out_dir, exist_ok=True)
-  if name == "vae":
-    buffers = vae_stats or unit_latent_stats(stage.model.config.latent_channels)
-    export_vae(stage.model, {"params": params, "buffers": buffers}, os.path.join(out_dir, "vae"))
-    return ["vae"]
-  if speech_glob and name != "speechae":
-    raise CheckpointError(f"--run {run_dir}: --speech standardises a stage-1 (speechae) run's latents, not {name!r}")
-  if name == "speechae":
-    if speech_glob:
-      params = _standardized_speech_ae(stage.model, params, speech_glob)
-    parts = {"speech_ae": (stage.model, params)}
-  elif name == "a2v_dit":
-    parts = {"a2v_dit": (stage.dit, params["dit"]), "speech_ae": (stage.speech_ae, params["speech_ae"])}
-  else:
-    raise CheckpointError(f"--run {run_dir}: stage {name!r} has no checkpoint-directory part")
-  fields = {part: native._plain(_native_fields(module)) for part, (module, _) in parts.items()}
+def write_parts(out_dir: str, parts: dict) -> list[str]:
+  """Write ``{part: (module, params)}`` (parts "a2v_dit", "speech_ae") into ``out_dir``, each checked against
+  the parts already there first, each replaced whole (a temporary directory renamed into place)."""
+  fields = {part: native.plain(_native_fields(module)) for part, (module, _) in parts.items()}
   _check_consistent(out_dir, **fields)
+  os.makedirs(out_dir, exist_ok=True)
   for part, (_, tree) in parts.items():
     tmp = os.path.join(out_dir, f"{part}.tmp")
     native.save_module(tmp, part, fields[part], tree)
     _replace_dir(tmp, os.path.join(out_dir, part))
   return list(parts)
-
-
-def _standardized_speech_ae(model, params, speech_glob: str, window_latents: int = 33):
-  """SpeechAE params with unit latents over the records of ``speech_glob``: each record cut into windows
-  of 1 + 8·32 frames and a last one of its remaining 1 + 8k, k ≥ 1 (so few shapes compile, whatever the
-  lengths); a record shorter than 9 frames counts with its first frame."""
-  import glob
-
-  from read_jax.data import records
-  from read_jax.models import speech_ae
-  paths = sorted(glob.glob(speech_glob))
-  if not paths:
-    raise CheckpointError(f"--speech {speech_glob}: no file matches")
-  source = records.read_source(paths)
-  k = speech_ae.TIME_COMPRESSION
-
-  def clips():
-    for i in range(len(source)):
-      s = source[i]["speech"]
-      first = True
-      while s.shape[0] >= (1 if first else 1 + k):
-        n = 1 + min(window_latents - 1, (s.shape[0] - 1) // k) * k
-        yield s[:n]
-        s, first = s[n:], False
-
-  stats = speech_ae.latent_stats(model, params, clips())
-  return jax.tree.map(np.asarray, speech_ae.standardize_latents(params, stats["mean"], stats["std"]))
 
 
 def set_prompt(prompt_file: str, out_dir: str) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 from read_jax.files import (CheckpointError, read_diffusers_dir, read_safetensors, safetensors_metadata,
                                   write_json, write_safetensors)
 from read_jax.convert.torch_layout import flax_to_torch, torch_to_flax
-from read_jax.models.a2v_dit import A2VDiT, Attention, build_model, param_shapes
+from read_jax.models.a2v_dit import A2VDiT, Attention, build_model, full_size_fields, param_shapes
 
 STACKED = ("transformer_blocks",)
 AUDIO = "audio_attn"  # the A2V-DiT addition inside every block; absent from LTX checkpoints
@@ -59,10 +59,9 @@ def convert_original_state_dict(state_dict: dict) -> dict:
 
 
 def _default_model_config() -> dict:
-  """configs/a2v_dit.py's architecture, computed in float32 without remat (the training config's
-  bf16 + remat are settings of a run, not of the weights)."""
-  from read_jax.config import load_config
-  return {**load_config("a2v_dit").model, "dtype": "float32", "remat": "none"}
+  """The full-size architecture, computed in float32 without remat (a training config's bf16 + remat are
+  settings of a run, not of the weights)."""
+  return full_size_fields(dtype="float32", remat="none")
 
 
 def _as_model_config(config) -> dict:

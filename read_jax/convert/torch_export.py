@@ -29,9 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from read_jax.convert import native
-from read_jax.files import (CheckpointError, safetensors_files, read_safetensors, write_json,
-                                  write_safetensors)
+from read_jax.convert.ltx_transformer import AUDIO, STACKED, diffusers_config, export_transformer, split_audio
 from read_jax.convert.torch_layout import flax_to_torch, torch_to_flax
+from read_jax.convert.vae import export_vae, load_vae
+from read_jax.convert.whisper import export_whisper_encoder, load_whisper_encoder
+from read_jax.files import CheckpointError, read_safetensors, safetensors_files, write_json, write_safetensors
+from read_jax.models.a2v_dit import build_model, param_shapes
+from read_jax.models.speech_ae import SpeechAE
 
 PARTS = ("vae", "a2v_dit", "speech_ae", "whisper")  # read_jax checkpoint directory parts
 COPIED = ("pipeline.json", "prompt.safetensors")  # files copied unchanged both ways
@@ -50,7 +54,6 @@ def _present(ckpt_dir: str) -> list[str]:
 
 def speech_ae_shapes(config: dict) -> dict:
   """SpeechAE param ShapeDtypeStructs for ``config`` (SpeechAE fields), nothing allocated."""
-  from read_jax.models.speech_ae import SpeechAE
   model = SpeechAE(**{k: config[k] for k in SPEECH_AE_FIELDS})
   s = jax.ShapeDtypeStruct((1, 1, model.window, model.feature_dim), jnp.float32)
   return jax.eval_shape(lambda s: model.init(jax.random.key(0), s), s)["params"]
@@ -80,8 +83,6 @@ def _import_speech_ae(part: str, ckpt_part: str) -> None:
 
 
 def _export_a2v_dit(ckpt_part: str, out: str) -> None:
-  from read_jax.convert.ltx_transformer import AUDIO, STACKED, export_transformer, split_audio
-  from read_jax.models.a2v_dit import build_model, param_shapes
   config, _ = native.load_module(ckpt_part, "a2v_dit")
   _, params = native.load_module(ckpt_part, "a2v_dit", expected=param_shapes(build_model(config)))
   export_transformer(params, config, os.path.join(out, TRANSFORMER_DIR))
@@ -94,8 +95,6 @@ def _export_a2v_dit(ckpt_part: str, out: str) -> None:
 
 
 def _import_a2v_dit(torch_dir: str, ckpt_part: str) -> None:
-  from read_jax.convert.ltx_transformer import STACKED, diffusers_config
-  from read_jax.models.a2v_dit import build_model, param_shapes
   ltx_dir, audio_dir = os.path.join(torch_dir, TRANSFORMER_DIR), os.path.join(torch_dir, AUDIO_DIR)
   for d in (ltx_dir, audio_dir):
     if not os.path.isfile(os.path.join(d, "config.json")):
@@ -124,13 +123,11 @@ def _import_a2v_dit(torch_dir: str, ckpt_part: str) -> None:
 
 def _copy_vae(src: str, dst: str) -> None:
   """Load (every key checked) and write back in diffusers layout: the same tensors, as diffusers names them."""
-  from read_jax.convert.vae import export_vae, load_vae
   module, variables = load_vae(src)
   export_vae(module, jax.tree.map(np.asarray, variables), dst)
 
 
 def _copy_whisper(src: str, dst: str) -> None:
-  from read_jax.convert.whisper import export_whisper_encoder, load_whisper_encoder
   encoder, params = load_whisper_encoder(src)
   export_whisper_encoder(encoder, jax.tree.map(np.asarray, params), dst)
 

@@ -31,7 +31,8 @@ import numpy as np
 from read_jax.files import (CheckpointError, read_diffusers_dir, read_safetensors, safetensors_metadata, write_json,
                             write_safetensors)
 from read_jax.convert.torch_layout import flax_to_torch, torch_to_flax
-from read_jax.models.vae import AutoencoderKLLTXVideo, VAEConfig, make_config
+from read_jax.models.vae import AutoencoderKLLTXVideo, VAEConfig, compression_ratios, make_config
+from read_jax.models.vae_variants import variant_fields
 
 _BUFFERS = ("latents_mean", "latents_std")
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
@@ -50,7 +51,6 @@ def _init_shapes(module: AutoencoderKLLTXVideo):
 
 
 def _ratios(cfg):
-  from read_jax.models.vae import compression_ratios
   return compression_ratios(cfg)
 
 
@@ -181,12 +181,7 @@ def _single_file_config(path: str, original: Mapping[str, np.ndarray]) -> VAECon
         return make_config(vae)
       except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: metadata VAE config: {e}") from None
-  import importlib.util
-  from read_jax.config import CONFIG_DIR
-  spec = importlib.util.spec_from_file_location("read_jax_vae_ltx_config", os.path.join(CONFIG_DIR, "vae_ltx.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return make_config(module.get_config(_detect_variant(original)))
+  return make_config({**variant_fields(_detect_variant(original)), "dtype": "float32", "param_dtype": "float32"})
 
 
 def original_to_diffusers(original: Mapping[str, np.ndarray], cfg: VAEConfig) -> dict[str, np.ndarray]:

@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from read_jax.files import CheckpointError, safetensors_files, read_safetensors
-from read_jax.convert.torch_layout import torch_to_flax
+from read_jax.convert.torch_layout import flax_to_torch, torch_to_flax
+from read_jax.files import CheckpointError, read_safetensors, safetensors_files, write_json, write_safetensors
 from read_jax.models import whisper
 
 # Where the encoder lives in each transformers class: WhisperForConditionalGeneration, WhisperModel,
@@ -85,8 +85,6 @@ def export_whisper_encoder(encoder: whisper.WhisperEncoder, params, out_dir: str
   Only the encoder is written; the config carries Whisper's decoder defaults sized like the encoder,
   so ``WhisperModel.from_pretrained(..., strict=False)``-style loaders can build the full model.
   """
-  from read_jax.files import write_json, write_safetensors
-  from read_jax.convert.torch_layout import flax_to_torch
   os.makedirs(out_dir, exist_ok=True)
   tensors = {f"model.encoder.{k}": v for k, v in flax_to_torch(params).items()}
   write_safetensors(os.path.join(out_dir, "model.safetensors"), tensors, metadata={"format": "pt"})

@@ -36,8 +36,7 @@ i.e. 2·D·D + 2·A·D + 6·D (16,789,504 for D = A = 2048; 402,948,096 for 24 b
 It is computed per frame as a batched tiny attention: queries ``[B·f, H·W, N, K]`` against
 ``[B·f, S, N, K]``, not as a masked full-length attention.
 
-Text fallback: with no prompt-embedding file, :func:`load_text_embedding` returns one zero token with an
-all-False mask; a batch row whose mask is all False gets no text update at all (the whole attn2 output,
+Text fallback: with no prompt-embedding file, :func:`null_text` is one zero token with an all-False mask; a batch row whose mask is all False gets no text update at all (the whole attn2 output,
 bias included, is replaced by 0 with ``where``, so an all-masked softmax cannot leak NaN or a uniform
 average). LTX itself never sees an all-masked prompt, so this changes nothing where parity matters.
 
@@ -54,8 +53,7 @@ masked, so they always use "xla".
 
 from __future__ import annotations
 
-import os
-import warnings
+import dataclasses
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -398,6 +396,22 @@ class A2VDiT(nn.Module):
     return out.reshape(b, frames, height, width, self.out_channels)
 
 
+def denoise(model: A2VDiT, params, x, t, speech):
+  """The ANS sampler's denoiser (``read_jax.ans.sampling``): ``params = (A2V-DiT params, the constant
+  prompt's per-block text K/V from :meth:`A2VDiT.encode_text`)``, so the prompt is projected once per
+  generation, not once per step. Bind the model once (``functools.partial(denoise, model)``) and reuse it:
+  the sampler caches its compiled programs by the callable's identity."""
+  dit_params, text_kv = params
+  return model.apply({"params": dit_params}, x, t, speech, text_kv)
+
+
+def full_size_fields(**overrides) -> dict:
+  """The paper's A2V-DiT (DESIGN §2: 24 blocks, 32 heads × 64, speech tokens 2 × 2048) as ``A2VDiT`` fields:
+  the dataclass defaults, with ``attention="auto"`` (the best implementation for the device)."""
+  fields = {f.name: f.default for f in dataclasses.fields(A2VDiT) if f.name not in ("parent", "name")}
+  return {**fields, "attention": "auto", **overrides}
+
+
 def build_model(model_config) -> A2VDiT:
   """``A2VDiT`` from ``config.model`` (a ConfigDict or dict with exactly A2VDiT's fields)."""
   cfg = dict(model_config)
@@ -434,26 +448,22 @@ def param_axes(model: A2VDiT) -> dict:
   return nn.get_partition_spec(boxed)
 
 
-def load_text_embedding(path: str | None, caption_channels: int):
-  """The constant prompt: ``(text [1, L, caption_channels], mask [1, L] bool)``.
+def null_text(caption_channels: int):
+  """No text conditioning: one zero token with an all-False mask, for which the model adds no text update
+  (see the module docstring). ``(text [1, 1, caption_channels], mask [1, 1] bool)``."""
+  return jnp.zeros((1, 1, caption_channels), jnp.float32), jnp.zeros((1, 1), bool)
 
-  ``path``: a safetensors file with ``prompt_embeds`` [L, C] or [1, L, C] and optionally
-  ``prompt_attention_mask`` [L] / [1, L] (diffusers' pipeline names). Fallback when ``path`` is empty
-  or None: one zero token with an all-False mask, for which the model adds no text update (see the
-  module docstring), with a warning.
+
+def text_inputs(prompt_embeds, prompt_attention_mask, caption_channels: int, what: str = "prompt"):
+  """The constant prompt as the model takes it: ``(text [1, L, caption_channels], mask [1, L] bool)``.
+
+  ``prompt_embeds`` [L, C] or [1, L, C] and ``prompt_attention_mask`` [L] / [1, L] or None (all tokens
+  valid): diffusers' pipeline names. ``what`` names the source in errors.
   """
-  if not path:
-    warnings.warn("no prompt embedding file: text cross-attention is switched off (zero text, all-False mask)")
-    return jnp.zeros((1, 1, caption_channels), jnp.float32), jnp.zeros((1, 1), bool)
-  from read_jax.files import read_safetensors
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"prompt embedding file {path!r}: no such file")
-  tensors = read_safetensors(path)
-  if "prompt_embeds" not in tensors:
-    raise ValueError(f"prompt embedding file {path!r}: no 'prompt_embeds' tensor (has {sorted(tensors)})")
-  text = np.asarray(tensors["prompt_embeds"], np.float32).reshape(1, -1, tensors["prompt_embeds"].shape[-1])
+  text = np.asarray(prompt_embeds, np.float32)
+  text = text.reshape(1, -1, text.shape[-1])
   if text.shape[-1] != caption_channels:
-    raise ValueError(f"prompt embedding file {path!r}: width {text.shape[-1]}, the model expects {caption_channels}")
-  mask = tensors.get("prompt_attention_mask")
-  mask = np.ones(text.shape[:2], bool) if mask is None else np.asarray(mask).reshape(1, -1).astype(bool)
+    raise ValueError(f"{what}: width {text.shape[-1]}, the model expects {caption_channels}")
+  mask = (np.ones(text.shape[:2], bool) if prompt_attention_mask is None
+          else np.asarray(prompt_attention_mask).reshape(1, -1).astype(bool))
   return jnp.asarray(text), jnp.asarray(mask)

@@ -41,21 +41,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from read_jax.nn.causal_conv1d import CausalConv1D
+from read_jax.models.vae import FRAMES_PER_LATENT
 from read_jax.nn.norms import RMSNorm
 
-TIME_COMPRESSION = 8  # frames per latent, as the video VAE: 2 ** (number of stride-2 blocks)
-_NUM_BLOCKS = 3  # stride-2 down (and ×2 up) blocks: 2 ** 3 = TIME_COMPRESSION
+_NUM_BLOCKS = 3  # stride-2 down (and ×2 up) blocks: 2 ** 3 = FRAMES_PER_LATENT, as the video VAE
 _NORM_EPS = 1e-6
 
 
 def num_latents(num_frames: int) -> int:
   """f = (F − 1)//8 + 1 for F = 1 + 8k; a ValueError naming the nearest valid F otherwise."""
-  if num_frames < 1 or (num_frames - 1) % TIME_COMPRESSION:
-    lo = max(1, (num_frames - 1) // TIME_COMPRESSION * TIME_COMPRESSION + 1)
-    hi = lo + TIME_COMPRESSION if num_frames > lo else lo
+  if num_frames < 1 or (num_frames - 1) % FRAMES_PER_LATENT:
+    lo = max(1, (num_frames - 1) // FRAMES_PER_LATENT * FRAMES_PER_LATENT + 1)
+    hi = lo + FRAMES_PER_LATENT if num_frames > lo else lo
     raise ValueError(f"SpeechAE: S has F={num_frames} frames; F must be 1 + 8k (1, 9, 17, ...), "
                      f"e.g. F={lo}" + (f" or F={hi}" if hi != lo else ""))
-  return (num_frames - 1) // TIME_COMPRESSION + 1
+  return (num_frames - 1) // FRAMES_PER_LATENT + 1
 
 
 class DownBlock(nn.Module):
@@ -114,7 +114,7 @@ class SpeechAEEncoder(nn.Module):
     x = s.reshape(b, num_frames, self.window * self.feature_dim)  # [B, F, Hw·DA]
     x = nn.Dense(self.hidden_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="proj_in")(x)  # [B, F, D]
     # Frame 0 fills its own 8-frame group, so latent 0 sees frame 0 only (like the VAE's first frame).
-    x = jnp.concatenate([jnp.repeat(x[:, :1], TIME_COMPRESSION, axis=1), x[:, 1:]], axis=1)  # [B, 8f, D]
+    x = jnp.concatenate([jnp.repeat(x[:, :1], FRAMES_PER_LATENT, axis=1), x[:, 1:]], axis=1)  # [B, 8f, D]
     for i in range(_NUM_BLOCKS):
       x = DownBlock(self.hidden_dim, self.kernel_size, self.dtype, self.param_dtype, name=f"down_blocks_{i}")(x)
     x = RMSNorm(_NORM_EPS, param_dtype=self.param_dtype, name="norm_out")(x)  # [B, f, D]
@@ -143,7 +143,7 @@ class SpeechAEDecoder(nn.Module):
     for i in range(_NUM_BLOCKS):
       x = UpBlock(self.hidden_dim, self.kernel_size, self.dtype, self.param_dtype, name=f"up_blocks_{i}")(x)
     # [B, 8f, D]: group 0 is latent 0's 8 frames; keep its last one as frame 0 (mirror of the replication).
-    x = x[:, TIME_COMPRESSION - 1:]  # [B, F, D]
+    x = x[:, FRAMES_PER_LATENT - 1:]  # [B, F, D]
     x = RMSNorm(_NORM_EPS, param_dtype=self.param_dtype, name="norm_out")(x)
     s = nn.Dense(self.window * self.feature_dim, dtype=self.dtype, param_dtype=self.param_dtype,
                  name="proj_out")(x)  # [B, F, Hw·DA]

@@ -27,7 +27,6 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,8 +37,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from read_jax.nn.causal_conv import CausalConv3d
+from read_jax.nn.embeddings import TimestepEmbedding
 from read_jax.nn.norms import rms_normalize
 
+# LTX-Video's temporal compression: F = 1 + 8(f − 1) pixel frames ↔ f latent frames (the first frame alone).
+# The one name for "8 frames per latent" (the SpeechAE, the sampler's clip lengths and the pipeline use it).
+FRAMES_PER_LATENT = 8
 _RMS_EPS = 1e-8  # LTX's pixel-norm epsilon (diffusers RMSNorm(eps=1e-8, elementwise_affine=False))
 
 
@@ -77,16 +80,9 @@ class DiagonalGaussian:
 # Layers
 
 
-def timestep_embedding(t, dim: int = 256, max_period: float = 10000.0):
-  """Sinusoidal embedding, cos first (diffusers Timesteps(flip_sin_to_cos=True, downscale_freq_shift=0))."""
-  half = dim // 2
-  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
-  args = t.astype(jnp.float32)[:, None] * freqs[None]
-  return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)  # [B, dim]
-
-
 class TimestepEmbedder(nn.Module):
-  """diffusers' PixArtAlphaCombinedTimestepSizeEmbeddings without size conditions: sinusoid → MLP."""
+  """diffusers' PixArtAlphaCombinedTimestepSizeEmbeddings without size conditions: sinusoid → MLP, the MLP
+  under "timestep_embedder" as in diffusers."""
 
   features: int  # output width
   dtype: jnp.dtype = jnp.float32  # compute dtype
@@ -94,21 +90,8 @@ class TimestepEmbedder(nn.Module):
 
   @nn.compact
   def __call__(self, t):  # t [B]
-    h = timestep_embedding(t).astype(self.dtype)
-    # the MLP lives under "timestep_embedder" as in diffusers (linear_1, SiLU, linear_2)
-    mlp = _TimestepMLP(self.features, dtype=self.dtype, param_dtype=self.param_dtype, name="timestep_embedder")
-    return mlp(h)  # [B, features]
-
-
-class _TimestepMLP(nn.Module):
-  features: int  # output width
-  dtype: jnp.dtype = jnp.float32  # compute dtype
-  param_dtype: jnp.dtype = jnp.float32  # storage dtype
-
-  @nn.compact
-  def __call__(self, h):
-    dense = lambda name: nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
-    return dense("linear_2")(nn.silu(dense("linear_1")(h)))
+    return TimestepEmbedding(self.features, logical_axes=False, dtype=self.dtype, param_dtype=self.param_dtype,
+                             name="timestep_embedder")(t)  # [B, features]
 
 
 def _pixel_norm(x):

@@ -1,4 +1,4 @@
-"""Whisper encoder in Flax Linen (DESIGN §3.2), and the speech features S [F, 10, D] built from it.
+"""Whisper encoder in Flax Linen (DESIGN §3.2); the speech features S [F, 10, D] built from it: read_jax.speech.
 
 Submodules carry transformers' module names (``conv1``, ``conv2``, ``embed_positions``,
 ``layers_<i>/self_attn/q_proj``, ``layers_<i>/fc1``, ``layer_norm``, ...), so
@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from read_jax import audio
 from read_jax.nn.attention import dot_product_attention
 
 # Encoder hyper-parameters of the released checkpoints (transformers' WhisperConfig names in comments).
@@ -145,16 +144,11 @@ class WhisperEncoder(nn.Module):
   def num_input_frames(self) -> int:
     return 2 * self.max_source_positions
 
-  @property
-  def window_samples(self) -> int:
-    """Waveform samples per encoder window (480000 = 30 s for the released models)."""
-    return self.num_input_frames * audio.HOP_LENGTH
-
   @nn.compact
   def __call__(self, mel):  # mel [B, 2P, n_mels]
     if mel.ndim != 3 or mel.shape[1:] != (self.num_input_frames, self.num_mel_bins):
       raise ValueError(f"WhisperEncoder: expected log-mel [B, {self.num_input_frames}, {self.num_mel_bins}], "
-                       f"got {mel.shape} (pad or cut the audio to {self.window_samples} samples)")
+                       f"got {mel.shape} (pad or cut the audio to the encoder's window: read_jax.speech.window_samples)")
     if self.activation not in ACTIVATIONS:
       raise ValueError(f"WhisperEncoder: activation {self.activation!r} is not one of {sorted(ACTIVATIONS)}")
     act = ACTIVATIONS[self.activation]
@@ -203,44 +197,3 @@ def size_config(name: str) -> ml_collections.ConfigDict:
 def encode(encoder: WhisperEncoder, params, mel):
   """Jitted ``encoder.apply``: log-mel ``[B, 2P, n_mels]`` → ``[B, P, D]`` (one compilation per encoder and shape)."""
   return encoder.apply({"params": params}, mel)
-
-
-def encode_long(wave, encoder: WhisperEncoder, params, batch_size: int = 1):
-  """Whisper states at 50 Hz for a waveform of any length: ``[ceil(samples / 320), D]``.
-
-  The waveform is cut into the encoder's fixed windows (30 s for the released models), each turned
-  into log-mel exactly as transformers does one 30 s input (the last one zero-padded), encoded
-  ``batch_size`` windows at a time by one compiled function (the last batch padded with silent
-  windows, so the shape never changes), and the outputs concatenated and trimmed to the real length.
-  Host memory stays bounded by one batch of windows whatever the length.
-  """
-  if batch_size < 1:
-    raise ValueError(f"encode_long: batch_size must be ≥ 1, got {batch_size}")
-  wave = audio.check_wave(wave, "encode_long")
-  n = encoder.window_samples
-  num_samples = wave.shape[0]
-  num_windows = -(-num_samples // n)
-  num_batches = -(-num_windows // batch_size)
-  windows = np.pad(wave, (0, num_batches * batch_size * n - num_samples)).reshape(num_batches, batch_size, n)
-  outputs = []
-  for batch in windows:  # [batch_size, n]
-    mel = audio.log_mel_spectrogram(batch, encoder.num_mel_bins, num_samples=n)  # [batch_size, 2P, n_mels]
-    outputs.append(encode(encoder, params, mel).reshape(-1, encoder.d_model))  # [batch_size·P, D]
-  return jnp.concatenate(outputs)[:audio.num_whisper_frames(num_samples)]  # [T_w, D]
-
-
-def speech_features(wave, encoder: WhisperEncoder, params, fps: int = 25, num_frames: int | None = None,
-                    batch_size: int = 1):
-  """S ``[F, 10, D]``: for video frame i, the Whisper states 2i−4 … 2i+5 (clamped), DESIGN §3.2.
-
-  ``wave``: 16 kHz mono ``[samples]``. ``num_frames`` defaults to F = floor(samples · fps / 16000)
-  (:func:`read_jax.audio.num_video_frames`: the frames whose time i/fps lies inside the audio); a
-  larger F is allowed, its windows clamp to the last Whisper frame. The 50 Hz grid gives exactly
-  two Whisper frames per video frame only at 25 fps, so other rates are refused.
-  """
-  if fps != 25:
-    raise ValueError(f"speech_features: fps must be 25 (Whisper's 50 Hz = 2 frames per video frame), got {fps}")
-  hidden = encode_long(wave, encoder, params, batch_size)  # [T_w, D]
-  if num_frames is None:
-    num_frames = audio.num_video_frames(np.shape(wave)[0], fps)
-  return audio.frame_windows(hidden, num_frames)  # [F, 10, D]

@@ -25,10 +25,14 @@ def timestep_sinusoid(t, dim: int = 256, *, flip_sin_to_cos: bool = True, downsc
   return emb
 
 
-def dense(features: int, axes: tuple, *, dtype, param_dtype, name: str | None = None, kernel_init=None,
+def dense(features: int, axes: tuple | None, *, dtype, param_dtype, name: str | None = None, kernel_init=None,
           use_bias: bool = True):
-  """``nn.Dense`` whose kernel ([in, out]) and bias carry the logical axis names ``axes``."""
+  """``nn.Dense`` whose kernel ([in, out]) and bias carry the logical axis names ``axes`` (None: plain params,
+  for models that are not sharded by logical axes, e.g. the VAE)."""
   kernel_init = kernel_init or nn.initializers.lecun_normal()
+  if axes is None:
+    return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, kernel_init=kernel_init,
+                    name=name)
   return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
                   kernel_init=nn.with_logical_partitioning(kernel_init, axes),
                   bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[-1:]), name=name)
@@ -39,6 +43,7 @@ class TimestepEmbedding(nn.Module):
 
   features: int  # output width D
   in_channels: int = 256  # sinusoid width
+  logical_axes: bool = True  # name the params' logical axes (False: plain params)
   dtype: jnp.dtype = jnp.float32  # compute dtype
   param_dtype: jnp.dtype = jnp.float32  # storage dtype
 
@@ -46,5 +51,6 @@ class TimestepEmbedding(nn.Module):
   def __call__(self, t):  # t [...] (already scaled, e.g. t·1000)
     emb = timestep_sinusoid(t, self.in_channels).astype(self.dtype)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    h = dense(self.features, ("time_freq", "mlp"), name="linear_1", **kw)(emb)
-    return dense(self.features, ("mlp", "embed"), name="linear_2", **kw)(jax.nn.silu(h))  # [..., D]
+    axes_1, axes_2 = (("time_freq", "mlp"), ("mlp", "embed")) if self.logical_axes else (None, None)
+    h = dense(self.features, axes_1, name="linear_1", **kw)(emb)
+    return dense(self.features, axes_2, name="linear_2", **kw)(jax.nn.silu(h))  # [..., D]

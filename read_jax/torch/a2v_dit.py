@@ -27,6 +27,8 @@ import torch
 from diffusers import LTXVideoTransformer3DModel
 from diffusers.models.transformers.transformer_ltx import LTXAttention
 
+from read_jax.files import safetensors_files
+
 TRANSFORMER_DIR = "transformer"  # diffusers LTXVideoTransformer3DModel (the LTX part)
 AUDIO_DIR = "audio_attention"  # config.json (read_jax A2V-DiT fields) + model.safetensors (audio_attn only)
 AUDIO_WEIGHTS = "model.safetensors"
@@ -57,7 +59,6 @@ class A2VDiT(LTXVideoTransformer3DModel):
   def from_exported(cls, torch_dir: str) -> "A2VDiT":
     """Build from ``torch_dir/transformer`` and ``torch_dir/audio_attention``; every key checked (strict=True)."""
     from safetensors.torch import load_file
-    from read_jax.files import safetensors_files
     ltx_dir, audio_dir = os.path.join(torch_dir, TRANSFORMER_DIR), os.path.join(torch_dir, AUDIO_DIR)
     for d in (ltx_dir, audio_dir):
       if not os.path.isfile(os.path.join(d, "config.json")):

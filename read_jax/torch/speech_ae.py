@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-TIME_COMPRESSION = 8  # frames per latent (3 stride-2 blocks), as read_jax.models.speech_ae
+from read_jax.models.vae import FRAMES_PER_LATENT
+
 _NUM_BLOCKS = 3
 _NORM_EPS = 1e-6
 CONFIG_NAME = "config.json"
@@ -89,7 +90,7 @@ class SpeechAEEncoder(nn.Module):
     b, num_frames = s.shape[:2]
     x = self.proj_in(s.reshape(b, num_frames, -1))  # [B, F, D]
     # Frame 0 fills its own group of 8 (latent 0 sees frame 0 only), as the JAX model.
-    x = torch.cat([x[:, :1].expand(-1, TIME_COMPRESSION, -1), x[:, 1:]], dim=1)  # [B, 8f, D]
+    x = torch.cat([x[:, :1].expand(-1, FRAMES_PER_LATENT, -1), x[:, 1:]], dim=1)  # [B, 8f, D]
     for block in self.down_blocks:
       x = block(x)
     c = self.proj_out(self.norm_out(x))  # [B, f, hw·dA]
@@ -110,7 +111,7 @@ class SpeechAEDecoder(nn.Module):
     x = self.proj_in(c.reshape(b, f, -1))
     for block in self.up_blocks:
       x = block(x)
-    x = x[:, TIME_COMPRESSION - 1:]  # [B, F, D]: drop the mirror of the first-frame replication
+    x = x[:, FRAMES_PER_LATENT - 1:]  # [B, F, D]: drop the mirror of the first-frame replication
     s = self.proj_out(self.norm_out(x))
     return s.reshape(b, x.shape[1], self.window, self.feature_dim)
 
@@ -132,7 +133,7 @@ class SpeechAE(nn.Module):
     if s.ndim != 4 or tuple(s.shape[2:]) != (c["window"], c["feature_dim"]):
       raise ValueError(f"SpeechAE.encode: S has shape {tuple(s.shape)}; expected [B, F, {c['window']}, "
                        f"{c['feature_dim']}]")
-    if (s.shape[1] - 1) % TIME_COMPRESSION:
+    if (s.shape[1] - 1) % FRAMES_PER_LATENT:
       raise ValueError(f"SpeechAE.encode: S has F={s.shape[1]} frames; F must be 1 + 8k")
     return self.encoder(s)
 

@@ -19,11 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from read_jax import ans
+from read_jax.convert.prompt import load_text_embedding
 from read_jax.models import a2v_dit
 from read_jax.models.speech_ae import SpeechAE, num_latents
-from read_jax.train.stages import train_val_datasets
+from read_jax.nn.dtypes import DTYPES
+from read_jax.train.stage import train_val_datasets
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 def _as_float32(example, rng):
@@ -43,7 +44,7 @@ class A2VStage:
                        f"match config.model (audio_tokens={m.audio_tokens}, audio_dim={m.audio_dim})")
     self.dit = a2v_dit.build_model(m)
     self.speech_ae = SpeechAE(**s, dtype=DTYPES[m.dtype], param_dtype=DTYPES[m.param_dtype])
-    self.text, self.text_mask = a2v_dit.load_text_embedding(config.text.path, m.caption_channels)
+    self.text, self.text_mask = load_text_embedding(config.text.path, m.caption_channels)
     a = config.ans
     self.ans = ans.ANSConfig(mu=a.mu, sigma=a.sigma, p_sync=a.p_sync, p_drop_identity=a.p_drop_identity,
                              p_drop_audio=a.p_drop_audio)

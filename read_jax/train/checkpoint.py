@@ -23,6 +23,8 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from read_jax.convert import checkpoint_dir
+
 
 class Checkpointer:
 
@@ -71,7 +73,6 @@ def restore_params(path: str, abstract_params, stage: str | None = None) -> Any:
   a read_jax checkpoint directory (converted pretrained weights: scripts/convert.py import-ltx ...),
   from which ``stage``'s params are taken."""
   path = os.path.abspath(os.path.expanduser(path))
-  from read_jax.convert import checkpoint_dir
   if checkpoint_dir.is_checkpoint_dir(path):
     tree = checkpoint_dir.stage_params(path, stage, abstract_params)
     return jax.tree.map(lambda a, s: jax.device_put(a, s.sharding), tree, abstract_params)

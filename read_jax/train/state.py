@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -22,3 +23,9 @@ class TrainState:
     zero = jnp.zeros((), jnp.int32)
     return cls(step=zero, params=params, opt_state=tx.init(params), nonfinite_in_row=zero,
                nonfinite_total=zero)
+
+
+def strip_boxes(tree):
+  """Logical-axis boxes → their values, with no sharding constraint (for abstract, untraced trees)."""
+  is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)  # noqa: E731
+  return jax.tree.map(lambda x: x.value if is_box(x) else x, tree, is_leaf=is_box)

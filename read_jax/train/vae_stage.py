@@ -31,7 +31,7 @@ import numpy as np
 from read_jax.data import records
 from read_jax.models.vae import (AutoencoderKLLTXVideo, compression_ratios, inflate_image_params, to_pixels,
                                  training_loss, unit_latent_stats)
-from read_jax.train.stages import train_val_datasets
+from read_jax.train.stage import train_val_datasets
 
 
 def rbg_key(key: jax.Array) -> jax.Array:

@@ -1,0 +1,46 @@
+"""Classifier-free guidance for the A2V-DiT (paper §3.3, Eq. 16–17; Appendix C.4).
+
+"∅" means zeroed z_R and zeroed C:
+  joint (Eq. 16): v̂ = (1−α)·S(Z, ∅) + α·S(Z, C, z_R)                         batch [∅, full]
+  split (Eq. 17): v̂ = (1−α−β)·S(Z, ∅) + α·S(Z, ∅_C, z_R) + β·S(Z, C, z_R)     batch [∅, ref, full]
+  none:           v̂ = S(Z, C, z_R)                                            batch [full]
+Paper defaults: joint α = 2; split α = 2, β = 6.
+
+Every branch is stacked on the batch axis, so one guided velocity is one denoiser call; the sampler
+(:mod:`read_jax.ans.sampling`) calls :func:`guided_velocity` once per clip and step.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+CFG_MODES = ("split", "joint", "none")
+DEFAULT_GUIDANCE = {"split": (2.0, 6.0), "joint": (2.0, 0.0), "none": (1.0, 0.0)}  # (α, β), C.4
+
+
+def guided_velocity(denoise, cfg, params, x, z_ref, speech, t, guidance):
+  """v̂ of Eq. 16/17 for one clip: the CFG branches stacked on the batch axis, one denoiser call.
+
+  x [f, h, w, C], z_ref [h, w, C], speech [f, S, D], t [1+f], guidance [2] = (α, β) → v̂ [f, h, w, C].
+  """
+  zr, zc = jnp.zeros_like(z_ref), jnp.zeros_like(speech)
+  # Branch conditions (z_R, C): ∅ = (0, 0); ref = (z_R, 0); full = (z_R, C).
+  refs, speeches = {
+    "none": ([z_ref], [speech]),
+    "joint": ([zr, z_ref], [zc, speech]),
+    "split": ([zr, z_ref, z_ref], [zc, zc, speech]),
+  }[cfg]
+  b = len(refs)
+  xb = jnp.concatenate([jnp.stack(refs)[:, None], jnp.broadcast_to(x, (b,) + x.shape)], axis=1)  # [B, 1+f, h, w, C]
+  tb = jnp.broadcast_to(t, (b,) + t.shape)  # [B, 1+f]
+  sb = jnp.stack(speeches)  # [B, f, S, D]
+  v = denoise(xb, tb, sb) if params is None else denoise(params, xb, tb, sb)
+  if v.shape != xb.shape:
+    raise ValueError(f"denoise returned shape {v.shape}, expected {xb.shape} (the shape of x)")
+  v = v[:, 1:].astype(jnp.float32)  # the z_R slot is conditioning, not a target
+  alpha, beta = guidance[0], guidance[1]
+  if cfg == "none":
+    return v[0]
+  if cfg == "joint":  # Eq. 16
+    return (1.0 - alpha) * v[0] + alpha * v[1]
+  return (1.0 - alpha - beta) * v[0] + alpha * v[1] + beta * v[2]  # Eq. 17

@@ -1,0 +1,93 @@
+"""A training run's trained parts → a read_jax checkpoint directory (``scripts/convert.py import-run``).
+
+  run_params(run_dir)             (stage, params) of a run's latest checkpoint, rebuilt from its config.json
+  import_run(run_dir, out_dir)    the parts the run trains: vae/ (stage "vae", with latent statistics),
+                                  speech_ae/ (stage 1, latents standardised on ``speech_glob``),
+                                  a2v_dit/ + speech_ae/ (stage 2)
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import jax
+import ml_collections
+import numpy as np
+
+from read_jax.convert import checkpoint_dir
+from read_jax.convert.vae import export_vae
+from read_jax.data import records
+from read_jax.files import CheckpointError, read_json
+from read_jax.models import speech_ae
+from read_jax.models.vae import FRAMES_PER_LATENT, unit_latent_stats
+from read_jax.train import checkpoint as ckpt_lib
+from read_jax.train.stages import make_stage
+from read_jax.train.state import strip_boxes
+
+
+def run_params(run_dir: str):
+  """``(stage, params)`` of a training run's latest checkpoint, rebuilt from the run's ``config.json``."""
+  config_path = os.path.join(run_dir, "config.json")
+  if not os.path.isfile(config_path):
+    raise CheckpointError(f"--run {run_dir}: no config.json (not a scripts/train.py workdir)")
+  config = ml_collections.ConfigDict(read_json(config_path))
+  stage = make_stage(config)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.eval_shape(stage.init, jax.random.key(0), stage.batch_spec())
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), strip_boxes(abstract))
+  params = ckpt_lib.restore_params(os.path.join(run_dir, "checkpoints"), abstract)
+  return stage, jax.tree.map(np.asarray, params)
+
+
+def import_run(run_dir: str, out_dir: str, *, vae_stats: dict | None = None,
+               speech_glob: str | None = None) -> list[str]:
+  """Write the parts a training run trained into ``out_dir``; returns the parts written.
+
+  Stage "vae" → vae/ (``vae_stats``: ``latents_mean`` / ``latents_std`` from
+  ``read_jax.train.vae_stage.latent_stats``; without them the latents are left unnormalised),
+  "speechae" → speech_ae/, "a2v_dit" → a2v_dit/ and speech_ae/ (fine-tuned jointly).
+  ``speech_glob`` (stage "speechae" only): speech records (scripts/extract_speech.py) on which to
+  standardise the SpeechAE's latents before stage 2 (``read_jax.models.speech_ae.standardize_latents``).
+  """
+  stage, params = run_params(run_dir)
+  name = stage.config.stage
+  os.makedirs(out_dir, exist_ok=True)
+  if name == "vae":
+    buffers = vae_stats or unit_latent_stats(stage.model.config.latent_channels)
+    export_vae(stage.model, {"params": params, "buffers": buffers}, os.path.join(out_dir, "vae"))
+    return ["vae"]
+  if speech_glob and name != "speechae":
+    raise CheckpointError(f"--run {run_dir}: --speech standardises a stage-1 (speechae) run's latents, not {name!r}")
+  if name == "speechae":
+    if speech_glob:
+      params = standardized_speech_ae(stage.model, params, speech_glob)
+    parts = {"speech_ae": (stage.model, params)}
+  elif name == "a2v_dit":
+    parts = {"a2v_dit": (stage.dit, params["dit"]), "speech_ae": (stage.speech_ae, params["speech_ae"])}
+  else:
+    raise CheckpointError(f"--run {run_dir}: stage {name!r} has no checkpoint-directory part")
+  return checkpoint_dir.write_parts(out_dir, parts)
+
+
+def standardized_speech_ae(model, params, speech_glob: str, window_latents: int = 33):
+  """SpeechAE params with unit latents over the records of ``speech_glob``: each record cut into windows
+  of 1 + 8·32 frames and a last one of its remaining 1 + 8k, k ≥ 1 (so few shapes compile, whatever the
+  lengths); a record shorter than 9 frames counts with its first frame."""
+  paths = sorted(glob.glob(speech_glob))
+  if not paths:
+    raise CheckpointError(f"--speech {speech_glob}: no file matches")
+  source = records.read_source(paths)
+  k = FRAMES_PER_LATENT
+
+  def clips():
+    for i in range(len(source)):
+      s = source[i]["speech"]
+      first = True
+      while s.shape[0] >= (1 if first else 1 + k):
+        n = 1 + min(window_latents - 1, (s.shape[0] - 1) // k) * k
+        yield s[:n]
+        s, first = s[n:], False
+
+  stats = speech_ae.latent_stats(model, params, clips())
+  return jax.tree.map(np.asarray, speech_ae.standardize_latents(params, stats["mean"], stats["std"]))
