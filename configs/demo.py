@@ -51,10 +51,7 @@ def get_config(arg=None):
       latent_dim=c.dit.audio_dim,  # dA
       kernel_size=3,  # causal conv taps
   ))
-  # No guidance: on 4 test clips of 8 s the bundled demo model scores lip sync 0.67, face colour error 10.5 and
-  # boundary ratio ANS 3.3 vs plain 6.4 with cfg="none"; speech-only guidance (split, α = −3, β = 4) lifts the
-  # lip sync only to 0.69 at colour error 12.6 and ratio 3.6 vs 5.0; the paper's split α=2, β=6 (tuned for its
-  # full model) blurred and jittered an earlier bundle (colour error 16.2, boundary ratio 19.0).
+  # Generation settings (PipelineConfig fields). cfg="none": no guidance for this model (docs/demo.md, "Stage 2").
   c.pipeline = ml_collections.ConfigDict(dict(
       fps=25, resolution=64, clip_frames=8, steps=8, cfg="none", alpha=None, beta=None, shift=1.0,
       decode_timestep=0.0, decode_noise_scale=None,

@@ -15,10 +15,8 @@ def get_config(arg=None):
   c.unlock()
   c.model = load_config("demo.py").speech_ae.to_dict()
   c.data.update(dict(num_frames=57, batch_size=8, val_batches=0, workers=2))
-  # 20,000 steps at 2e-3 (≈ 3.5 min here). What stage 2 can lip-sync to is what the latents keep of the speech:
-  # a linear read-out of the true mouth opening (all 8 frames of a latent frame) from them reaches r 0.82 after
-  # this run, 0.66 after the 1,500 steps at 1e-3 that built the previous bundle, 0.86 from the raw Whisper windows
-  # (12 test clips of 4 s; 2, 4 or 8 latent tokens make no difference at equal steps).
+  # 20,000 steps at 2e-3: long enough for the latents to keep when the mouth moves (docs/demo.md, "What made it
+  # lip-sync").
   c.train.update(dict(steps=20000, lr=2e-3, warmup_steps=50, log_every=100, eval_every=5000, ckpt_every=5000,
                       keep_checkpoints=2))
   if arg.smoke:

@@ -5,12 +5,8 @@
                                inflated for video (init_from_image: read_jax.models.vae.inflate_image_params)
   configs/demo_vae.py:smoke    a few steps of either (the end-to-end test: "image,smoke")
 
-scripts/train_demo.py runs the two in order. Measured on this 2-core CPU (in-memory frames, held-out
-97-frame clips): 3.5 min of 17-frame steps from scratch at lr 5e-4 stay at the mean image (10.6 dB PSNR);
-4 min of single frames then 4 min of 17-frame windows at lr 1e-4 reach 17.4 dB. The same architecture
-in diffusers learns no faster (10–11 dB after 150 steps at lr 2e-3, 16.4 dB at lr 1e-4 on single frames):
-LTX's pixel-normed blocks want a small learning rate, and most of what a VAE must learn first is in
-one frame.
+scripts/train_demo.py runs the two in order; why two runs at a small learning rate, with the measurements:
+docs/demo.md ("The VAE"). The bundled demo VAE was trained on GPUs by scripts/train_demo_vae.py instead.
 
   python scripts/train.py --config demo_vae.py --workdir DIR --config.data.train_glob='frames/train-*'
 """

@@ -7,7 +7,7 @@ space-to-depth downsamplers); causal or non-causal encoder and decoder.
 
 Pixels ``[B, T, H, W, C]`` in [-1, 1] with T = 1 + 8k and H, W multiples of 32 (the compression
 ratios) ↔ latents ``[B, 1 + k, H/32, W/32, latent_channels]``: the first frame is compressed on its
-own, every later latent stands for 8 frames (DESIGN.md §2).
+own, every later latent stands for 8 frames (DESIGN §2).
 
 Submodules are named after diffusers' module paths (``encoder/down_blocks_0/resnets_1/conv1/conv``)
 so read_jax.convert.torch_layout maps the weights with no key table. ``latents_mean`` and
