@@ -10,76 +10,50 @@
                                            [--speech 'SPEECH_DIR/train-*']  (stage 1: unit latents on these)
 
 The PyTorch directory layout is described in read_jax/convert/torch_export.py and docs/pytorch.md.
-Bad input gives one error line and exit code 2.
+Bad input (a missing, truncated or corrupt file, parts that do not fit together) gives one error line
+and exit code 2.
 """
 
-import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/ for --config
+from read_jax import cli
+from read_jax.convert import checkpoint_dir, torch_export
+from read_jax.errors import CheckpointError
+from read_jax.train import export
 
 
-def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  sub = p.add_subparsers(dest="command", required=True)
-  e = sub.add_parser("export-torch", help="read_jax checkpoint directory → PyTorch directory")
-  e.add_argument("--ckpt", required=True, help="read_jax checkpoint directory")
-  e.add_argument("--out", required=True, help="output PyTorch directory")
-  i = sub.add_parser("import-torch", help="PyTorch directory (from export-torch) → read_jax checkpoint directory")
-  i.add_argument("--torch", required=True, help="PyTorch directory")
-  i.add_argument("--out", required=True, help="output read_jax checkpoint directory")
-  l = sub.add_parser("import-ltx", help="LTX-Video weights → vae/ and a2v_dit/ of a read_jax checkpoint directory")
-  l.add_argument("--ltx", required=True, help="diffusers LTX-Video directory or original single .safetensors file")
-  l.add_argument("--out", required=True, help="read_jax checkpoint directory (created or updated)")
-  l.add_argument("--config", default=None, help="A2V-DiT config, e.g. a2v_dit or a2v_dit:tiny (default: the checkpoint's)")
-  l.add_argument("--num-layers", type=int, default=None, help="keep the first N transformer blocks (paper: 24)")
-  l.add_argument("--prompt", default=None, help="prompt embedding file from scripts/encode_prompt.py")
-  l.add_argument("--init-speech-ae", default=None, metavar="CONFIG",
-                 help="also write a RANDOMLY initialised speech_ae/ from this config (e.g. speechae)")
-  l.add_argument("--seed", type=int, default=0, help="seed of the new audio attention (and --init-speech-ae)")
-  w = sub.add_parser("import-whisper", help="transformers Whisper directory → whisper/ of a read_jax checkpoint")
-  w.add_argument("--whisper", required=True, help="transformers Whisper directory (config.json + safetensors)")
-  w.add_argument("--out", required=True, help="read_jax checkpoint directory (created or updated)")
-  r = sub.add_parser("import-run", help="a training run's latest params → its parts of a read_jax checkpoint")
-  r.add_argument("--run", required=True, help="scripts/train.py --workdir of a speechae or a2v_dit run")
-  r.add_argument("--out", required=True, help="read_jax checkpoint directory (created or updated)")
-  r.add_argument("--speech", default=None, metavar="GLOB",
-                 help="stage-1 run: standardise the SpeechAE latents (mean 0, std 1 per element) on these speech "
-                      "records (scripts/extract_speech.py): stage 2's audio attention then gets inputs of unit scale")
-  args = p.parse_args(argv)
-
-  from read_jax.convert import checkpoint_dir, torch_export
-  from read_jax.files import CheckpointError
-  try:
-    if args.command == "export-torch":
-      parts = torch_export.export_torch(args.ckpt, args.out)
-      print(f"wrote {', '.join(parts)} to {args.out}")
-    elif args.command == "import-torch":
-      parts = torch_export.import_torch(args.torch, args.out)
-      print(f"wrote {', '.join(parts)} to {args.out}")
-    elif args.command == "import-ltx":
-      checkpoint_dir.import_ltx(args.ltx, args.out, config=args.config, num_layers=args.num_layers, seed=args.seed)
-      if args.prompt:
-        checkpoint_dir.set_prompt(args.prompt, args.out)
-      if args.init_speech_ae:
-        checkpoint_dir.init_speech_ae(args.out, args.init_speech_ae, seed=args.seed)
-      _report(checkpoint_dir, args.out)
-    elif args.command == "import-run":
-      parts = checkpoint_dir.import_run(args.run, args.out, speech_glob=args.speech)
-      print(f"wrote {', '.join(parts)} to {args.out}")
-      _report(checkpoint_dir, args.out)
-    else:
-      checkpoint_dir.import_whisper(args.whisper, args.out)
-      _report(checkpoint_dir, args.out)
-  except (CheckpointError, FileNotFoundError, ValueError) as err:
-    print(f"error: {err}", file=sys.stderr)
-    return 2
-  return 0
+def _export_torch(args) -> None:
+  parts = torch_export.export_torch(args.ckpt, args.out)
+  print(f"wrote {', '.join(parts)} to {args.out}")
 
 
-def _report(checkpoint_dir, out: str) -> None:
-  from read_jax.files import CheckpointError
+def _import_torch(args) -> None:
+  parts = torch_export.import_torch(args.torch, args.out)
+  print(f"wrote {', '.join(parts)} to {args.out}")
+
+
+def _import_ltx(args) -> None:
+  checkpoint_dir.import_ltx(args.ltx, args.out, config=args.config, num_layers=args.num_layers, seed=args.seed)
+  if args.prompt:
+    checkpoint_dir.set_prompt(args.prompt, args.out)
+  if args.init_speech_ae:
+    checkpoint_dir.init_speech_ae(args.out, args.init_speech_ae, seed=args.seed)
+  _report(args.out)
+
+
+def _import_whisper(args) -> None:
+  checkpoint_dir.import_whisper(args.whisper, args.out)
+  _report(args.out)
+
+
+def _import_run(args) -> None:
+  parts = export.import_run(args.run, args.out, speech_glob=args.speech)
+  print(f"wrote {', '.join(parts)} to {args.out}")
+  _report(args.out)
+
+
+def _report(out: str) -> None:
+  """Whether ``out`` is now complete: a directory still missing parts is a normal intermediate state."""
   try:
     checkpoint_dir.check_complete(out)
     print(f"{out}: complete read_jax checkpoint directory")
@@ -87,5 +61,47 @@ def _report(checkpoint_dir, out: str) -> None:
     print(f"{out}: written; not complete yet: {err}")
 
 
+def main(argv=None) -> int:
+  p = cli.parser(__doc__)
+  sub = p.add_subparsers(dest="command", required=True)
+
+  def add(name: str, summary: str):
+    return sub.add_parser(name, help=summary, description=summary, formatter_class=p.formatter_class)
+
+  e = add("export-torch", "read_jax checkpoint directory → PyTorch directory")
+  e.add_argument("--ckpt", required=True, help="read_jax checkpoint directory")
+  e.add_argument("--out", required=True, help="output PyTorch directory")
+  e.set_defaults(handler=_export_torch)
+  i = add("import-torch", "PyTorch directory (from export-torch) → read_jax checkpoint directory")
+  i.add_argument("--torch", required=True, help="PyTorch directory")
+  i.add_argument("--out", required=True, help="output read_jax checkpoint directory")
+  i.set_defaults(handler=_import_torch)
+  l = add("import-ltx", "LTX-Video weights → vae/ and a2v_dit/ of a read_jax checkpoint directory")
+  l.add_argument("--ltx", required=True, help="diffusers LTX-Video directory or original single .safetensors file")
+  l.add_argument("--out", required=True, help="read_jax checkpoint directory (created or updated)")
+  l.add_argument("--config", default=None,
+                 help="A2V-DiT config, e.g. a2v_dit or a2v_dit:tiny (default: the checkpoint's)")
+  l.add_argument("--num-layers", type=int, default=None, help="keep the first N transformer blocks (paper: 24)")
+  l.add_argument("--prompt", default=None, help="prompt embedding file from scripts/encode_prompt.py")
+  l.add_argument("--init-speech-ae", default=None, metavar="CONFIG",
+                 help="also write a RANDOMLY initialised speech_ae/ from this config (e.g. speechae)")
+  l.add_argument("--seed", type=int, default=0, help="seed of the new audio attention (and --init-speech-ae)")
+  l.set_defaults(handler=_import_ltx)
+  w = add("import-whisper", "transformers Whisper directory → whisper/ of a read_jax checkpoint")
+  w.add_argument("--whisper", required=True, help="transformers Whisper directory (config.json + safetensors)")
+  w.add_argument("--out", required=True, help="read_jax checkpoint directory (created or updated)")
+  w.set_defaults(handler=_import_whisper)
+  r = add("import-run", "a training run's latest params → its parts of a read_jax checkpoint")
+  r.add_argument("--run", required=True, help="scripts/train.py --workdir of a speechae or a2v_dit run")
+  r.add_argument("--out", required=True, help="read_jax checkpoint directory (created or updated)")
+  r.add_argument("--speech", default=None, metavar="GLOB",
+                 help="stage-1 run: standardise the SpeechAE latents (mean 0, std 1 per element) on these speech "
+                      "records (scripts/extract_speech.py): stage 2's audio attention then gets inputs of unit scale")
+  r.set_defaults(handler=_import_run)
+  args = p.parse_args(argv)
+  args.handler(args)
+  return 0
+
+
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli.run(main))

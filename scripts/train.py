@@ -4,11 +4,19 @@
 ``--config`` takes a bare name (looked up in configs/) or ``configs/x.py:arg``; every ``--config.*``
 flag overrides one key. Rerunning with the same workdir resumes from its latest checkpoint. On a
 cluster or pod (the usual coordinator environment variables are set) ``jax.distributed`` is
-initialised first, and the same command runs on every process.
+initialised first, and the same command runs on every process. Bad input (an unknown key, a value
+of the wrong type, no data, a missing init checkpoint) is one ``error:`` line and exit code 2.
 """
 
-import argparse
 import os
+import sys
+
+import jax
+
+from read_jax import cli
+from read_jax.config import load_config
+from read_jax.train import train
+
 
 def _is_multihost() -> bool:
   """Environment variables that mean "several processes": SLURM, Open MPI, TPU pods, explicit JAX."""
@@ -21,23 +29,20 @@ def _is_multihost() -> bool:
   return any(os.environ.get(k) for k in ("JAX_COORDINATOR_ADDRESS", "MEGASCALE_COORDINATOR_ADDRESS"))
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None) -> int:
+  parser = cli.parser(__doc__)
   parser.add_argument("--config", required=True, help="speechae.py, or configs/speechae.py:tiny")
   parser.add_argument("--workdir", required=True, help="checkpoints, TensorBoard events, metrics.jsonl")
   args, overrides = parser.parse_known_args(argv)
   bad = [o for o in overrides if not o.startswith("--config.")]
   if bad:
     parser.error(f"unrecognised arguments {bad}: overrides look like --config.train.lr=1e-5")
-
-  import jax
+  config = load_config(args.config, overrides)  # before jax.distributed: a bad flag fails on every host at once
   if _is_multihost():
     jax.distributed.initialize()
-  from read_jax.config import load_config
-  from read_jax.train import train
-  config = load_config(args.config, overrides)
   train(config, args.workdir)
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(cli.run(main))

@@ -78,9 +78,62 @@ def _jsonl(workdir, split="train"):
     return [r for r in map(json.loads, f) if r["split"] == split]
 
 
-def test_learns_and_resumes_exactly_after_sigkill(tmp_path, data, compile_cache):
-  config = _config(data)
-  straight = train(config, str(tmp_path / "straight"))
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, data, compile_cache):
+  """The uninterrupted run that every killed-and-resumed run must reproduce."""
+  return train(_config(data), str(tmp_path_factory.mktemp("straight")))
+
+
+# Runs scripts/train.py (argv[1:]) with a pause in the middle of saving the checkpoint of step
+# $READ_JAX_TEST_PAUSE_STEP: orbax has written every file of that step into its temporary directory
+# (arrays, iterator position, even commit_success.txt) and is about to rename it into place, the last
+# act of the commit. The pause touches $READ_JAX_TEST_PAUSED, so the test kills exactly then.
+PAUSE_BEFORE_COMMIT = """
+import os, runpy, sys, time
+step, marker, rename = os.environ["READ_JAX_TEST_PAUSE_STEP"], os.environ["READ_JAX_TEST_PAUSED"], os.rename
+def paused_rename(src, dst, *args, **kwargs):
+  if os.path.basename(os.fspath(dst)) == step and ".orbax-checkpoint-tmp" in os.fspath(src):
+    open(marker, "w").close()
+    time.sleep(600)
+  return rename(src, dst, *args, **kwargs)
+os.rename = paused_rename
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def _run_script_and_sigkill(workdir, data, compile_cache, ready, extra=(), prefix=(), env=()):
+  """scripts/train.py on the test config in a subprocess, SIGKILLed as soon as ``ready()`` is true."""
+  # Same XLA flags (8 fake devices) and precision as this process: the same programs, from the cache.
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=compile_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             JAX_DEFAULT_MATMUL_PRECISION="highest", JAX_PLATFORMS="cpu", **dict(env))
+  cmd = [sys.executable, *prefix, os.path.join(REPO, "scripts", "train.py"), "--config", "configs/speechae.py:tiny",
+         "--workdir", str(workdir), *_overrides(data, extra=extra)]
+  log = workdir.parent / f"{workdir.name}.stderr.txt"
+  with open(log, "wb") as stderr:
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+      deadline = time.monotonic() + 240
+      while not ready():
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "the moment to kill did not come within 240 s"
+        time.sleep(0.05)
+    finally:
+      proc.send_signal(signal.SIGKILL)
+      proc.wait()
+  assert proc.returncode == -signal.SIGKILL
+
+
+def _assert_resume_reproduces(straight, config, workdir, start):
+  resumed = train(config, str(workdir))
+  assert [s for s, _ in resumed["train"]] == list(range(start + 1, STEPS + 1))
+  want = {s: m["loss"] for s, m in straight["train"]}
+  got = {s: m["loss"] for s, m in resumed["train"]}
+  assert got == {s: want[s] for s in got}  # bitwise equal: same params, optimizer state and batches
+  assert resumed["val"][-1][1]["loss"] == straight["val"][-1][1]["loss"]
+
+
+def test_learns_and_resumes_exactly_after_sigkill(tmp_path, data, compile_cache, straight):
   val = dict(straight["val"])
   assert sorted(val) == [0, 40, 80]
   assert val[STEPS]["loss"] <= 0.5 * val[0]["loss"], (val[0], val[STEPS])
@@ -88,32 +141,31 @@ def test_learns_and_resumes_exactly_after_sigkill(tmp_path, data, compile_cache)
 
   # Same run in a subprocess via the script, SIGKILLed while paused right after the step-N checkpoint.
   workdir = tmp_path / "killed"
-  # Same XLA flags (8 fake devices) and precision as this process: the same programs, from the cache.
-  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=compile_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             JAX_DEFAULT_MATMUL_PRECISION="highest", JAX_PLATFORMS="cpu")
-  cmd = [sys.executable, os.path.join(REPO, "scripts", "train.py"), "--config", "configs/speechae.py:tiny",
-         "--workdir", str(workdir), *_overrides(data, extra=["--config.train.pause_after_checkpoint_s=120"])]
-  log = tmp_path / "stderr.txt"
-  with open(log, "wb") as stderr:
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-    try:
-      deadline = time.monotonic() + 240
-      while not (workdir / "checkpoints" / str(HALF)).is_dir():
-        assert proc.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, "no step-N checkpoint within 240 s"
-        time.sleep(0.2)
-    finally:
-      proc.send_signal(signal.SIGKILL)
-      proc.wait()
-  assert proc.returncode == -signal.SIGKILL
+  _run_script_and_sigkill(workdir, data, compile_cache, (workdir / "checkpoints" / str(HALF)).is_dir,
+                          extra=["--config.train.pause_after_checkpoint_s=120"])
   assert sorted(os.listdir(workdir / "checkpoints")) == [str(HALF)]  # nothing after N was saved
+  _assert_resume_reproduces(straight, _config(data), workdir, HALF)
 
-  resumed = train(config, str(workdir))
-  assert [s for s, _ in resumed["train"]] == list(range(HALF + 1, STEPS + 1))
-  want = {s: m["loss"] for s, m in straight["train"]}
-  got = {s: m["loss"] for s, m in resumed["train"]}
-  assert got == {s: want[s] for s in got}  # bitwise equal: same params, optimizer state and batches
-  assert resumed["val"][-1][1]["loss"] == straight["val"][-1][1]["loss"]
+
+def test_sigkill_while_a_checkpoint_is_written_resumes_from_the_last_complete_one(tmp_path, data, compile_cache,
+                                                                                  straight):
+  """Killed in the middle of saving the step-2N checkpoint (every file written, not yet committed): the
+  half-written step is not taken for a checkpoint, the run resumes from step N and reproduces the
+  uninterrupted losses; the resumed run then saves step 2N in place of the debris."""
+  workdir, paused = tmp_path / "killed", tmp_path / "paused"
+  _run_script_and_sigkill(workdir, data, compile_cache, paused.exists, prefix=["-c", PAUSE_BEFORE_COMMIT],
+                          env={"READ_JAX_TEST_PAUSE_STEP": str(STEPS), "READ_JAX_TEST_PAUSED": str(paused)})
+  left = sorted(os.listdir(workdir / "checkpoints"))
+  partial = [d for d in left if d.startswith(f"{STEPS}.orbax-checkpoint-tmp")]
+  assert [d for d in left if d.isdigit()] == [str(HALF)] and len(partial) == 1, left
+  written = [f for _, _, files in os.walk(workdir / "checkpoints" / partial[0]) for f in files]
+  assert "commit_success.txt" in written and len(written) > 5, written  # killed mid-save, after the arrays
+  reader = ckpt_lib.Checkpointer(str(workdir), keep=3)
+  assert reader.latest_step() == HALF
+  reader.close()
+
+  _assert_resume_reproduces(straight, _config(data), workdir, HALF)
+  assert sorted(os.listdir(workdir / "checkpoints")) == [str(HALF), str(STEPS)]  # the debris replaced
 
 
 def test_sigterm_checkpoints_and_nonfinite_steps_are_skipped(tmp_path, data, compile_cache, monkeypatch):

@@ -22,6 +22,8 @@ import grain
 import numpy as np
 from array_record.python import array_record_module
 
+from read_jax.errors import DataError
+
 Example = dict[str, np.ndarray]
 
 
@@ -92,12 +94,16 @@ def write_shards(examples: Iterable[Example], prefix: str, examples_per_shard: i
   return w.paths
 
 
-def expand_paths(pattern: str | Sequence[str], what: str = "data") -> list[str]:
-  """Sorted files matching a glob (or a comma-separated list of globs); an error if none match."""
+def expand_paths(pattern: str | Sequence[str], what: str = "data", hint: str = "") -> list[str]:
+  """Sorted files matching a glob (or a comma-separated list of globs).
+
+  None matching is a :class:`~read_jax.errors.DataError` naming ``what`` (the option that holds the
+  glob) and the glob, followed by ``hint`` (what writes such files).
+  """
   patterns = pattern.split(",") if isinstance(pattern, str) else list(pattern)
   paths = sorted(p for pat in patterns for p in glob.glob(os.path.expanduser(pat.strip())))
   if not paths:
-    raise FileNotFoundError(f"{what}: no files match {pattern!r}")
+    raise DataError(f"{what}: no files match {pattern!r}" + (f"; {hint}" if hint else ""))
   return paths
 
 
@@ -127,8 +133,8 @@ def pipeline(source: grain.MapDataset, *, batch_size: int, seed: int, train: boo
   if process_count > 1:
     ds = _ProcessRows(ds, batch_size, process_index, process_count)
   if len(ds) < batch_size:
-    raise ValueError(f"process {process_index}/{process_count} has {len(ds)} examples, fewer than one batch "
-                     f"of {batch_size} (dataset has {len(source)})")
+    raise DataError(f"process {process_index}/{process_count} has {len(ds)} examples, fewer than one batch "
+                    f"of {batch_size} (dataset has {len(source)})")
   return ds.batch(batch_size, drop_remainder=True)
 
 
@@ -167,8 +173,8 @@ def random_crop(key: str, num_frames: int) -> Callable[[Example, np.random.Gener
   def crop(example: Example, rng: np.random.Generator) -> Example:
     x = example[key]
     if x.shape[0] < num_frames:
-      raise ValueError(f"example {key!r} has {x.shape[0]} frames, fewer than num_frames={num_frames}; "
-                       "drop short clips when writing the shards")
+      raise DataError(f"example {key!r} has {x.shape[0]} frames, fewer than num_frames={num_frames}; "
+                      "drop short clips when writing the shards")
     start = int(rng.integers(0, x.shape[0] - num_frames + 1))
     return {key: np.asarray(x[start:start + num_frames], np.float32)}
   return crop

@@ -28,10 +28,21 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from read_jax import sharding
 from read_jax.data import records
+from read_jax.errors import CheckpointError, ConfigError, DataError, InputError
+from read_jax.files import atomic_path
 from read_jax.train import checkpoint as ckpt_lib
 from read_jax.train import optim
-from read_jax.train.stages import Stage, make_stage
-from read_jax.train.state import TrainState
+from read_jax.train.stage import Stage
+from read_jax.train.stages import make_stage
+from read_jax.train.state import TrainState, strip_boxes
+
+# What writes each stage's training data, named when config.data's globs match nothing.
+DATA_SOURCES = {
+    "speechae": "the speech-feature shards come from scripts/extract_speech.py AUDIO... --whisper WHISPER_DIR "
+                "--out DIR",
+    "a2v_dit": "the clip shards come from scripts/preprocess.py VIDEOS... --ckpt CKPT_DIR --out DIR",
+    "vae": "the frame shards come from read_jax.data.preprocess.write_frame_shards (scripts/train_demo.py)",
+}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -106,12 +117,6 @@ def eval_step(params, batch, key, *, stage: Stage) -> dict[str, jax.Array]:
   return {**aux, "loss": loss}
 
 
-def _strip_boxes(tree):
-  """Logical-axis boxes → their values, with no sharding constraint (for abstract, untraced trees)."""
-  is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)
-  return jax.tree.map(lambda x: x.value if is_box(x) else x, tree, is_leaf=is_box)
-
-
 class Trainer:
   """The jitted pieces of one stage on one mesh: ``init``, ``step`` and ``eval`` with explicit shardings."""
 
@@ -121,12 +126,12 @@ class Trainer:
     d, t = config.data, config.train
     n_batch = mesh.shape["data"] * mesh.shape["fsdp"]
     if d.batch_size % (t.accum_steps * n_batch):
-      raise ValueError(f"config.data.batch_size={d.batch_size} must be divisible by config.train.accum_steps"
-                       f"={t.accum_steps} × data×fsdp devices={n_batch}")
+      raise ConfigError(f"config.data.batch_size={d.batch_size} must be divisible by config.train.accum_steps"
+                        f"={t.accum_steps} × data×fsdp devices={n_batch}")
     self.batch_spec = stage.batch_spec()
     key = jax.random.key(0)
     with self.context():
-      abstract_params = _strip_boxes(jax.eval_shape(stage.init, key, self.batch_spec))
+      abstract_params = strip_boxes(jax.eval_shape(stage.init, key, self.batch_spec))
     # No freezing wrapper (and its extra per-leaf ops) when the stage trains everything.
     has_frozen = stage.trainable(abstract_params) is not None
     self.tx, self.schedule = optim.make_optimizer(t, stage.trainable if has_frozen else None)
@@ -140,7 +145,7 @@ class Trainer:
       boxed = jax.eval_shape(init_boxed, key)
     self.state_shardings = sharding.tree_shardings(boxed, mesh, self.rules, config.sharding.fallback)
     self.abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                       _strip_boxes(boxed), self.state_shardings)
+                                       strip_boxes(boxed), self.state_shardings)
     self.init = jax.jit(lambda k: nn.unbox(init_boxed(k)), out_shardings=self.state_shardings)
     self.step = jax.jit(
         functools.partial(train_step, stage=stage, tx=self.tx, schedule=self.schedule, accum_steps=t.accum_steps),
@@ -188,8 +193,8 @@ def evaluate(trainer: Trainer, params, val_ds, key) -> dict[str, float]:
   """Mean metrics over the first ``config.data.val_batches`` validation batches (0 = all)."""
   n = len(val_ds) if trainer.config.data.val_batches <= 0 else min(len(val_ds), trainer.config.data.val_batches)
   if n == 0:
-    raise ValueError(f"validation set has fewer than config.data.batch_size={trainer.config.data.batch_size} "
-                     "examples")
+    raise DataError(f"config.data.val_glob={trainer.config.data.val_glob!r}: fewer than "
+                    f"config.data.batch_size={trainer.config.data.batch_size} examples")
   total = None
   for i in range(n):
     m = trainer.eval(params, trainer.shard(val_ds[i]), key)
@@ -201,6 +206,32 @@ def _to_float(metrics) -> dict[str, float]:
   return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
+def _has_checkpoint(workdir: str) -> bool:
+  directory = os.path.join(workdir, "checkpoints")  # orbax names a complete step directory by its number
+  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
+def check_inputs(config, workdir: str) -> None:
+  """Refuse the user's mistakes that show before anything is built or written, so a bad command fails in
+  a second and leaves the workdir as it was.
+
+  Each is an :class:`~read_jax.errors.InputError` naming the option: a workdir that is a file, data globs
+  that match nothing (saying what writes that data), a ``config.init_checkpoint`` that does not exist when
+  it would be used (the workdir has no checkpoint of its own).
+  """
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise InputError(f"--workdir {workdir}: exists and is not a directory")
+  d = config.data
+  for key in ("train_glob", "val_glob"):
+    if key in d:
+      source = DATA_SOURCES.get(config.stage)
+      hint = f"{source}; then --config.data.{key}='DIR/{key[:-5]}-*.array_record'" if source else ""
+      records.expand_paths(d[key], f"config.data.{key}", hint=hint)
+  if config.init_checkpoint and not _has_checkpoint(workdir):
+    if not os.path.exists(os.path.expanduser(config.init_checkpoint)):
+      raise CheckpointError(f"config.init_checkpoint={config.init_checkpoint}: no such file or directory")
+
+
 def train(config, workdir: str, *, devices=None) -> dict[str, Any]:
   """Train ``config.stage`` into ``workdir`` (resuming from it if it holds checkpoints).
 
@@ -208,17 +239,18 @@ def train(config, workdir: str, *, devices=None) -> dict[str, Any]:
   metrics)]}`` of this run (train metrics at logging steps only). On SIGTERM (preemption): finish the
   current step, checkpoint, return normally, so the script exits 0 and a rerun resumes.
   """
-  os.makedirs(workdir, exist_ok=True)
+  check_inputs(config, workdir)
   t, d = config.train, config.data
   stage = make_stage(config)
+  train_ds, val_ds = stage.datasets(jax.process_index(), jax.process_count())
   mesh = sharding.make_mesh(config.mesh, devices)
   trainer = Trainer(config, stage, mesh)
   is_main = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
   if is_main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
+    with atomic_path(os.path.join(workdir, "config.json")) as tmp, open(tmp, "w") as f:
       f.write(config.to_json_best_effort(indent=2))
 
-  train_ds, val_ds = stage.datasets(jax.process_index(), jax.process_count())
   data_iter = records.make_iterator(train_ds, d.workers)
   ckpt = ckpt_lib.Checkpointer(workdir, keep=t.keep_checkpoints)
   init_key, train_key = jax.random.split(jax.random.key(config.seed))
