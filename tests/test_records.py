@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from read_jax.data import records
+from read_jax.errors import DataError
 
 
 def _write(tmp_path, n=11, frames=7, per_shard=4):
@@ -31,7 +32,7 @@ def test_object_arrays_are_refused():
 
 
 def test_missing_files_name_the_pattern(tmp_path):
-  with pytest.raises(FileNotFoundError, match="config.data.train_glob.*nothing-"):
+  with pytest.raises(DataError, match="config.data.train_glob.*nothing-"):
     records.expand_paths(str(tmp_path / "nothing-*"), "config.data.train_glob")
 
 

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from read_jax import cli
 from read_jax.convert import CheckpointError, load_text_embedding, native
 from read_jax.files import flatten, read_safetensors, unflatten, write_json, write_safetensors
 from read_jax.convert.torch_export import export_torch, import_torch, speech_ae_shapes
@@ -329,9 +330,9 @@ def test_import_ltx_errors(tmp_path):
 def test_convert_script_round_trip(ckpt, tmp_path, capsys):
   import scripts.convert as convert
   root, out = ckpt
-  assert convert.main(["import-torch", "--torch", out, "--out", str(tmp_path / "back")]) == 0
+  assert cli.run(convert.main, ["import-torch", "--torch", out, "--out", str(tmp_path / "back")]) == 0
   assert "wrote vae, whisper, speech_ae, a2v_dit" in capsys.readouterr().out
-  assert convert.main(["export-torch", "--ckpt", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
+  assert cli.run(convert.main, ["export-torch", "--ckpt", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
   assert "--ckpt" in capsys.readouterr().err
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from read_jax import sharding
 from read_jax.config import load_config
+from read_jax.errors import CheckpointError
 from read_jax.train import NonFiniteLossError, Trainer, loop, make_stage, train
 from read_jax.train import checkpoint as ckpt_lib
 
@@ -213,7 +214,7 @@ def test_sigterm_checkpoints_and_nonfinite_steps_are_skipped(tmp_path, data, com
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), params)
   restored = ckpt_lib.restore_params(workdir, abstract)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(params))
-  with pytest.raises(FileNotFoundError, match="init_checkpoint"):
+  with pytest.raises(CheckpointError, match="init_checkpoint"):
     ckpt_lib.restore_params(str(tmp_path / "nowhere"), abstract)
 
 

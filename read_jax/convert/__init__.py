@@ -1,9 +1,9 @@
 """Weights in and out: diffusers / transformers / original LTX-Video checkpoints ↔ read_jax params.
 
-Public entry points (each loader returns ``(module, params)``); only safetensors are ever read:
+Public entry points (each loader returns ``(module, params)``); only safetensors (and CTranslate2 model.bin, parsed as bytes) are ever read, nothing is unpickled:
   load_vae(path), export_vae(module, variables, out_dir)                 LTX-Video VAE (diffusers layout)
   load_transformer(path), export_transformer(params, config, out_dir)   LTX-Video transformer → A2V-DiT
-  load_whisper_encoder(path), export_whisper_encoder(...)              Whisper encoder (transformers layout)
+  load_whisper_encoder(path), export_whisper_encoder(...)              Whisper encoder (transformers or CTranslate2 layout)
 """
 
 from read_jax.files import CheckpointError

@@ -2,7 +2,7 @@
 
   import_ltx(ltx_path, out_dir)        vae/ + a2v_dit/ from LTX-Video (diffusers pipeline directory or an
                                        original single .safetensors file); the audio attention is new, zero output
-  import_whisper(whisper_dir, out_dir) whisper/ from a transformers Whisper directory (encoder only)
+  import_whisper(whisper_dir, out_dir) whisper/ from a transformers or CTranslate2 Whisper directory (encoder only)
   init_speech_ae(out_dir, config)      speech_ae/ randomly initialised — only on request (it has no pretrained
                                        source: stage 1 trains it)
   set_prompt(prompt_file, out_dir)     prompt.safetensors (from scripts/encode_prompt.py), width checked
@@ -18,7 +18,6 @@ Directory layout: :mod:`read_jax.pipeline`.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
@@ -31,7 +30,7 @@ from read_jax.convert import native
 from read_jax.convert.ltx_transformer import load_transformer
 from read_jax.convert.vae import export_vae, load_vae
 from read_jax.convert.whisper import export_whisper_encoder, load_whisper_encoder
-from read_jax.files import CheckpointError, read_safetensors
+from read_jax.files import CheckpointError, read_json, read_safetensors
 from read_jax.models.speech_ae import SpeechAE
 
 PARTS = {  # part → how to provide it
@@ -67,25 +66,22 @@ def _native_fields(module) -> dict:
 
 
 def _part_config(ckpt_dir: str, part: str) -> dict | None:
-  path = os.path.join(ckpt_dir, part, "config.json")
-  if not os.path.isfile(path):
+  """A part's config (read_jax parts: checked by native.read_config; vae/whisper: their config.json), or None."""
+  path = os.path.join(ckpt_dir, part)
+  if not os.path.isfile(os.path.join(path, "config.json")):
     return None
-  with open(path) as fh:
-    meta = json.load(fh)
-  return meta.get("config", meta)
+  if part in ("speech_ae", "a2v_dit"):
+    return native.read_config(path, part)
+  return read_json(os.path.join(path, "config.json"))
 
 
-def _check_consistent(ckpt_dir: str, **pending) -> None:
+def check_consistent(ckpt_dir: str, **pending) -> None:
   """Widths that must agree between the parts present; ``pending``: part → config about to be written
   (checked before anything is written, so a refused part leaves the directory as it was)."""
-  sae, dit, whisper = (pending[p] if p in pending else _part_config(ckpt_dir, p)
-                       for p in ("speech_ae", "a2v_dit", "whisper"))
-  problems = []
-  if sae and dit and (sae["latent_dim"], sae["latent_tokens"]) != (dit["audio_dim"], dit["audio_tokens"]):
-    problems.append(f"speech_ae latent [{sae['latent_tokens']}, {sae['latent_dim']}] vs a2v_dit audio "
-                    f"[{dit['audio_tokens']}, {dit['audio_dim']}] (audio_tokens, audio_dim)")
-  if sae and whisper and sae["feature_dim"] != whisper["d_model"]:
-    problems.append(f"speech_ae feature_dim {sae['feature_dim']} vs whisper d_model {whisper['d_model']}")
+  configs = {p: pending[p] if p in pending else _part_config(ckpt_dir, p)
+             for p in ("speech_ae", "a2v_dit", "whisper", "vae")}
+  problems = native.fit_problems(configs)
+  dit = configs["a2v_dit"]
   prompt = pending.get("prompt", os.path.join(ckpt_dir, PROMPT_FILE))
   if dit and os.path.isfile(prompt):
     width = read_safetensors(prompt)["prompt_embeds"].shape[-1]
@@ -125,7 +121,7 @@ def import_ltx(ltx_path: str, out_dir: str, *, config=None, num_layers: int | No
   model, params = load_transformer(transformer, _model_config(config), num_layers, key=jax.random.key(seed))
   vae_module, vae_variables = load_vae(vae)
   fields = native.plain(_native_fields(model))
-  _check_consistent(out_dir, a2v_dit=fields)
+  check_consistent(out_dir, a2v_dit=fields, vae={"latent_channels": vae_module.config.latent_channels})
   tmp = os.path.join(out_dir, "a2v_dit.tmp")
   native.save_module(tmp, "a2v_dit", fields, params)
   _replace_dir(tmp, os.path.join(out_dir, "a2v_dit"))
@@ -133,9 +129,9 @@ def import_ltx(ltx_path: str, out_dir: str, *, config=None, num_layers: int | No
 
 
 def import_whisper(whisper_dir: str, out_dir: str) -> None:
-  """whisper/ of ``out_dir`` from a transformers Whisper directory (any Whisper class; the encoder is kept)."""
+  """whisper/ of ``out_dir`` from a transformers or CTranslate2 Whisper directory (the encoder is kept)."""
   encoder, params = load_whisper_encoder(whisper_dir)
-  _check_consistent(out_dir, whisper={"d_model": encoder.d_model})
+  check_consistent(out_dir, whisper={"d_model": encoder.d_model})
   os.makedirs(out_dir, exist_ok=True)
   export_whisper_encoder(encoder, jax.tree.map(np.asarray, params), os.path.join(out_dir, "whisper"))
 
@@ -145,7 +141,7 @@ def init_speech_ae(out_dir: str, config="speechae", *, seed: int = 0) -> None:
   if isinstance(config, str):
     config = load_config(config)
   fields = dict(config["model"] if "model" in config else config)
-  _check_consistent(out_dir, speech_ae=fields)
+  check_consistent(out_dir, speech_ae=fields)
   model = SpeechAE(**fields)
   s = jnp.zeros((1, 1, model.window, model.feature_dim), jnp.float32)
   params = jax.tree.map(np.asarray, jax.jit(model.init)(jax.random.key(seed), s)["params"])
@@ -157,7 +153,7 @@ def write_parts(out_dir: str, parts: dict) -> list[str]:
   """Write ``{part: (module, params)}`` (parts "a2v_dit", "speech_ae") into ``out_dir``, each checked against
   the parts already there first, each replaced whole (a temporary directory renamed into place)."""
   fields = {part: native.plain(_native_fields(module)) for part, (module, _) in parts.items()}
-  _check_consistent(out_dir, **fields)
+  check_consistent(out_dir, **fields)
   os.makedirs(out_dir, exist_ok=True)
   for part, (_, tree) in parts.items():
     tmp = os.path.join(out_dir, f"{part}.tmp")
@@ -173,7 +169,7 @@ def set_prompt(prompt_file: str, out_dir: str) -> None:
   tensors = read_safetensors(prompt_file)
   if "prompt_embeds" not in tensors:
     raise CheckpointError(f"--prompt {prompt_file}: no 'prompt_embeds' tensor (has {sorted(tensors)})")
-  _check_consistent(out_dir, prompt=prompt_file)
+  check_consistent(out_dir, prompt=prompt_file)
   os.makedirs(out_dir, exist_ok=True)
   shutil.copyfile(prompt_file, os.path.join(out_dir, PROMPT_FILE))
 
@@ -183,7 +179,7 @@ def check_complete(ckpt_dir: str) -> None:
   missing = [p for p in PARTS if not os.path.isdir(os.path.join(ckpt_dir, p))]
   if missing:
     raise CheckpointError(f"{ckpt_dir}: missing " + "; ".join(f"{p}/ (from {PARTS[p]})" for p in missing))
-  _check_consistent(ckpt_dir)
+  check_consistent(ckpt_dir)
 
 
 def stage_params(ckpt_dir: str, stage_name: str, expected=None):

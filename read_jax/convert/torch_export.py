@@ -144,19 +144,32 @@ def export_torch(ckpt_dir: str, out_dir: str) -> list[str]:
   parts = _present(ckpt_dir)
   if not parts:
     raise CheckpointError(f"--ckpt {ckpt_dir}: not a read_jax checkpoint directory (none of {list(PARTS)})")
-  os.makedirs(out_dir, exist_ok=True)
   src = lambda p: os.path.join(ckpt_dir, p)  # noqa: E731
-  if "vae" in parts:
-    _copy_vae(src("vae"), os.path.join(out_dir, "vae"))
-  if "whisper" in parts:
-    _copy_whisper(src("whisper"), os.path.join(out_dir, "whisper"))
-  if "speech_ae" in parts:
-    _export_speech_ae(src("speech_ae"), os.path.join(out_dir, "speech_ae"))
-  if "a2v_dit" in parts:
-    _export_a2v_dit(src("a2v_dit"), out_dir)
-  for name in COPIED:
-    if os.path.isfile(src(name)):
-      shutil.copyfile(src(name), os.path.join(out_dir, name))
+  # Everything is written into a temporary sibling first and moved into out_dir only once every part
+  # converted, so a part that fails leaves an earlier export in out_dir as it was.
+  tmp = f"{os.path.abspath(out_dir).rstrip(os.sep)}.tmp{os.getpid()}"
+  shutil.rmtree(tmp, ignore_errors=True)
+  try:
+    os.makedirs(tmp)
+    if "vae" in parts:
+      _copy_vae(src("vae"), os.path.join(tmp, "vae"))
+    if "whisper" in parts:
+      _copy_whisper(src("whisper"), os.path.join(tmp, "whisper"))
+    if "speech_ae" in parts:
+      _export_speech_ae(src("speech_ae"), os.path.join(tmp, "speech_ae"))
+    if "a2v_dit" in parts:
+      _export_a2v_dit(src("a2v_dit"), tmp)
+    for name in COPIED:
+      if os.path.isfile(src(name)):
+        shutil.copyfile(src(name), os.path.join(tmp, name))
+    os.makedirs(out_dir, exist_ok=True)
+    for name in sorted(os.listdir(tmp)):
+      dest = os.path.join(out_dir, name)
+      if os.path.isdir(dest) and not os.path.islink(dest):
+        shutil.rmtree(dest)
+      os.replace(os.path.join(tmp, name), dest)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
   return parts
 
 

@@ -1,4 +1,5 @@
-"""Whisper encoder weights from a Hugging Face Whisper directory (config.json + model*.safetensors)."""
+"""Whisper encoder weights from a Hugging Face Whisper directory (config.json + model*.safetensors) or a
+CTranslate2 one (model.bin + config.json, as faster-whisper uses: read_jax.convert.ctranslate2)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from read_jax.convert import ctranslate2
 from read_jax.convert.torch_layout import flax_to_torch, torch_to_flax
 from read_jax.files import CheckpointError, read_safetensors, safetensors_files, write_json, write_safetensors
 from read_jax.models import whisper
@@ -51,31 +53,41 @@ def encoder_param_shapes(encoder: whisper.WhisperEncoder):
 
 
 def load_whisper_encoder(path: str, dtype=jnp.float32, param_dtype=jnp.float32, attention_impl: str = "xla"):
-  """``(WhisperEncoder, params)`` from a transformers Whisper directory.
+  """``(WhisperEncoder, params)`` from a transformers or a CTranslate2 Whisper directory.
 
-  Reads ``config.json`` and ``model*.safetensors`` (sharded or not) of a WhisperForConditionalGeneration,
-  WhisperModel or WhisperEncoder checkpoint; only the encoder's tensors are loaded. A mismatch raises
-  one :class:`CheckpointError` listing every missing, unexpected and mis-shaped key.
+  transformers: ``config.json`` and ``model*.safetensors`` (sharded or not) of a WhisperForConditionalGeneration,
+  WhisperModel or WhisperEncoder checkpoint. CTranslate2 (told apart by its ``model.bin``): the encoder's
+  size is inferred from the tensors, its config.json holding only decoding settings. Only the encoder's
+  tensors are loaded. A mismatch raises one :class:`CheckpointError` listing every missing, unexpected and
+  mis-shaped key.
   """
   if not os.path.isdir(path):
-    raise CheckpointError(f"{path}: not a directory (expected a Hugging Face Whisper checkpoint)")
-  config_path = os.path.join(path, "config.json")
-  if not os.path.isfile(config_path):
-    raise CheckpointError(f"{path}: no config.json")
-  with open(config_path) as fh:
-    config = config_from_hf(json.load(fh), config_path)
+    raise CheckpointError(f"{path}: not a directory (expected a Hugging Face or CTranslate2 Whisper checkpoint)")
+  if ctranslate2.is_ctranslate2_dir(path):
+    hf, state = ctranslate2.read_whisper_encoder(path)
+    config = config_from_hf(hf, path)
+  else:
+    config_path = os.path.join(path, "config.json")
+    if not os.path.isfile(config_path):
+      raise CheckpointError(f"{path}: no config.json (nor a CTranslate2 model.bin)")
+    with open(config_path) as fh:
+      config = config_from_hf(json.load(fh), config_path)
+    state = _encoder_state(path)
   encoder = whisper.encoder_from_config(config, dtype=dtype, param_dtype=param_dtype,
                                         attention_impl=attention_impl)
+  params = torch_to_flax(state, encoder_param_shapes(encoder), what=f"{path} (Whisper encoder)")
+  return encoder, jax.tree.map(lambda a: jnp.asarray(a, param_dtype), params)
+
+
+def _encoder_state(path: str) -> dict:
+  """The encoder's tensors of a transformers Whisper directory, keys relative to the encoder."""
   files = safetensors_files(path, "model")
   for prefix in _ENCODER_PREFIXES:
     state = read_safetensors(files, key_prefix=prefix)
     if "conv1.weight" in state:
-      break
-  else:
-    raise CheckpointError(f"{path}: no Whisper encoder weights (looked for "
-                          + ", ".join(f"'{p}conv1.weight'" for p in _ENCODER_PREFIXES) + ")")
-  params = torch_to_flax(state, encoder_param_shapes(encoder), what=f"{path} (Whisper encoder)")
-  return encoder, jax.tree.map(lambda a: jnp.asarray(a, param_dtype), params)
+      return state
+  raise CheckpointError(f"{path}: no Whisper encoder weights (looked for "
+                        + ", ".join(f"'{p}conv1.weight'" for p in _ENCODER_PREFIXES) + ")")
 
 
 def export_whisper_encoder(encoder: whisper.WhisperEncoder, params, out_dir: str) -> None:

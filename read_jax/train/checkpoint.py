@@ -24,6 +24,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from read_jax.convert import checkpoint_dir
+from read_jax.errors import CheckpointError
 
 
 class Checkpointer:
@@ -88,7 +89,7 @@ def restore_params(path: str, abstract_params, stage: str | None = None) -> Any:
           step_dir = os.path.join(c, str(max(steps)))
           break
   if step_dir is None:
-    raise FileNotFoundError(f"config.init_checkpoint={path!r}: no checkpoint found (expected a step "
+    raise CheckpointError(f"config.init_checkpoint={path!r}: no checkpoint found (expected a step "
                             "directory holding state/, or a workdir / checkpoints dir containing some)")
   target = {"params": abstract_params}
   with ocp.PyTreeCheckpointer() as ckptr:

@@ -12,6 +12,7 @@ import grain
 import jax
 
 from read_jax.data import records
+from read_jax.errors import ConfigError
 
 
 class Stage(Protocol):
@@ -39,7 +40,7 @@ def train_val_datasets(data_config, transform, process_index: int, process_count
   """``(train, val)`` batched datasets of ``data_config.train_glob`` / ``val_glob`` for one process."""
   d = data_config
   if d.batch_size % process_count:
-    raise ValueError(f"config.data.batch_size={d.batch_size} is not divisible by {process_count} processes")
+    raise ConfigError(f"config.data.batch_size={d.batch_size} is not divisible by {process_count} processes")
   out = []
   for glob, train in ((d.train_glob, True), (d.val_glob, False)):
     source = records.read_source(records.expand_paths(glob, f"config.data.{'train' if train else 'val'}_glob"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from read_jax.errors import ConfigError
 from read_jax.train.a2v_stage import A2VStage
 from read_jax.train.speech_ae_stage import SpeechAEStage
 from read_jax.train.stage import Stage
@@ -23,5 +24,5 @@ STAGES: dict[str, Callable[[Any], Stage]] = {
 
 def make_stage(config) -> Stage:
   if config.stage not in STAGES:
-    raise ValueError(f"config.stage={config.stage!r} is not one of {sorted(STAGES)}")
+    raise ConfigError(f"config.stage={config.stage!r} is not one of {sorted(STAGES)}")
   return STAGES[config.stage](config)
