@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check of issues #4/#5/#8, for one short lease on an H100: environment, cuDNN attention, full-size
-# A2V-DiT vs diffusers, the sampler's per-clip program, the full 0.9.1 VAE decode (scripts/benchmarks/gpu.py).
+# A2V-DiT vs diffusers, the sampler's per-clip program, the full 0.9.1 VAE decode (read_jax/bench/gpu.py).
 #
 #   OUT=/some/dir bash scripts/gpu_check.sh                    # on the GPU machine, from the repository root
 #   OUT=/tmp/x SIZE=tiny PLATFORM=cpu bash scripts/gpu_check.sh   # dry run on a CPU at toy sizes

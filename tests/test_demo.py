@@ -1,7 +1,7 @@
-"""The whole demo path at reduced size: train every part a few steps (scripts/train_demo.py --smoke), write a
-checkpoint with its inputs, generate from it with scripts/sample.py's defaults, and score it."""
+"""The whole demo path at reduced size: train every part a few steps (read_jax.demo.build, scripts/train_demo.py
+--smoke), write a checkpoint with its inputs, generate from it with scripts/sample.py's defaults, and score it
+(read_jax.eval.demo, read_jax.eval.probes)."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,22 +13,18 @@ import pytest
 from read_jax import media
 from read_jax.convert import checkpoint_dir
 from read_jax.data.preprocess import iter_frames
+from read_jax.demo import build
+from read_jax.eval import demo as eval_demo
+from read_jax.eval import probes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _script(name):
-  spec = importlib.util.spec_from_file_location(f"_test_{name}", os.path.join(ROOT, "scripts", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
   work = tmp_path_factory.mktemp("demo")
   out = str(work / "model")
-  _script("train_demo").main(["--workdir", str(work / "run"), "--out", out, "--num", "3", "--smoke"])
+  build.build(str(work / "run"), out, num=3, smoke=True)
   return work, out
 
 
@@ -53,7 +49,7 @@ def test_train_demo_writes_a_complete_checkpoint(demo):
   assert not np.allclose(np.asarray(variables["buffers"]["latents_std"]), 1.0)
   # A rerun finds every step done and changes nothing.
   before = os.path.getmtime(os.path.join(out, "pipeline.json"))
-  _script("train_demo").main(["--workdir", str(work / "run"), "--out", out, "--num", "3", "--smoke"])
+  build.build(str(work / "run"), out, num=3, smoke=True)
   assert os.path.getmtime(os.path.join(out, "pipeline.json")) == before
 
 
@@ -74,7 +70,7 @@ def test_sample_cli_runs_the_demo_checkpoint(demo):
 def test_eval_scores_are_computed(demo):
   from read_jax.pipeline import ReadPipeline
   _, out = demo
-  scores = _script("eval_demo").evaluate(ReadPipeline.from_pretrained(out), num=2, seconds=3.0, progress=False,
+  scores = eval_demo.evaluate(ReadPipeline.from_pretrained(out), num=2, seconds=3.0, progress=False,
                                          probe_clips=4)
   s = scores["summary"]
   assert s["num_clips"] == 2 and s["boundaries_per_clip"] == 1
@@ -88,7 +84,7 @@ def test_eval_scores_are_computed(demo):
 def test_eval_vae_scores_reconstructions():
   """A perfect reconstruction scores the ground-truth r; one that keeps a single frame per latent frame
   (the mouth frozen over 8 frames) scores far less, near the latent-frame-average reference."""
-  evaluate_vae = _script("eval_demo").evaluate_vae
+  evaluate_vae = eval_demo.evaluate_vae
   exact = evaluate_vae(lambda f: f.astype(np.float32) / 127.5 - 1, num=2, seconds=4.0, progress=False)["summary"]
   assert exact["frames_per_clip"] == 97 and exact["psnr"] > 60
   assert exact["mouth_r"] > 0.95 and 0.3 < exact["mouth_r_latent_frame_average"] < 0.85
@@ -110,7 +106,7 @@ def test_speech_effect_measures_the_audio_attention(demo):
   pipe = ReadPipeline.from_pretrained(demo[1])
   clips = [synthetic.make_clip(s, 1.0, 64) for s in synthetic.split_seeds("test", 2)]
   portrait = synthetic.render_face(clips[0].identity, mouth_open=0.0, size=64)
-  effect = _script("eval_demo").speech_effect
+  effect = probes.speech_effect
   out = pipe.dit_params["transformer_blocks"]["audio_attn"]["to_out_0"]
   out["kernel"] = np.random.default_rng(0).normal(size=out["kernel"].shape).astype(np.float32) * 0.1
   assert effect(pipe, portrait, clips[0].audio, clips[1].audio) > 1e-3
@@ -124,17 +120,16 @@ def test_latent_lip_sync_reads_the_mouth_from_latents():
   clip, or this clip's latents in reverse order, do not."""
   from read_jax.data import synthetic
   from read_jax.pipeline import ReadPipeline
-  ev = _script("eval_demo")
   pipe = ReadPipeline.from_pretrained(os.path.join(ROOT, "assets", "demo"))
-  probe = ev.latent_mouth_probe(pipe, num=12, seconds=4.0)
+  probe = probes.latent_mouth_probe(pipe, num=12, seconds=4.0)
   clips = [synthetic.make_clip(s, 8.0, 64) for s in synthetic.split_seeds("test", 3, 100)]
   own, other, reverse = [], [], []
   for i, clip in enumerate(clips):
     z = pipe.encode_video(clip.frames[:193])  # [25, 4, 4, C]
-    own.append(ev.latent_lip_sync(pipe, probe, clip.frames, clip.mouth))
-    assert own[-1] == ev.latent_lip_sync(pipe, probe, clip.frames, clip.mouth, z)  # sampled = encoded: same r
-    other.append(ev.latent_lip_sync(pipe, probe, clip.frames, clip.mouth, pipe.encode_video(clips[i - 1].frames[:193])))
-    reverse.append(ev.latent_lip_sync(pipe, probe, clip.frames, clip.mouth, np.concatenate([z[:1], z[:0:-1]])))
+    own.append(probes.latent_lip_sync(pipe, probe, clip.frames, clip.mouth))
+    assert own[-1] == probes.latent_lip_sync(pipe, probe, clip.frames, clip.mouth, z)  # sampled = encoded: same r
+    other.append(probes.latent_lip_sync(pipe, probe, clip.frames, clip.mouth, pipe.encode_video(clips[i - 1].frames[:193])))
+    reverse.append(probes.latent_lip_sync(pipe, probe, clip.frames, clip.mouth, np.concatenate([z[:1], z[:0:-1]])))
   assert np.mean(own) > 0.6, own  # 0.93 (other 0.14, reversed −0.08)
   assert max(np.mean(other), np.mean(reverse)) < np.mean(own) - 0.4, (own, other, reverse)
 
@@ -147,16 +142,15 @@ def test_speech_readout_reads_the_mouth_from_the_speech():
 
   from read_jax.data import synthetic
   from read_jax.pipeline import ReadPipeline
-  ev = _script("eval_demo")
   pipe = ReadPipeline.from_pretrained(os.path.join(ROOT, "assets", "demo"))
   clips = [synthetic.make_clip(s, 4.0, 64) for s in synthetic.split_seeds("test", 3, 100)]
   for source in ("whisper", "latents"):
-    probe = ev.speech_mouth_probe(pipe, source, num=16, seconds=4.0)
+    probe = probes.speech_mouth_probe(pipe, source, num=16, seconds=4.0)
     assert probe.shape[1] == 8  # one weight column per frame of a latent frame
-    own = [ev.speech_readout(pipe, probe, c.audio, c.mouth, source) for c in clips]
-    other = [ev.speech_readout(pipe, probe, clips[i - 1].audio, c.mouth, source) for i, c in enumerate(clips)]
+    own = [probes.speech_readout(pipe, probe, c.audio, c.mouth, source) for c in clips]
+    other = [probes.speech_readout(pipe, probe, clips[i - 1].audio, c.mouth, source) for i, c in enumerate(clips)]
     assert np.mean(own) > 0.5 and abs(np.mean(other)) < 0.25, (source, own, other)  # bundle: 0.79 / 0.66 vs ~0
   pipe.speech_ae_params = jax.tree_util.tree_map(np.asarray, pipe.speech_ae_params)
   proj_out = pipe.speech_ae_params["encoder"]["proj_out"]
   proj_out["kernel"] = np.zeros_like(proj_out["kernel"])
-  assert ev.speech_readout(pipe, probe, clips[0].audio, clips[0].mouth) == 0.0
+  assert probes.speech_readout(pipe, probe, clips[0].audio, clips[0].mouth) == 0.0

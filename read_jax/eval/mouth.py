@@ -31,8 +31,9 @@ _WINDOW_V, _WINDOW_RU, _WINDOW_RV = 0.55, 0.6, 0.35
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luma weights
 
 
-def _to_rgb255(frames) -> np.ndarray:
-  """uint8 [0, 255] or float [-1, 1] frames → float32 [F, H, W, 3] in [0, 255]."""
+def to_rgb255(frames) -> np.ndarray:
+  """uint8 [0, 255] or float [-1, 1] frames → float32 [F, H, W, 3] in [0, 255] (checked: RGB, ≥ 16², finite,
+  in range); the one pixel convention of every score here (:mod:`read_jax.eval.talking` too)."""
   x = np.asarray(frames)
   if x.ndim == 3:
     x = x[None]
@@ -104,7 +105,7 @@ def mouth_opening(frames) -> np.ndarray:
   face is found are NaN.
   """
   single = np.ndim(frames) == 3
-  x = np.ascontiguousarray(_to_rgb255(frames).transpose(3, 0, 1, 2))  # [3, F, H, W]
+  x = np.ascontiguousarray(to_rgb255(frames).transpose(3, 0, 1, 2))  # [3, F, H, W]
   _, num, height, width = x.shape
   skin, boxes = _locate_faces(x)
   ok = np.isfinite(boxes[:, 0])

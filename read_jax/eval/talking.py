@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from read_jax.eval.mouth import _to_rgb255, mouth_opening
+from read_jax.eval.mouth import mouth_opening, to_rgb255
 
 _BACKDROP_DIST = 40.0  # RGB distance from the border colour beyond which a reference pixel is the face
 
@@ -46,7 +46,7 @@ def lip_sync_correlation(frames, mouth, max_shift: int = 1) -> tuple[float, int]
 
 def face_mask(reference) -> np.ndarray:
   """bool [H, W]: the reference's pixels that differ from its backdrop (the median border colour)."""
-  ref = _to_rgb255(reference)[0]
+  ref = to_rgb255(reference)[0]
   border = np.concatenate([ref[0], ref[-1], ref[:, 0], ref[:, -1]])
   backdrop = np.median(border, axis=0)
   return np.linalg.norm(ref - backdrop, axis=-1) > _BACKDROP_DIST
@@ -59,8 +59,8 @@ def face_colour_error(frames, reference) -> float:
   mask = face_mask(reference)
   if not mask.any():
     raise ValueError("face_colour_error: the reference has no pixel apart from its backdrop")
-  ref = _to_rgb255(reference)[0][mask].mean(0)
-  x = _to_rgb255(frames)
+  ref = to_rgb255(reference)[0][mask].mean(0)
+  x = to_rgb255(frames)
   if x.shape[1:3] != mask.shape:
     raise ValueError(f"face_colour_error: frames are {x.shape[1:3]}, the reference {mask.shape}")
   per_frame = x[:, mask].mean(1)  # [F, 3]
@@ -70,7 +70,7 @@ def face_colour_error(frames, reference) -> float:
 def boundary_ratio(frames, boundaries: Sequence[int]) -> float:
   """Mean |x[b] − x[b−1]| over the boundaries b (first frame of a new clip) divided by the same mean over
   every other pair of consecutive frames."""
-  x = _to_rgb255(frames)
+  x = to_rgb255(frames)
   diffs = np.abs(np.diff(x, axis=0)).mean(axis=(1, 2, 3))  # diffs[i] = |x[i+1] − x[i]|
   at = np.zeros(len(diffs), bool)
   at[[b - 1 for b in boundaries if 0 < b < len(x)]] = True

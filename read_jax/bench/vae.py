@@ -10,12 +10,19 @@ injected noise adds nothing and the two outputs can be compared); ours decodes w
 Each ``--dtype`` runs both implementations in that compute dtype (ours keeps its norms in float32).
 """
 
+from __future__ import annotations
+
 import os
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from benchmarks._timing import print_table, time_fn
+from read_jax.bench.timing import print_table, time_fn
+from read_jax.config import load_config
+from read_jax.convert.vae import state_dict_to_variables
+from read_jax.models.vae import AutoencoderKLLTXVideo, make_config
 
 
 def add_args(parser):
@@ -31,16 +38,10 @@ def add_args(parser):
 
 
 def run(args) -> dict:
-  """Prints the comparison; returns its numbers (times in s, memory in bytes) for scripts/benchmarks/gpu.py."""
-  import jax
+  """Prints the comparison; returns its numbers (times in s, memory in bytes; read_jax/bench/gpu.py records them)."""
   jax.config.update("jax_platforms", "cuda" if args.platform == "gpu" else "cpu")
-  import jax.numpy as jnp
-  import torch
+  import torch  # optional heavy dependencies: the PyTorch reference
   from diffusers import AutoencoderKLLTXVideo as TorchVAE
-
-  from read_jax.config import load_config
-  from read_jax.convert.vae import state_dict_to_variables
-  from read_jax.models.vae import AutoencoderKLLTXVideo, make_config
 
   cfg = make_config(load_config(f"vae_ltx.py:{args.variant}" + (",tiny" if args.size == "tiny" else "")))
   device = torch.device("cuda" if args.platform == "gpu" else "cpu")

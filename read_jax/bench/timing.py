@@ -1,4 +1,6 @@
-"""Timing helpers shared by the benchmarks."""
+"""Timing and table helpers shared by the benchmarks."""
+
+from __future__ import annotations
 
 import time
 
@@ -18,13 +20,14 @@ def time_fn(fn, *, warmup: int = 1, repeats: int = 5) -> dict:
 
 
 def print_table(rows: list[dict], columns: list[str]) -> None:
-  widths = [max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns]
+  widths = [max(len(c), *(len(fmt(r.get(c))) for r in rows)) for c in columns]
   print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
   for r in rows:
-    print("  ".join(_fmt(r.get(c)).ljust(w) for c, w in zip(columns, widths)))
+    print("  ".join(fmt(r.get(c)).ljust(w) for c, w in zip(columns, widths)))
 
 
-def _fmt(v) -> str:
+def fmt(v) -> str:
+  """A table cell: floats to 4 significant digits, None empty."""
   if isinstance(v, float):
     return f"{v:.4g}"
   return "" if v is None else str(v)

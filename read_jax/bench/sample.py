@@ -12,9 +12,13 @@ import os
 import tempfile
 import time
 
-import numpy as np
+import jax
 
-from benchmarks._timing import print_table
+from read_jax import media
+from read_jax.bench.timing import print_table
+from read_jax.config import load_config
+from read_jax.data.synthetic import make_clip
+from read_jax.pipeline import ReadPipeline
 
 STAGES = ("whisper", "speech_ae", "reference", "denoise", "vae_decode", "write")
 
@@ -28,14 +32,9 @@ def add_args(p):
   p.add_argument("--platform", default="cpu")
 
 
-def run(args):
-  import jax
+def run(args) -> dict:
+  """Prints the table; returns its rows (seconds per stage, wall, real-time factor) and the compile estimate."""
   jax.config.update("jax_platforms", args.platform)
-  from read_jax import media
-  from read_jax.config import load_config
-  from read_jax.data.synthetic import make_clip
-  from read_jax.pipeline import ReadPipeline
-
   if args.ckpt:
     pipe = ReadPipeline.from_pretrained(args.ckpt)
   else:
@@ -58,3 +57,6 @@ def run(args):
   cold, warm = rows
   print(f"compile ≈ {cold['wall'] - warm['wall']:.2f} s; warm real-time factor {warm['rtf']:.3f} "
         f"({'faster' if warm['rtf'] < 1 else 'slower'} than real time)")
+  return {"config": {"model": args.ckpt or args.config, "seconds": args.seconds, "steps": args.steps, "cfg": args.cfg,
+                     "resolution": pipe.config.resolution, "platform": jax.default_backend()},
+          "runs": rows, "compile_s": cold["wall"] - warm["wall"], "warm_rtf": warm["rtf"]}

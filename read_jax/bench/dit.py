@@ -19,9 +19,13 @@ from __future__ import annotations
 import os
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from benchmarks._timing import print_table, time_fn
+from read_jax.bench.timing import print_table, time_fn
+from read_jax.convert.ltx_transformer import params_from_state_dict
+from read_jax.models.a2v_dit import A2VDiT
 
 # Shape presets; an explicit flag overrides its preset value.
 SIZES = {
@@ -60,15 +64,10 @@ def _resolve_size(args) -> dict:
 
 
 def run(args) -> dict:
-  """Prints the comparison; returns its numbers (times in ms) for scripts/benchmarks/gpu.py."""
-  import jax
+  """Prints the comparison; returns its numbers (times in ms; read_jax/bench/gpu.py records them)."""
   jax.config.update("jax_platforms", "cuda" if args.platform == "gpu" else "cpu")
-  import jax.numpy as jnp
-  import torch
+  import torch  # optional heavy dependencies: the PyTorch reference
   from diffusers import LTXVideoTransformer3DModel
-
-  from read_jax.convert.ltx_transformer import params_from_state_dict
-  from read_jax.models.a2v_dit import A2VDiT
 
   s = _resolve_size(args)
   impls = args.attention.split(",")

@@ -3,8 +3,8 @@
   python scripts/bench.py gpu --section attention --out DIR [--size tiny --platform cpu]
 
 Sections: env (devices, versions), attention (our cuDNN vs XLA attention at the DiT's shapes), dit
-(scripts/benchmarks/dit.py at full size), sample (the sampler's jitted per-clip function: compile
-time, memory, seconds per clip), vae (scripts/benchmarks/vae.py, full 0.9.1 decoder). Each section
+(read_jax/bench/dit.py at full size), sample (the sampler's jitted per-clip function: compile
+time, memory, seconds per clip), vae (read_jax/bench/vae.py, full 0.9.1 decoder). Each section
 merges its numbers into DIR/gpu_check.json under its name: ``{"status": "started"}`` first, so a
 section killed by its time limit shows as such, then its results or ``{"error": ...}``.
 ``--size tiny --platform cpu`` runs every section at toy sizes, to test this script without a GPU.
@@ -21,9 +21,19 @@ import subprocess
 import time
 import traceback
 
+import flax
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from benchmarks._timing import time_fn
+from read_jax.ans import sampling
+from read_jax.bench import dit as dit_bench
+from read_jax.bench import vae as vae_bench
+from read_jax.bench.timing import time_fn
+from read_jax.config import load_config
+from read_jax.files import atomic_path
+from read_jax.models import a2v_dit
+from read_jax.nn.attention import dot_product_attention
 
 SECTIONS = ("env", "attention", "dit", "sample", "vae")
 GIB = 2 ** 30
@@ -37,14 +47,14 @@ def add_args(p):
   p.add_argument("--repeats", type=int, default=10, help="timed runs per measurement")
 
 
-def run(args):
-  os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # jax and torch share the GPU
-  import jax
+def run(args) -> dict:
+  """Runs one section and merges its numbers into ``args.out``/gpu_check.json; returns them."""
+  os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # jax and torch share the GPU (read at backend start)
   jax.config.update("jax_platforms", "cuda" if args.platform == "gpu" else "cpu")
   _record(args.out, args.section, {"status": "started"})
   t0 = time.perf_counter()
   try:
-    result = globals()[f"_{args.section}"](args)
+    result = _SECTIONS[args.section](args)
     result["section_wall_s"] = time.perf_counter() - t0
   except Exception as e:  # recorded, then re-raised so the process exits non-zero
     _record(args.out, args.section, {"error": f"{type(e).__name__}: {e}"[:2000],
@@ -52,6 +62,7 @@ def run(args):
     raise
   _record(args.out, args.section, result)
   print(f"[{args.section}] done in {result['section_wall_s']:.1f} s", flush=True)
+  return result
 
 
 def _record(out: str, section: str, value: dict):
@@ -63,13 +74,12 @@ def _record(out: str, section: str, value: dict):
     with open(path) as fh:
       data = json.load(fh)
   data[section] = value
-  with open(path + ".tmp", "w") as fh:
-    json.dump(data, fh, indent=1, default=str)
-  os.replace(path + ".tmp", path)
+  with atomic_path(path) as tmp:
+    with open(tmp, "w") as fh:
+      json.dump(data, fh, indent=1, default=str)
 
 
 def _env(args) -> dict:
-  import jax
   versions = {}
   for name in ("jax", "jaxlib", "jax-cuda13-plugin", "jax-cuda12-plugin", "flax", "optax", "orbax-checkpoint",
                "numpy", "ml_dtypes", "torch", "diffusers", "transformers", "ml_collections", "nvidia-cudnn-cu13"):
@@ -77,7 +87,6 @@ def _env(args) -> dict:
       versions[name] = importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
       versions[name] = None
-  import flax
   result = {"versions": versions, "flax_file": flax.__file__, "jax_devices": [str(d) for d in jax.devices()],
             "jax_backend": jax.default_backend()}
   try:
@@ -90,7 +99,7 @@ def _env(args) -> dict:
   result["jax_device_kind"] = getattr(d, "device_kind", None)
   result["jax_memory_stats"] = d.memory_stats()
   if args.platform == "gpu":
-    import torch
+    import torch  # optional heavy dependency
     result["torch_cuda"] = {"available": torch.cuda.is_available(), "device": torch.cuda.get_device_name(0),
                             "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}
   for k, v in result.items():
@@ -104,11 +113,6 @@ def _attention(args) -> dict:
   The text case (key padding mask ``[B, 1, 1, Lt]``) also tries the two ways cuDNN takes such a mask:
   broadcast to ``[B, 1, Lq, Lt]`` (a bias of the full score shape) and as ``key_value_seq_lengths``.
   """
-  import jax
-  import jax.numpy as jnp
-
-  from read_jax.nn.attention import dot_product_attention
-
   b, length, heads, head_dim, text_len = (3, 4352, 32, 64, 128) if args.size == "full" else (3, 40, 2, 8, 6)
   fast = "cudnn" if args.platform == "gpu" else "auto"  # auto is xla on a CPU: the dry run's stand-in
   keys = jax.random.split(jax.random.key(0), 5)
@@ -162,37 +166,23 @@ def _sub_args(module, argv: list[str]) -> argparse.Namespace:
 
 
 def _dit(args) -> dict:
-  from benchmarks import dit
   size = ["--size", "full"] if args.size == "full" else ["--layers", "3", "--heads", "2", "--head-dim", "16",
                                                         "--frames", "3", "--height", "4", "--width", "5"]
   attention = "cudnn,xla" if args.platform == "gpu" else "auto,xla"
-  return dit.run(_sub_args(dit, size + ["--platform", args.platform, "--dtype", "bfloat16", "--attention", attention,
-                                        "--repeats", str(args.repeats)]))
+  return dit_bench.run(_sub_args(dit_bench, size + ["--platform", args.platform, "--dtype", "bfloat16",
+                                                    "--attention", attention, "--repeats", str(args.repeats)]))
 
 
 def _vae(args) -> dict:
-  from benchmarks import vae
   size = ["--size", "full", "--frames", "129", "--height", "512", "--width", "512"] if args.size == "full" else \
       ["--size", "tiny", "--frames", "17", "--height", "64", "--width", "96"]
-  return vae.run(_sub_args(vae, size + ["--variant", "0.9.1", "--platform", args.platform,
-                                        "--dtype", "float32,bfloat16", "--repeats", str(max(3, args.repeats // 3))]))
-
-
-def _denoise(dit, params, x, t, speech):
-  """The pipeline's denoiser: ``params = (dit params, precomputed text K/V)``."""
-  dit_params, text_kv = params
-  return dit.apply({"params": dit_params}, x, t, speech, text_kv)
+  return vae_bench.run(_sub_args(vae_bench, size + ["--variant", "0.9.1", "--platform", args.platform,
+                                                    "--dtype", "float32,bfloat16",
+                                                    "--repeats", str(max(3, args.repeats // 3))]))
 
 
 def _sample(args) -> dict:
   """One clip of the production sampler (read_jax.ans.sampling.stream_clips's jitted per-clip scan)."""
-  import jax
-  import jax.numpy as jnp
-
-  from read_jax.ans import sampling
-  from read_jax.config import load_config
-  from read_jax.models import a2v_dit
-
   full = args.size == "full"
   cfg = load_config("a2v_dit.py" if full else "a2v_dit.py:tiny").model
   dit = a2v_dit.build_model({**cfg, "dtype": "bfloat16", "param_dtype": "bfloat16", "remat": "none",
@@ -211,7 +201,7 @@ def _sample(args) -> dict:
   text_mask = jnp.arange(text_len)[None] < text_len * 3 // 4
   text_kv = jax.jit(lambda p, t, m: dit.apply({"params": p}, t, m, method=a2v_dit.A2VDiT.encode_text))(
       params, text, text_mask)
-  denoise = functools.partial(_denoise, dit)
+  denoise = functools.partial(a2v_dit.denoise, dit)
   carry = sampling.ClipCarry(motion=jnp.zeros((steps, h, w, dit.in_channels)), first=jnp.ones((), bool))
   noise = jax.random.normal(keys[1], (clip_frames, h, w, dit.in_channels))
   z_ref = jax.random.normal(keys[2], (h, w, dit.in_channels))
@@ -220,7 +210,7 @@ def _sample(args) -> dict:
   guidance = jnp.asarray(sampling.DEFAULT_GUIDANCE[cfg_mode], jnp.float32)
   inputs = ((params, text_kv), carry, noise, z_ref, speech, schedule, guidance)
   t0 = time.perf_counter()
-  lowered = sampling._run_clip_jit.lower(denoise, cfg_mode, *inputs)  # the per-clip program stream_clips runs
+  lowered = sampling.run_clip.lower(denoise, cfg_mode, *inputs)  # the per-clip program stream_clips runs
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
   mem = compiled.memory_analysis()
@@ -260,3 +250,6 @@ def _sample(args) -> dict:
         f"({new_video_frames / 25:.2f} s); {result['rtf_denoiser_128_frames']:.3f} counting {8 * clip_frames} "
         f"frames ({8 * clip_frames / 25:.2f} s)", flush=True)
   return result
+
+
+_SECTIONS = {"env": _env, "attention": _attention, "dit": _dit, "sample": _sample, "vae": _vae}

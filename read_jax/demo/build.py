@@ -1,0 +1,218 @@
+"""The demo build: train the bundled demo model from scratch on the synthetic talking-face set (scripts/train_demo.py).
+
+Every step is the library call of one of the project's ordinary commands, run in this process in order; each
+step's output lands in the workdir, and a finished step is skipped when the build runs again (``done.json``):
+
+  1. synthetic  (scripts/make_synthetic.py --size 64 --seconds 6)       mp4 + wav talking faces
+  2. init       ReadPipeline.from_config(demo.py).save_pretrained(ckpt)   every part with fresh weights
+                (the Whisper encoder stays random: there is no pretrained one this small)
+  3. frames     read_jax.data.preprocess.write_frame_shards               64² videos for the VAE
+  4. vae_image  (scripts/train.py --config demo_vae.py:image)             L1 + KL on single frames (warm-up)
+     vae        (scripts/train.py --config demo_vae.py)                   then 17-frame windows, from the warm-up
+                                                                          inflated for video (both skipped with
+                a VAE trained elsewhere, e.g. by scripts/train_demo_vae.py on a GPU — the bundled model's VAE)
+  5. vae.ckpt   vae_stage.latent_stats + export_vae                       ckpt/vae, latents normalised
+  6. speech     (scripts/extract_speech.py *.wav --whisper ckpt/whisper)  stage-1 data
+  7. speechae   (scripts/train.py --config demo_speechae.py)              stage 1
+  8. sae.ckpt   (scripts/convert.py import-run --speech 'speech/train-*') ckpt/speech_ae, latents standardised
+  9. clips      (scripts/preprocess.py --ckpt ckpt --resolution 64)       stage-2 data (VAE latents + Whisper)
+ 10. a2v_dit    (scripts/train.py --config demo_a2v_dit.py --config.init_checkpoint=ckpt)   stage 2 (SpeechAE frozen)
+ 11. dit.ckpt   (scripts/convert.py import-run)                           ckpt/a2v_dit (+ ckpt/speech_ae, unchanged)
+ 12. assets     ckpt → out, with a reference portrait and a speech clip from the held-out test seeds
+
+``smoke=True`` runs the same steps at a few-step, few-clip size (the end-to-end test).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import glob
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+
+import jax
+import numpy as np
+from PIL import Image
+
+from read_jax import cli, media
+from read_jax.config import load_config
+from read_jax.convert import checkpoint_dir, export_vae, load_vae
+from read_jax.convert.whisper import load_whisper_encoder
+from read_jax.data import preprocess, records, speech, synthetic
+from read_jax.errors import DataError
+from read_jax.files import atomic_path, read_json, write_json
+from read_jax.pipeline import PIPELINE_CONFIG, PipelineConfig, ReadPipeline
+from read_jax.speech import speech_features
+from read_jax.train import train, vae_stage
+from read_jax.train.export import import_run, run_params
+
+DEMO_CLIP_SECONDS = 6.0  # synthetic clip length: 150 frames, two 57-frame training clips and then some
+SYNTHETIC_WORKERS = 2  # processes drawing and encoding the synthetic set
+
+
+def log(message: str) -> None:
+  print(f"[train_demo] {message}", flush=True)
+
+
+class Steps:
+  """Runs named steps once: ``<workdir>/done.json`` records the finished ones and their wall time."""
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, "done.json")
+    self.done = read_json(self.path) if os.path.isfile(self.path) else {}
+
+  def __call__(self, name: str, fn: Callable[[], object]) -> None:
+    if name in self.done:
+      log(f"{name}: done earlier ({self.done[name]:.0f} s)")
+      return
+    log(f"{name} ...")
+    t0 = time.perf_counter()
+    fn()
+    self.done[name] = time.perf_counter() - t0
+    with atomic_path(self.path) as tmp:
+      with open(tmp, "w") as fh:
+        json.dump(self.done, fh, indent=1)
+    log(f"{name}: {self.done[name]:.0f} s")
+
+
+def write_inputs(out_dir: str, size: int, seconds: float, seed_index: int = 0) -> None:
+  """reference.png (a frame of a held-out identity, mouth closed) and speech.wav (another held-out
+  clip of the same identity) in ``out_dir``: the inputs ``scripts/sample.py`` uses by default."""
+  seed = synthetic.split_seeds("test", seed_index + 1)[seed_index]
+  identity = synthetic.make_identity(seed)
+  portrait = synthetic.render_face(identity, mouth_open=0.0, size=size)
+  Image.fromarray(portrait).save(os.path.join(out_dir, "reference.png"))
+  clip = synthetic.make_clip(seed, seconds, size)
+  media.write_wav(os.path.join(out_dir, "speech.wav"), np.asarray(clip.audio, np.float32), synthetic.SAMPLE_RATE)
+
+
+def synthetic_clip(seed: int, out: str, seconds: float, size: int) -> str:
+  """Write clip ``seed`` of the synthetic set into ``out`` unless all its files are there; its name."""
+  name = f"synth_{seed:07d}"
+  if not all(os.path.exists(os.path.join(out, name + ext)) for ext in (".mp4", ".wav", ".json")):
+    synthetic.write_clip(synthetic.make_clip(seed, seconds, size), out, name)
+  return name
+
+
+def write_synthetic(out: str, num: int, seconds: float, size: int, workers: int = SYNTHETIC_WORKERS) -> None:
+  """The first ``num`` training clips of the synthetic set in ``out`` (as scripts/make_synthetic.py writes them)."""
+  seeds = synthetic.split_seeds("train", num)
+  os.makedirs(out, exist_ok=True)
+  with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+    names = pool.map(synthetic_clip, seeds, *([v] * len(seeds) for v in (out, seconds, size)))
+    for _ in cli.progress(names, total=len(seeds), desc="synthetic train", unit="clip"):
+      pass
+  log(f"synthetic: {len(seeds)} clips (train seeds {seeds.start}..{seeds.stop - 1}) in {out}")
+
+
+def extract_speech(synthetic_dir: str, whisper_dir: str, out: str, *, min_frames: int, val_fraction: float) -> None:
+  """Stage-1 data: the Whisper windows of every wav in ``synthetic_dir`` (as scripts/extract_speech.py)."""
+  paths = speech.list_audio(sorted(glob.glob(os.path.join(synthetic_dir, "*.wav"))))
+  if not paths:
+    raise DataError(f"{synthetic_dir}: no audio files")
+  encoder, params = load_whisper_encoder(whisper_dir)
+  result = speech.extract_speech(paths, out, lambda wave: speech_features(wave, encoder, params),
+                                 val_fraction=val_fraction, min_frames=min_frames, examples_per_shard=256)
+  log(f"speech: {result['train']} train + {result['val']} val clips written to {out}; "
+      f"{len(result['skipped'])} skipped")
+
+
+def stage2_clips(synthetic_dir: str, ckpt: str, out: str, *, resolution: int, clip_frames: int,
+                 val_fraction: float) -> None:
+  """Stage-2 data: VAE latents + Whisper windows of the synthetic videos, whole frames (no face detector),
+  clips every 16 frames (as scripts/preprocess.py --no_detector --stride 16)."""
+  encode_video, featurize = preprocess.load_encoders(os.path.join(ckpt, "vae"), os.path.join(ckpt, "whisper"))
+  report = preprocess.preprocess(preprocess.list_videos([synthetic_dir]), out, encode_video, featurize,
+                                 clip_frames=clip_frames, stride=16, resolution=resolution,
+                                 val_fraction=val_fraction, detector=None, no_face="center")
+  clips = sum(v["clips"] for v in report["processed"].values())
+  log(f"clips: {len(report['processed'])} videos ({clips} clips) in {out}; {len(report['skipped'])} skipped")
+
+
+def build(workdir: str, out: str, *, num: int = 240, vae: str = "", dit_steps: int = 0, smoke: bool = False) -> dict:
+  """Run the build's steps (module docstring) in ``workdir``, the finished model into ``out``; returns the
+  wall seconds of each step (``done.json``). ``vae``: a trained demo VAE directory used instead of training one;
+  ``dit_steps``: stage-2 steps (0: configs/demo_a2v_dit.py's). A training stage stopped by a signal exits
+  (SystemExit) with a message to rerun, which resumes it."""
+  wd = os.path.abspath(workdir)
+  os.makedirs(wd, exist_ok=True)
+  path = lambda *p: os.path.join(wd, *p)  # noqa: E731
+  ckpt = path("ckpt")
+
+  demo = load_config("demo.py")
+  res = demo.pipeline.resolution
+  clip_video_frames = 1 + 8 * demo.pipeline.clip_frames - 8  # 1 + 8(f − 1): 57
+  step = Steps(wd)
+  val_fraction = 0.0 if smoke else 0.05  # smoke: too few videos to hold any out (validates on train)
+
+  step("synthetic", lambda: write_synthetic(path("synthetic"), num, DEMO_CLIP_SECONDS, res))
+  step("init", lambda: ReadPipeline.from_config(jax.random.key(0), demo).save_pretrained(ckpt))
+
+  def frames():
+    videos = preprocess.list_videos([path("synthetic")])
+    counts = preprocess.write_frame_shards(videos, path("frames"), resolution=res, val_fraction=val_fraction)
+    log(f"frames: {counts}")
+  step("frames", frames)
+
+  def train_stage(config_name, run, data, *overrides):
+    train_glob, val_glob = path(data, "train-*"), path(data, "val-*")
+    name, _, arg = config_name.partition(":")
+    arg = ",".join(filter(None, [arg, "smoke" if smoke else ""]))
+    config = load_config(f"{name}:{arg}", [f"--config.data.train_glob={train_glob}",
+                                           f"--config.data.val_glob={val_glob}", *overrides])
+    held_out = len(records.read_source(glob.glob(val_glob))) if glob.glob(val_glob) else 0
+    if held_out < config.data.batch_size:  # few videos (smoke): the hash split holds out too few
+      log(f"{run}: {held_out} held-out examples in {data}/, validating on the training shards")
+      config.data.val_glob = train_glob
+    history = train(config, path(run), devices=jax.devices()[:1])  # toy batches: one device is plenty
+    if history["step"] < config.train.steps:  # stopped by a signal: rerun the build to resume
+      raise SystemExit(f"[train_demo] {run} stopped at step {history['step']} of {config.train.steps}; "
+                       "rerun to resume")
+
+  if not vae:
+    step("vae_image", lambda: train_stage("demo_vae.py:image", "vae_image", "frames"))
+    step("vae", lambda: train_stage("demo_vae.py", "vae", "frames", f"--config.init_checkpoint={path('vae_image')}",
+                                      "--config.init_from_image=True"))
+
+  def vae_ckpt():
+    if vae:
+      model, variables = load_vae(vae)
+      params = variables["params"]
+    else:
+      stage, params = run_params(path("vae"))
+      model = stage.model
+    frames = records.read_source(records.expand_paths(path("frames", "train-*")))
+    stats = vae_stage.latent_stats(model, params, (frames[i]["video"] for i in range(len(frames))))
+    export_vae(model, {"params": params, "buffers": stats}, os.path.join(ckpt, "vae"))
+  step("vae.ckpt", vae_ckpt)
+
+  step("speech", lambda: extract_speech(path("synthetic"), os.path.join(ckpt, "whisper"), path("speech"),
+                                        min_frames=clip_video_frames, val_fraction=val_fraction))
+  step("speechae", lambda: train_stage("demo_speechae.py", "speechae", "speech"))
+  step("sae.ckpt", lambda: import_run(path("speechae"), ckpt, speech_glob=path("speech", "train-*")))
+  step("clips", lambda: stage2_clips(path("synthetic"), ckpt, path("clips"), resolution=res,
+                                     clip_frames=clip_video_frames, val_fraction=val_fraction))
+  overrides = [f"--config.train.steps={dit_steps}"] if dit_steps else []
+  step("a2v_dit", lambda: train_stage("demo_a2v_dit.py", "a2v_dit", "clips", f"--config.init_checkpoint={ckpt}",
+                                      *overrides))
+  step("dit.ckpt", lambda: import_run(path("a2v_dit"), ckpt))
+
+  def assets():
+    checkpoint_dir.check_complete(ckpt)
+    tmp = out.rstrip("/") + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(ckpt, tmp)
+    # The generation settings of configs/demo.py as they are now (the init step may predate a change).
+    write_json(os.path.join(tmp, PIPELINE_CONFIG), dataclasses.asdict(PipelineConfig(**demo.pipeline)))
+    write_inputs(tmp, res, 3.0 if smoke else 4.0)
+    shutil.copyfile(path("done.json"), os.path.join(tmp, "train_times.json"))
+    if os.path.isdir(out):
+      shutil.rmtree(out)
+    os.replace(tmp, out)
+  step("assets", assets)
+  log(f"demo model in {out} ({sum(step.done.values()) / 60:.1f} min of steps)")
+  return dict(step.done)

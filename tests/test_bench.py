@@ -1,0 +1,83 @@
+"""The benchmark entry (scripts/bench.py → read_jax.bench) at toy sizes: the numbers it writes have the documented
+structure and are positive and finite. Not a timing test: timings belong in the benchmarks themselves."""
+
+import importlib.util
+import json
+import math
+import os
+import time
+
+import numpy as np
+import pytest
+
+from read_jax.bench import long as long_bench
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _bench(argv) -> int:
+  spec = importlib.util.spec_from_file_location("_test_bench_script", os.path.join(ROOT, "scripts", "bench.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.main(argv)
+
+
+def _positive(x) -> bool:
+  return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_dit_side_by_side_writes_finite_ratios(tmp_path):
+  pytest.importorskip("torch", reason="the PyTorch reference (pip install -e .[torch])")
+  pytest.importorskip("diffusers", reason="the PyTorch reference (pip install -e .[torch])")
+  out = tmp_path / "dit.json"
+  code = _bench(["dit", "--layers", "1", "--heads", "2", "--head-dim", "8", "--channels", "8", "--caption-channels",
+                 "8", "--frames", "2", "--height", "2", "--width", "3", "--text-len", "4", "--repeats", "1",
+                 "--json", str(out)])
+  assert code == 0
+  result = json.loads(out.read_text())
+  assert result["config"]["layers"] == 1 and result["config"]["parameters"] > 0
+  assert result["rel_error_vs_diffusers"]["xla"] < 1e-4  # the timings compare the same computation
+  assert set(result["median_ms"]) == {"read_jax (xla) b1", "read_jax (xla) b3", "diffusers (eager) b1",
+                                      "diffusers (eager) b3"}
+  assert all(_positive(v) for v in result["median_ms"].values())
+  assert all(_positive(v) for v in result["xla"].values())
+  assert set(result["xla"]) == {"ours_over_diffusers_b1", "ours_over_diffusers_b3", "split_cfg_3_over_1"}
+  assert _positive(result["diffusers_3_over_1"])
+  # XLA's own count: three CFG branches are about three times the work of one.
+  assert 2.5 < result["compiled_flops"]["b3"] / result["compiled_flops"]["b1"] < 3.5
+
+
+@pytest.mark.slow  # ~10 s of CPU: the demo model compiles its five programs
+def test_long_run_records_memory_and_an_exact_frame_count(tmp_path):
+  ckpt = os.path.join(ROOT, "assets", "demo")
+  if not os.path.isfile(os.path.join(ckpt, "pipeline.json")):
+    pytest.skip("the bundled demo model (assets/demo) is not in this checkout")
+  out = tmp_path / "long.json"
+  # 0.05 min = 75 frames: two clips of the demo model (57, then 56 more, trimmed).
+  assert _bench(["long", "--ckpt", ckpt, "--minutes", "0.02,0.05", "--steps", "1", "--json", str(out)]) == 0
+  result = json.loads(out.read_text())
+  assert result["ok"] and result["frames"] == {"expected": 75, "decoded": 75, "exact": True,
+                                               "audio_seconds": result["frames"]["audio_seconds"]}
+  assert abs(result["frames"]["audio_seconds"] - 3.0) < 0.05
+  assert [m["minutes"] for m in result["marks"]] == [0.02, 0.05]
+  for mark in result["marks"]:
+    assert all(_positive(mark[k]) for k in ("wall_s", "rss_mib", "anon_mib", "window_max_mib", "peak_mib"))
+    assert mark["peak_mib"] >= mark["rss_mib"] and mark["window_max_mib"] >= mark["rss_mib"] - 1
+  assert result["clips"] == 2 and len(result["series"]) == 2
+  assert result["series"][0][0] < result["series"][1][0] == 0.05  # minutes of video after each clip
+  assert _positive(result["wall_s"]) and _positive(result["rtf"]) and math.isfinite(result["rss_slope_mib_per_min"])
+
+
+def test_rss_sampler_sees_a_peak_between_marks():
+  """The per-stretch maximum catches an allocation made and freed between two marks, and the next stretch
+  starts again from the current resident set."""
+  with long_bench.RssSampler(interval=0.01) as sampler:
+    sampler.window_max()
+    before = long_bench.memory_mib()["rss_mib"]
+    block = np.ones(64 * 2 ** 20 // 8)  # 64 MiB, touched
+    time.sleep(0.2)  # the thread samples every 10 ms while the block is alive
+    del block
+    peak = sampler.window_max()
+    after = sampler.window_max()
+  assert peak > before + 48
+  assert after < peak - 48
