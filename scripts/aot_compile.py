@@ -8,24 +8,32 @@
 Compiles the train step ``scripts/train.py`` runs (``Trainer(config, stage, mesh).step``) and the
 sampler's per-clip 8-step Split-CFG function (on one chip), allocating nothing; prints per-device
 argument/output/temp/code bytes against the chip's HBM, FLOPs per step and the roofline step time and
-MFU. Exit status 2 when a program does not fit (the message names the largest buffers).
+MFU. Exit status 2 when a program does not fit (the message names the largest buffers), and for bad
+input (an unknown config, key, topology or mesh, no libtpu, an unwritable --json): one error line.
 Needs libtpu: ``pip install "jax[tpu]==0.10.2"``. ``--config.*`` overrides work as in train.py.
 """
 
-import argparse
 import json
 import os
 import sys
 
+os.environ.setdefault("JAX_PLATFORMS", "cpu")  # before jax is imported: the TPU is only a compilation target
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+from read_jax import aot, cli, media  # noqa: E402
+from read_jax.config import load_config  # noqa: E402
+from read_jax.errors import InputError  # noqa: E402
+from read_jax.files import atomic_path  # noqa: E402
+from read_jax.sharding import make_mesh  # noqa: E402
+
+
+def main(argv=None) -> int:
+  parser = cli.parser(__doc__)
   parser.add_argument("--config", required=True, help="a2v_dit.py, or configs/a2v_dit.py:tiny")
   parser.add_argument("--topology", required=True, help="TPU slice: v5e:16x16 (v5e-256), v5p:2x2x4 (v5p-32), v5e:2x2")
   parser.add_argument("--mesh", default="", help="data=..,fsdp=..,tensor=.. (omitted axes = 1); default: config.mesh")
   parser.add_argument("--per-device-batch", type=int, default=0,
                       help="examples per data×fsdp shard and micro-batch; sets config.data.batch_size = "
-                           "this × accum_steps × data × fsdp (default: keep config.data.batch_size)")
+                           "this × accum_steps × data × fsdp (0: keep config.data.batch_size)")
   parser.add_argument("--what", default="train,sample", help="comma list: train, sample")
   parser.add_argument("--json", default="", help="also write the reports as JSON to this file")
   parser.add_argument("--buffers", type=int, default=0,
@@ -36,53 +44,52 @@ def main(argv=None):
     parser.error(f"unrecognised arguments {bad}: overrides look like --config.model.remat=full")
   what = [w for w in args.what.split(",") if w]
   if not what or set(what) - {"train", "sample"}:
-    parser.error(f"--what {args.what!r}: a comma list of train, sample")
+    raise InputError(f"--what {args.what!r}: a comma list of train, sample")
+  for option, value in (("--per-device-batch", args.per_device_batch), ("--buffers", args.buffers)):
+    if value < 0:
+      raise InputError(f"{option} {value}: must be >= 0")
+  if args.json:
+    media.check_output_path(args.json)  # before minutes of compiling
 
-  if "JAX_PLATFORMS" not in os.environ:
-    os.environ["JAX_PLATFORMS"] = "cpu"  # the host side; the TPU is only a compilation target here
-  from read_jax import aot
   aot.quiet_libtpu_env()
-  from read_jax.config import load_config
-
   config = load_config(args.config, overrides)
-  try:
+  try:  # read_jax.aot and sharding report a bad --topology / --mesh or no libtpu as ValueError / RuntimeError
+    mesh_axes = aot.parse_mesh(args.mesh) if args.mesh else {}
     devices, chip = aot.topology_devices(args.topology)
-    config.unlock()
-    if args.mesh:
-      config.mesh.update(aot.parse_mesh(args.mesh))
-    if args.per_device_batch:
-      n = 1
-      from read_jax.sharding import make_mesh
-      mesh = make_mesh(config.mesh, devices)
-      n = mesh.shape["data"] * mesh.shape["fsdp"]
-      config.data.batch_size = args.per_device_batch * config.train.accum_steps * n
-    config.lock()
+    with config.unlocked():
+      config.mesh.update(mesh_axes)
+      mesh = make_mesh(config.mesh, devices)  # one that does not fit the slice fails here, not mid-compile
+      if args.per_device_batch:
+        shards = mesh.shape["data"] * mesh.shape["fsdp"]
+        config.data.batch_size = args.per_device_batch * config.train.accum_steps * shards
   except (ValueError, RuntimeError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+    raise InputError(str(e)) from None
 
   reports, status = [], 0
   for w in what:
+    compile_fn = aot.compile_train_step if w == "train" else aot.compile_sample_clip
     try:
-      if w == "train":
-        r = aot.compile_train_step(config, args.topology, devices, chip, buffers=args.buffers)
-      else:
-        r = aot.compile_sample_clip(config, args.topology, devices, chip, buffers=args.buffers)
+      r = compile_fn(config, args.topology, devices, chip, buffers=args.buffers)
     except aot.DoesNotFitError as e:
-      print(f"error: {e}", file=sys.stderr)
-      status = 2
+      status = cli.fail(str(e))
       continue
     print(r.format(), flush=True)
     if not r.fits:
-      print(f"error: {w}: {r.total_bytes / aot.GiB:.2f} GiB per device exceeds {chip.name}'s "
-            f"{chip.hbm_bytes / aot.GiB:.0f} GiB HBM", file=sys.stderr)
-      status = 2
+      status = cli.fail(f"{w}: {r.total_bytes / aot.GiB:.2f} GiB per device exceeds {chip.name}'s "
+                        f"{chip.hbm_bytes / aot.GiB:.0f} GiB HBM")
     reports.append(r.as_dict())
   if args.json:
-    with open(args.json, "w") as f:
+    with atomic_path(args.json) as tmp, open(tmp, "w") as f:
       json.dump(reports, f, indent=2, default=str)
   return status
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  code = cli.run(main)
+  if code in (cli.EXIT_SIGINT, cli.EXIT_SIGTERM):
+    # An interrupt can land inside an XLA compile, which goes on in its own thread; the interpreter's
+    # teardown then crashes under it (SIGSEGV, not 130/143). Everything is cleaned up by now: leave at once.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+  sys.exit(code)

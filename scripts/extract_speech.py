@@ -3,40 +3,48 @@
 
   python scripts/extract_speech.py AUDIO_DIR_OR_FILES... --whisper WHISPER_DIR --out data/speech
 
-WHISPER_DIR is a Hugging Face Whisper checkpoint directory (config.json + model.safetensors).
-Writes OUT/train-*.array_record and OUT/val-*.array_record (the configs' data globs) and
-OUT/skipped.txt, the files that could not be used and why.
+WHISPER_DIR is a Hugging Face Whisper checkpoint directory (config.json + model.safetensors). Inputs may
+be quoted globs ('audio/*.flac'). Writes OUT/train-*.array_record and OUT/val-*.array_record (the
+configs' data globs), OUT/skipped.txt (the files that could not be used and why, printed too) and
+OUT/report.json, from which a rerun resumes; an interrupted run leaves no partial shard. A missing
+input, a bad option or an unusable --out is one error line and exit code 2 before Whisper loads; so is
+a run where no file is usable (nothing is written then). Logic: read_jax/data/speech.py.
 """
 
-import argparse
+import os
 import sys
 
+from read_jax import cli
+from read_jax.data import speech
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("inputs", nargs="+", help="audio files and/or directories (searched recursively)")
-  parser.add_argument("--whisper", required=True, help="Hugging Face Whisper checkpoint directory")
-  parser.add_argument("--out", required=True, help="output directory for the shards")
-  parser.add_argument("--val_fraction", type=float, default=0.05, help="share of files held out (by path hash)")
-  parser.add_argument("--min_frames", type=int, default=121, help="skip clips shorter than this (video frames)")
-  parser.add_argument("--examples_per_shard", type=int, default=256)
-  args = parser.parse_args(argv)
 
-  from read_jax.convert.whisper import load_whisper_encoder
-  from read_jax.data import speech
-  from read_jax.models.whisper import speech_features
+def main(argv=None) -> int:
+  p = cli.parser(__doc__)
+  p.add_argument("inputs", nargs="+", help="audio files, directories (searched recursively) or quoted globs")
+  p.add_argument("--whisper", required=True, help="Hugging Face Whisper checkpoint directory")
+  p.add_argument("--out", required=True, help="output directory for the shards")
+  p.add_argument("--val_fraction", type=float, default=0.05, help="share of files held out (by path hash)")
+  p.add_argument("--min_frames", type=int, default=121, help="skip clips shorter than this (video frames)")
+  p.add_argument("--examples_per_shard", type=int, default=256, help="examples per shard file")
+  p.add_argument("--retry_skipped", action="store_true", help="retry files the report lists as skipped")
+  args = p.parse_args(argv)
 
-  paths = speech.list_audio(args.inputs)
-  if not paths:
-    parser.error(f"no audio files found in {args.inputs}")
-  encoder, params = load_whisper_encoder(args.whisper)
-  out = speech.extract_speech(paths, args.out, lambda wave: speech_features(wave, encoder, params),
-                              val_fraction=args.val_fraction, min_frames=args.min_frames,
-                              examples_per_shard=args.examples_per_shard)
-  print(f"{out['train']} train + {out['val']} val clips written to {args.out}; {len(out['skipped'])} skipped")
+  out = speech.extract_speech_files(args.inputs, args.out, args.whisper, val_fraction=args.val_fraction,
+                                    min_frames=args.min_frames, examples_per_shard=args.examples_per_shard,
+                                    retry_skipped=args.retry_skipped)
+  print(f"{out['written']} clips written to {args.out} ({out['train']} train + {out['val']} val in all); "
+        f"{len(out['skipped'])} skipped")
   for path, reason in out["skipped"]:
     print(f"  skipped {path}: {reason}", file=sys.stderr)
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  code = cli.run(main)
+  if code in (cli.EXIT_SIGINT, cli.EXIT_SIGTERM):
+    # An interrupt can land inside an XLA compile, which goes on in its own thread; the interpreter's
+    # teardown then crashes under it (SIGSEGV, not 130/143). Everything is cleaned up by now: leave at once.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+  sys.exit(code)

@@ -144,10 +144,15 @@ def test_script_cli(setup, tmp_path):
 
   script = os.path.join(os.path.dirname(__file__), "..", "scripts", "preprocess.py")
   out = str(tmp_path / "o")
-  proc = subprocess.run([sys.executable, script, setup["short"], "--ckpt", setup["ckpt"], "--out", out,
-                         "--clip_frames", "17"], capture_output=True, text=True, timeout=120)
+  proc = subprocess.run([sys.executable, script, setup["faceless"], setup["short"], "--ckpt", setup["ckpt"],
+                         "--out", out, "--clip_frames", "17", "--resolution", "64", "--no_face", "center"],
+                        capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr
-  assert "0 videos (0 clips)" in proc.stdout and "too short" in proc.stderr
-  proc = subprocess.run([sys.executable, script, setup["short"], "--ckpt", setup["ckpt"], "--out", out,
-                         "--clip_frames", "16"], capture_output=True, text=True, timeout=120)
-  assert proc.returncode == 2 and "1 + 8k" in proc.stderr
+  assert "1 videos (2 clips)" in proc.stdout, proc.stdout
+  assert proc.stderr.splitlines() == [f"  skipped {setup['short']}: too short: 10 frames at 25 fps (video 10, "
+                                      "audio 10) < clip_frames=17"], proc.stderr  # no warnings, no bar off a tty
+  # Only unusable videos: one error line, and nothing written.
+  proc = subprocess.run([sys.executable, script, setup["short"], "--ckpt", setup["ckpt"], "--out", out + "2",
+                         "--clip_frames", "17"], capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2 and proc.stderr.startswith(f"error: {setup['short']}: too short"), proc.stderr
+  assert len(proc.stderr.splitlines()) == 1 and not os.path.exists(out + "2")

@@ -17,28 +17,36 @@ Per video (mp4/mov/mkv/webm/...):
 
 One record per clip: ``latents`` float16 [1 + f, h, w, C] (z_R first, normalised VAE latents) and
 ``speech`` float16 [clip_frames, 10, D]. A video's clips go to one shard of its own,
-``{train|val}-<hash of path>-00000.array_record``, written under a temp name and renamed into place;
-then ``report.json`` is rewritten atomically. So an interrupted run leaves no half-written video (a
-video whose shard landed but whose report entry did not is redone into the same shard name, never
-duplicated), and a rerun skips every video the report lists (processed or skipped) unless
-``retry_skipped``.
+``{train|val}-<hash of path>-00000.array_record``, written under ``OUT/.tmp/`` (removed on any error or
+interrupt) and renamed into place; then ``report.json`` is rewritten atomically. So an interrupted run
+leaves no half-written shard where training looks (a video whose shard landed but whose report entry did
+not is redone into the same shard name, never duplicated), and a rerun skips every video the report lists
+(processed with its shard present, or skipped) unless ``retry_skipped``. A run in which no video gives a
+clip writes nothing (:func:`preprocess_videos` then fails with the reasons).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
 import tempfile
 from typing import Callable, Iterable, Iterator, Sequence
 
+import jax
 import numpy as np
+import tqdm
 
-from read_jax import media
+from read_jax import cli, media
+from read_jax.audio import quiet_fork
+from read_jax.convert import load_vae, load_whisper_encoder
 from read_jax.data import records
-from read_jax.data.speech import find_files, is_val
+from read_jax.data.paths import check_output_dir, find_files, usable_summary
+from read_jax.data.speech import is_val
+from read_jax.errors import DataError, InputError
+from read_jax.files import read_json, write_json
+from read_jax.speech import speech_features
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 FPS = 25  # the paper's (and Whisper's 50 Hz / 2) video rate
@@ -51,20 +59,36 @@ class SkipVideo(Exception):
 
 
 def list_videos(inputs: Sequence[str]) -> list[str]:
-  """Video files among ``inputs`` (files, or directories searched recursively), as absolute paths."""
-  return sorted(os.path.abspath(p) for p in find_files(inputs, VIDEO_EXTENSIONS))
+  """Video files among ``inputs`` (files, folders searched recursively, quoted globs), as absolute paths;
+  an error when an input does not exist or nothing is found (:func:`read_jax.data.paths.find_files`)."""
+  return sorted(os.path.abspath(p) for p in find_files(inputs, VIDEO_EXTENSIONS, kind="video"))
 
 
 def check_clip_frames(clip_frames: int) -> int:
   """Number of latent frames f of a clip of ``clip_frames`` = 1 + 8(f − 1) video frames (causal VAE)."""
   if not isinstance(clip_frames, (int, np.integer)) or clip_frames < 1 or (clip_frames - 1) % 8:
-    raise ValueError(f"clip_frames must be 1 + 8k (e.g. 17, 121), got {clip_frames!r}")
+    raise InputError(f"--clip_frames {clip_frames!r}: must be 1 + 8k (e.g. 17, 121)")
   return 1 + (clip_frames - 1) // 8
+
+
+def check_settings(*, clip_frames: int, stride: int, resolution: int, val_fraction: float,
+                   no_face: str = "skip", detect_every: int = 5) -> dict:
+  """The settings a rerun into the same folder must share (the report records them), each checked; a bad
+  one is an :class:`InputError` naming its option."""
+  check_clip_frames(clip_frames)
+  for option, value in (("--stride", stride), ("--resolution", resolution), ("--detect_every", detect_every)):
+    if value < 1:
+      raise InputError(f"{option} {value}: must be >= 1")
+  if no_face not in ("skip", "center"):
+    raise InputError(f"--no_face {no_face!r}: must be 'skip' or 'center'")
+  if not 0 <= val_fraction < 1:
+    raise InputError(f"--val_fraction {val_fraction}: must be in [0, 1)")
+  return {"clip_frames": clip_frames, "stride": stride, "resolution": resolution, "val_fraction": val_fraction}
 
 
 def clip_starts(num_frames: int, clip_frames: int, stride: int) -> list[int]:
   if stride < 1:
-    raise ValueError(f"stride must be >= 1, got {stride}")
+    raise InputError(f"--stride {stride}: must be >= 1")
   return list(range(0, num_frames - clip_frames + 1, stride))
 
 
@@ -94,7 +118,8 @@ def extract_audio(path: str, sr: int = SAMPLE_RATE) -> np.ndarray:
     wav = os.path.join(tmp, "audio.wav")
     cmd = [media.ffmpeg_exe(), "-nostdin", "-v", "error", "-i", path, "-map", "0:a:0", "-vn", "-ac", "1",
            "-ar", str(sr), "-c:a", "pcm_s16le", "-y", wav]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    with quiet_fork():
+      proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0 or not os.path.isfile(wav):
       err = proc.stderr.strip()
       if "matches no streams" in err or "does not contain any stream" in err:
@@ -117,7 +142,8 @@ def iter_frames(path: str, fps: int = FPS) -> Iterator[np.ndarray]:
   import imageio.v2 as iio
 
   try:
-    reader = iio.get_reader(path, "ffmpeg", fps=fps)
+    with quiet_fork():
+      reader = iio.get_reader(path, "ffmpeg", fps=fps)
   except Exception as e:  # imageio/ffmpeg raise OSError, RuntimeError, IndexError, ... on bad files
     lines = str(e).strip().splitlines()
     raise SkipVideo(f"cannot decode video ({type(e).__name__}: {lines[-1] if lines else ''})") from e
@@ -185,10 +211,6 @@ def to_pixels(frames: np.ndarray) -> np.ndarray:
 def make_encoders(vae_module, vae_variables, whisper_encoder, whisper_params):
   """``(encode_video, featurize)``: uint8 frames [T, S, S, 3] → normalised latents [t, h, w, C]
   (t = 1 + (T − 1)/8), and a 16 kHz wave + frame count → Whisper windows [F, 10, D]."""
-  import jax
-
-  from read_jax.models.whisper import speech_features
-
   @jax.jit
   def _encode(variables, x):  # [1, T, S, S, 3] → [1, t, h, w, C]
     z = vae_module.apply(variables, x, method=vae_module.encode).mode()
@@ -204,8 +226,6 @@ def make_encoders(vae_module, vae_variables, whisper_encoder, whisper_params):
 
 
 def load_encoders(vae_path: str, whisper_path: str):
-  from read_jax.convert import load_vae, load_whisper_encoder
-
   vae_module, vae_variables = load_vae(vae_path)
   encoder, params = load_whisper_encoder(whisper_path)
   return make_encoders(vae_module, vae_variables, encoder, params)
@@ -284,26 +304,26 @@ def video_clips(path: str, encode_video: Callable, featurize: Callable, *, clip_
 # Many videos
 
 
-def _write_json_atomic(path: str, obj) -> None:
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as fh:
-    json.dump(obj, fh, indent=1)
-  os.replace(tmp, path)
-
-
-def load_report(out_dir: str) -> dict:
+def open_report(out_dir: str, settings: dict) -> dict:
+  """The report of an earlier run into ``out_dir`` (or a new one); an error if it cannot be resumed (not a
+  report, or written with other settings: a rerun must cut the same clips and the same train/val split)."""
   path = os.path.join(out_dir, REPORT)
   if not os.path.isfile(path):
-    return {"processed": {}, "skipped": {}}
+    return {"settings": settings, "processed": {}, "skipped": {}}
   try:
-    with open(path) as fh:
-      report = json.load(fh)
-  except (OSError, ValueError) as e:
-    raise ValueError(f"{path}: unreadable report ({e}); move it away to start over") from e
-  if not isinstance(report, dict) or not isinstance(report.get("processed"), dict) or not isinstance(
-      report.get("skipped"), dict):
-    raise ValueError(f"{path}: not a preprocess report (needs 'processed' and 'skipped' objects)")
+    report = read_json(path)
+  except InputError as e:
+    raise DataError(f"{e}; move it away to start over") from None
+  if not isinstance(report.get("processed"), dict) or not isinstance(report.get("skipped"), dict):
+    raise DataError(f"{path}: not a preprocess report (needs 'processed' and 'skipped' objects)")
+  if report.setdefault("settings", settings) != settings:
+    raise DataError(f"{path}: written with {report['settings']}, now {settings}; use another output folder")
   return report
+
+
+def _done(report: dict, path: str, out_dir: str) -> bool:
+  entry = report["processed"].get(path)
+  return entry is not None and all(os.path.isfile(os.path.join(out_dir, s)) for s in entry["shards"])
 
 
 def preprocess(paths: Iterable[str], out_dir: str, encode_video: Callable, featurize: Callable, *,
@@ -315,53 +335,72 @@ def preprocess(paths: Iterable[str], out_dir: str, encode_video: Callable, featu
 
   ``detector``: "haar" (OpenCV's cascade; centre crop if it is not installed and ``no_face="center"``),
   None, or any ``gray uint8 [H, W] -> [(x, y, w, h)]``. Errors in the models or the output directory
-  raise; a problem with one video skips it with its reason.
+  raise; a problem with one video skips it with its reason. A video listed as processed whose shard is
+  gone is redone. The report is written with each processed video (so skips found since the last one
+  are redone after an interrupt) and at the end; when no video has given a clip, nothing is written.
   """
-  import tqdm
-
-  check_clip_frames(clip_frames)
-  if stride < 1:
-    raise ValueError(f"stride must be >= 1, got {stride}")
-  if resolution < 1:
-    raise ValueError(f"resolution must be >= 1, got {resolution}")
-  if no_face not in ("skip", "center"):
-    raise ValueError(f"no_face must be 'skip' or 'center', got {no_face!r}")
-  if not 0 <= val_fraction < 1:
-    raise ValueError(f"val_fraction={val_fraction} must be in [0, 1)")
+  settings = check_settings(clip_frames=clip_frames, stride=stride, resolution=resolution,
+                            val_fraction=val_fraction, no_face=no_face,
+                            detect_every=clip_kwargs.get("detect_every", 5))
   if detector == "haar":
     detector = media.haar_detector()
-  os.makedirs(out_dir, exist_ok=True)
-  report = load_report(out_dir)
-  # A rerun into the same directory must cut the same clips and the same train/val split.
-  settings = {"clip_frames": clip_frames, "stride": stride, "resolution": resolution, "val_fraction": val_fraction}
-  if report.get("settings", settings) != settings:
-    raise ValueError(f"{out_dir}/{REPORT}: written with {report['settings']}, now {settings}; "
-                     "use another output directory")
-  report["settings"] = settings
-  paths = [os.path.abspath(p) for p in paths]
-  todo = [p for p in paths if p not in report["processed"] and (retry_skipped or p not in report["skipped"])]
-  tmp_dir = os.path.join(out_dir, ".tmp")
-  with tqdm.tqdm(todo, desc="videos", unit="video", disable=not progress) as bar:
+  report = open_report(out_dir, settings)
+  paths = list(dict.fromkeys(os.path.abspath(p) for p in paths))
+  todo = [p for p in paths if not _done(report, p, out_dir) and (retry_skipped or p not in report["skipped"])]
+  report_path, tmp_dir = os.path.join(out_dir, REPORT), os.path.join(out_dir, ".tmp")
+  bar = cli.progress(todo, desc="videos", unit="video") if progress else tqdm.tqdm(todo, disable=True)
+  try:
     for path in bar:
       try:
         examples, notes = video_clips(path, encode_video, featurize, clip_frames=clip_frames, stride=stride,
                                       resolution=resolution, detector=detector, no_face=no_face, **clip_kwargs)
       except SkipVideo as e:
+        report["processed"].pop(path, None)
         report["skipped"][path] = str(e)
-        _write_json_atomic(os.path.join(out_dir, REPORT), report)
         continue
       split = "val" if is_val(path, val_fraction) else "train"
       name = f"{split}-{hashlib.sha256(path.encode()).hexdigest()[:16]}"
-      shutil.rmtree(tmp_dir, ignore_errors=True)
+      shutil.rmtree(tmp_dir, ignore_errors=True)  # what a killed run left
       shards = records.write_shards(examples, os.path.join(tmp_dir, name), examples_per_shard=10**9)
       final = [os.path.join(out_dir, os.path.basename(s)) for s in shards]
       for src, dst in zip(shards, final):
-        os.replace(src, dst)
+        os.replace(src, dst)  # the same name on a redo: a shard whose report entry was lost is overwritten
       report["skipped"].pop(path, None)
       report["processed"][path] = {"split": split, "shards": [os.path.basename(s) for s in final], **notes}
-      _write_json_atomic(os.path.join(out_dir, REPORT), report)
+      write_json(report_path, report)
       bar.set_postfix(clips=sum(v["clips"] for v in report["processed"].values()), skipped=len(report["skipped"]))
-  shutil.rmtree(tmp_dir, ignore_errors=True)
+  finally:
+    bar.close()
+    shutil.rmtree(tmp_dir, ignore_errors=True)  # an interrupted video's shard is never left behind
+  if report["processed"] or os.path.isfile(report_path):
+    write_json(report_path, report)
+  return report
+
+
+def preprocess_videos(inputs: Sequence[str], out_dir: str, *, ckpt: str | None = None, vae: str | None = None,
+                      whisper: str | None = None, clip_frames: int = 121, stride: int | None = None,
+                      resolution: int = 512, val_fraction: float = 0.05, no_face: str = "skip",
+                      no_detector: bool = False, detect_every: int = 5, retry_skipped: bool = False) -> dict:
+  """``scripts/preprocess.py``: every check that needs no model (options, inputs, the output folder and its
+  report) first, then the VAE and Whisper, then :func:`preprocess`; returns the report. When no video
+  has given a clip it is a :class:`DataError` listing the first reasons, with nothing written."""
+  vae = vae or (ckpt and os.path.join(ckpt, "vae"))
+  whisper = whisper or (ckpt and os.path.join(ckpt, "whisper"))
+  if not vae or not whisper:
+    raise InputError("--ckpt: needed, or both --vae and --whisper")
+  stride = clip_frames if stride is None else stride
+  settings = check_settings(clip_frames=clip_frames, stride=stride, resolution=resolution,
+                            val_fraction=val_fraction, no_face=no_face, detect_every=detect_every)
+  paths = list_videos(inputs)
+  out_dir = check_output_dir(out_dir)
+  open_report(out_dir, settings)
+  encode_video, featurize = load_encoders(vae, whisper)
+  report = preprocess(paths, out_dir, encode_video, featurize, clip_frames=clip_frames, stride=stride,
+                      resolution=resolution, val_fraction=val_fraction, detector=None if no_detector else "haar",
+                      no_face="center" if no_detector else no_face, retry_skipped=retry_skipped,
+                      detect_every=detect_every)
+  if not report["processed"]:
+    raise DataError(usable_summary({p: report["skipped"][p] for p in paths if p in report["skipped"]}, "video"))
   return report
 
 
@@ -370,13 +409,17 @@ def write_frame_shards(paths: Sequence[str], out_dir: str, *, resolution: int, m
   """Videos → ``{out_dir}/{train,val}-NNNNN.array_record`` of ``{"video": uint8 [F, S, S, 3]}`` (one per
   video, 25 fps, the largest centred square resized to ``resolution``): the data of VAE training
   (read_jax/train/vae_stage.py). Unreadable or shorter-than-``min_frames`` videos are skipped; returns
-  the number of videos per split and skipped."""
-  import tqdm
-
+  the number of videos per split and skipped. The shards are written under ``out_dir/.tmp`` and moved
+  into place together at the end: an interrupt leaves none."""
   counts = {"train": 0, "val": 0, "skipped": 0}
-  writers = {split: records.ShardWriter(os.path.join(out_dir, split), examples_per_shard=64) for split in ("train", "val")}
+  tmp_dir = os.path.join(out_dir, ".tmp")
+  shutil.rmtree(tmp_dir, ignore_errors=True)
+  writers = {split: records.ShardWriter(os.path.join(tmp_dir, split), examples_per_shard=64)
+             for split in ("train", "val")}
+  paths = list(paths)
+  bar = cli.progress(paths, desc="frames", unit="video") if progress else tqdm.tqdm(paths, disable=True)
   try:
-    for path in tqdm.tqdm(list(paths), desc="frames", unit="video", disable=not progress):
+    for path in bar:
       try:
         frames = list(iter_frames(path))
       except SkipVideo:
@@ -390,7 +433,12 @@ def write_frame_shards(paths: Sequence[str], out_dir: str, *, resolution: int, m
       split = "val" if is_val(path, val_fraction) else "train"
       writers[split].write({"video": video})
       counts[split] += 1
+    for w in writers.values():
+      for shard in w.close():
+        os.replace(shard, os.path.join(out_dir, os.path.basename(shard)))
   finally:
+    bar.close()
     for w in writers.values():
       w.close()
+    shutil.rmtree(tmp_dir, ignore_errors=True)
   return counts

@@ -17,18 +17,28 @@ The mouth is a large, high-contrast feature (a near-black ellipse inside reddish
 
 In memory: ``make_clip(seed, seconds, size)`` → :class:`SyntheticClip`; ``render_face`` draws one
 frame (e.g. a reference image); ``write_clip`` writes mp4 (H.264 + AAC, like real data) + wav +
-json track. Held-out splits are seed ranges: :data:`SPLIT_OFFSETS`, :func:`split_seeds`.
+json track, each file atomically; ``write_set`` writes many (``scripts/make_synthetic.py``). Held-out
+splits are seed ranges: :data:`SPLIT_OFFSETS`, :func:`split_seeds`.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import math
 import os
 import pathlib
+import signal
+import sys
 
 import numpy as np
+import tqdm
+
+from read_jax import cli
+from read_jax.data.paths import check_output_dir
+from read_jax.errors import InputError
+from read_jax.files import atomic_path
 
 FPS = 25  # video frames per second, as in the real data (DESIGN §3.7)
 SAMPLE_RATE = 16000  # audio samples per second
@@ -111,9 +121,10 @@ class SyntheticClip:
 def split_seeds(split: str, num: int, start: int = 0) -> range:
   """Seeds of clips ``start .. start + num - 1`` of a split; splits never share a seed."""
   if split not in SPLIT_OFFSETS:
-    raise ValueError(f"split {split!r} is not one of {sorted(SPLIT_OFFSETS)}")
+    raise InputError(f"--split {split!r}: not one of {sorted(SPLIT_OFFSETS)}")
   if num < 0 or start < 0 or start + num > 1_000_000:
-    raise ValueError(f"split {split!r}: clips {start}..{start + num - 1} leave the split's 1,000,000 seeds")
+    raise InputError(f"--seed {start} --num {num}: clips {start}..{start + num - 1} of split {split!r} leave its "
+                     "1,000,000 seeds (0..999999)")
   return range(SPLIT_OFFSETS[split] + start, SPLIT_OFFSETS[split] + start + num)
 
 
@@ -268,9 +279,15 @@ def render_face(identity: Identity, mouth_open: float = 0.0, blink: float = 0.0,
   return _render(identity, [mouth_open], [blink], [head_offset], size)[0]
 
 
+def _check_seconds(seconds):
+  if (isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.integer, np.floating))
+      or not math.isfinite(seconds) or round(seconds * FPS) < 1):
+    raise InputError(f"--seconds {seconds!r}: must be a number giving at least one frame (>= 0.02)")
+
+
 def _check_size(size):
   if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8:
-    raise ValueError(f"size must be an integer >= 8 (pixels), got {size!r}")
+    raise InputError(f"--size {size!r}: must be an integer >= 8 (pixels)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -429,9 +446,7 @@ def make_clip(seed: int, seconds: float, size: int = 128, identity: Identity | N
   ``identity`` (default ``make_identity(seed)``) lets several clips share one speaker, e.g. a
   reference image drawn with :func:`render_face` from another clip of the same identity.
   """
-  if (isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.integer, np.floating))
-      or not math.isfinite(seconds) or round(seconds * FPS) < 1):
-    raise ValueError(f"seconds must be a number giving at least one frame (>= 0.02), got {seconds!r}")
+  _check_seconds(seconds)
   _check_size(size)
   idn = make_identity(seed) if identity is None else identity
   rng = np.random.default_rng([int(seed), 1])
@@ -453,7 +468,9 @@ def write_clip(clip: SyntheticClip, out_dir, name: str) -> tuple[str, str, str]:
   """Write ``name.mp4`` (H.264 yuv420p with the speech muxed in as AAC, like real data),
   ``name.wav`` (16-bit PCM) and ``name.json`` (mouth track, blink, head, identity, seed).
 
-  Returns the three paths. Frame sizes must be even (yuv420p halves the chroma planes).
+  Returns the three paths. Frame sizes must be even (yuv420p halves the chroma planes). Each file is
+  written atomically (:func:`read_jax.files.atomic_path`), the json last: a clip whose three files are
+  all there is complete, whatever interrupted an earlier run.
   """
   import imageio_ffmpeg
   import soundfile
@@ -465,27 +482,92 @@ def write_clip(clip: SyntheticClip, out_dir, name: str) -> tuple[str, str, str]:
     raise ValueError(f"write_clip {name!r}: frames must be uint8 [F, H, W, 3], got {frames.dtype} {frames.shape}")
   num_frames, height, width, _ = frames.shape
   if height % 2 or width % 2:
-    raise ValueError(f"write_clip {name!r}: frame size {height}x{width} must be even for yuv420p video")
+    raise InputError(f"write_clip {name!r}: frame size {height}x{width} must be even for yuv420p video")
   if len(clip.audio) != num_frames * clip.sample_rate // clip.fps:
     raise ValueError(f"write_clip {name!r}: {len(clip.audio)} audio samples do not match {num_frames} frames")
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   mp4, wav, track = (str(out / f"{name}{ext}") for ext in (".mp4", ".wav", ".json"))
-  soundfile.write(wav, np.clip(clip.audio, -1, 1), clip.sample_rate, subtype="PCM_16")
-  writer = imageio_ffmpeg.write_frames(
-      mp4, (width, height), fps=clip.fps, codec="libx264", pix_fmt_out="yuv420p", quality=None,
-      macro_block_size=2, ffmpeg_log_level="error", audio_path=wav, audio_codec="aac",
-      # One encoder thread: synthetic clips are small, and make_synthetic.py runs clips in parallel.
-      output_params=["-crf", "17", "-preset", "veryfast", "-threads", "1", "-b:a", "96k"])
-  writer.send(None)
-  for frame in frames:
-    writer.send(np.ascontiguousarray(frame))
-  writer.close()
-  with open(track, "w") as fh:
-    json.dump({"seed": clip.seed, "fps": clip.fps, "sample_rate": clip.sample_rate,
-               "num_frames": num_frames, "size": [height, width],
-               "mouth": [round(float(m), 5) for m in clip.mouth],
-               "blink": [round(float(b), 4) for b in clip.blink],
-               "head": [[round(float(v), 5) for v in h] for h in clip.head],
-               "identity": dataclasses.asdict(clip.identity)}, fh)
+  if os.path.exists(track):  # rewriting: the clip is incomplete until its new json lands
+    os.remove(track)
+  with atomic_path(wav) as tmp:
+    soundfile.write(tmp, np.clip(clip.audio, -1, 1), clip.sample_rate, subtype="PCM_16")
+  with atomic_path(mp4) as tmp:
+    writer = imageio_ffmpeg.write_frames(
+        tmp, (width, height), fps=clip.fps, codec="libx264", pix_fmt_out="yuv420p", quality=None,
+        macro_block_size=2, ffmpeg_log_level="error", audio_path=wav, audio_codec="aac",
+        # One encoder thread: synthetic clips are small, and write_set runs clips in parallel.
+        output_params=["-crf", "17", "-preset", "veryfast", "-threads", "1", "-b:a", "96k"])
+    writer.send(None)
+    try:
+      for frame in frames:
+        writer.send(np.ascontiguousarray(frame))
+    finally:
+      writer.close()  # ffmpeg finishes (or is stopped) before the temp file is renamed or removed
+  with atomic_path(track) as tmp:
+    with open(tmp, "w") as fh:
+      json.dump({"seed": clip.seed, "fps": clip.fps, "sample_rate": clip.sample_rate,
+                 "num_frames": num_frames, "size": [height, width],
+                 "mouth": [round(float(m), 5) for m in clip.mouth],
+                 "blink": [round(float(b), 4) for b in clip.blink],
+                 "head": [[round(float(v), 5) for v in h] for h in clip.head],
+                 "identity": dataclasses.asdict(clip.identity)}, fh)
   return mp4, wav, track
+
+
+def clip_name(seed: int) -> str:
+  return f"synth_{seed:07d}"
+
+
+def write_seed(seed: int, out_dir: str, seconds: float, size: int, overwrite: bool = False) -> str:
+  """Write clip ``seed`` into ``out_dir`` unless its three files are there (or ``overwrite``); its name."""
+  name = clip_name(seed)
+  if overwrite or not all(os.path.exists(os.path.join(out_dir, name + ext)) for ext in (".mp4", ".wav", ".json")):
+    write_clip(make_clip(seed, seconds, size), out_dir, name)
+  return name
+
+
+def _worker_signals() -> None:
+  # Ctrl-C reaches every process of the group: the workers finish their clip (each file is atomic) while
+  # the parent cancels the rest; SIGTERM stops a worker through its cleanups, without a traceback.
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+
+def write_set(out_dir: str, *, num: int = 100, seconds: float = 5.0, size: int = 128, seed: int = 0,
+              split: str = "train", workers: int = 1, overwrite: bool = False, progress: bool = True) -> range:
+  """Clips ``seed .. seed + num - 1`` of ``split`` into ``out_dir`` (``scripts/make_synthetic.py``); the seeds.
+
+  Existing clips are kept unless ``overwrite``, so a rerun resumes. Every option is checked (an
+  :class:`InputError` naming it) and the folder tried before any clip is drawn. On an interrupt the
+  clips being written are finished and the rest cancelled.
+  """
+  if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
+    raise InputError(f"--num {num!r}: must be >= 1")
+  _check_seconds(seconds)
+  _check_size(size)
+  if size % 2:
+    raise InputError(f"--size {size}: must be even (yuv420p video halves the chroma planes)")
+  if workers < 1:
+    raise InputError(f"--workers {workers}: must be >= 1")
+  if seed < 0:
+    raise InputError(f"--seed {seed}: must be >= 0 (the first clip index within the split)")
+  seeds = split_seeds(split, num, seed)
+  out_dir = check_output_dir(out_dir)
+  job = dict(out_dir=out_dir, seconds=seconds, size=size, overwrite=overwrite)
+  bar = (cli.progress(total=len(seeds), desc=f"synthetic {split}", unit="clip") if progress
+         else tqdm.tqdm(total=len(seeds), disable=True))
+  with bar:
+    if workers == 1:
+      for s in seeds:
+        bar.set_postfix_str(write_seed(s, **job))
+        bar.update()
+      return seeds
+    pool = concurrent.futures.ProcessPoolExecutor(workers, initializer=_worker_signals)
+    try:
+      for future in concurrent.futures.as_completed([pool.submit(write_seed, s, **job) for s in seeds]):
+        bar.set_postfix_str(future.result())
+        bar.update()
+    finally:
+      pool.shutdown(wait=True, cancel_futures=True)
+  return seeds
