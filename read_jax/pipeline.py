@@ -67,6 +67,9 @@ class PipelineConfig:
   # Crop the reference around the detected face, as the training data was cropped (scripts/preprocess.py);
   # False: take the largest centred square as it is (models trained on whole frames, e.g. the demo model).
   face_crop: bool = True
+  # Which audio Whisper sees per frame (read_jax.speech): "whole" 30 s windows (what the demo was trained on),
+  # "live" (4 s windows ending 140 ms after each latent frame: computable as the audio streams) or "live:<seconds>".
+  speech_window: str = "whole"
 
   @classmethod
   def from_dict(cls, d: dict) -> "PipelineConfig":
@@ -230,13 +233,14 @@ class ReadPipeline:
 
   def speech_features(self, wave: np.ndarray, num_latents: int) -> jax.Array:
     """S [1 + 8(num_latents − 1), Hw, DA]: one Whisper window per video frame of ``num_latents`` latent
-    frames, from 16 kHz audio padded with silence to that length."""
+    frames, from 16 kHz audio padded with silence to that length, under ``config.speech_window``."""
     fps = self.config.fps
     num_video = 1 + FRAMES_PER_LATENT * (num_latents - 1)
     samples = int(np.ceil(num_video * audio_lib.SAMPLE_RATE / fps))
     padded = np.pad(wave, (0, max(0, samples - wave.shape[0])))
     t0 = time.perf_counter()
-    s = speech_lib.speech_features(padded, self.whisper, self.whisper_params, fps=fps, num_frames=num_video)
+    s = speech_lib.speech_features(padded, self.whisper, self.whisper_params, fps=fps, num_frames=num_video,
+                                   policy=self.config.speech_window)
     self.timings.whisper += _block(s, t0)
     return s
 

@@ -126,6 +126,9 @@ class WhisperEncoder(nn.Module):
 
   conv1 (k3) → GELU → conv2 (k3, stride 2: 100 Hz → 50 Hz) → GELU → + positions → layers → LayerNorm.
   Whisper needs exactly 2·P mel frames (30 s for the released models); see :func:`encode_long`.
+  ``window_positions`` P' < P runs the same weights on a shorter window, 2·P' mel frames → ``[B, P', D]``
+  with the first P' positional embeddings (live speech features, ``read_jax.speech.WindowPolicy``): a
+  clone with it set, ``encoder.clone(window_positions=P')``, takes the same params.
   """
 
   d_model: int = 384  # D
@@ -139,13 +142,22 @@ class WhisperEncoder(nn.Module):
   dtype: jnp.dtype = jnp.float32  # compute dtype
   param_dtype: jnp.dtype = jnp.float32  # storage dtype
   attention_impl: str = "xla"  # see read_jax.nn.attention
+  window_positions: int | None = None  # P' ≤ P output frames per (shorter) input window; None = P
+
+  @property
+  def num_positions(self) -> int:
+    """Output frames per input window: P' when set, else P."""
+    return self.max_source_positions if self.window_positions is None else self.window_positions
 
   @property
   def num_input_frames(self) -> int:
-    return 2 * self.max_source_positions
+    return 2 * self.num_positions
 
   @nn.compact
   def __call__(self, mel):  # mel [B, 2P, n_mels]
+    if not 1 <= self.num_positions <= self.max_source_positions:
+      raise ValueError(f"WhisperEncoder: window_positions must be in 1 … {self.max_source_positions} (the "
+                       f"positional table's length), got {self.window_positions}")
     if mel.ndim != 3 or mel.shape[1:] != (self.num_input_frames, self.num_mel_bins):
       raise ValueError(f"WhisperEncoder: expected log-mel [B, {self.num_input_frames}, {self.num_mel_bins}], "
                        f"got {mel.shape} (pad or cut the audio to the encoder's window: read_jax.speech.window_samples)")
@@ -158,8 +170,8 @@ class WhisperEncoder(nn.Module):
     x = act(conv(strides=(2,), name="conv2")(x))  # [B, P, D]
     # A fixed table in every released checkpoint, but a parameter (read from the checkpoint) like in torch.
     pos = nn.Embed(self.max_source_positions, self.d_model, dtype=self.dtype, param_dtype=self.param_dtype,
-                   embedding_init=_sinusoid_init, name="embed_positions")(jnp.arange(self.max_source_positions))
-    x = x + pos[None]  # [B, P, D]
+                   embedding_init=_sinusoid_init, name="embed_positions")(jnp.arange(self.num_positions))
+    x = x + pos[None]  # [B, P, D] (P' when window_positions is set)
     for i in range(self.num_layers):
       x = WhisperEncoderLayer(self.num_heads, self.ffn_dim, self.activation, self.layer_norm_eps, self.dtype,
                               self.param_dtype, self.attention_impl, name=f"layers_{i}")(x)
