@@ -43,6 +43,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from read_jax import sharding
 from read_jax.ans import sampling
 from read_jax.convert.prompt import load_text_embedding
+from read_jax.errors import ConfigError, InputError
 from read_jax.models import a2v_dit
 from read_jax.nn.attention import compilation_target, resolve
 from read_jax.sharding import MESH_AXES
@@ -100,18 +101,18 @@ def topology_devices(topology: str) -> tuple[list[jax.Device], Chip]:
   """The abstract devices of a TPU slice, e.g. ``"v5e:16x16"`` (v5e-256) or ``"v5p:2x2x4"`` (v5p-32)."""
   m = _TOPOLOGY.fullmatch(topology or "")
   if not m:
-    raise ValueError(f"--topology {topology!r}: expected <chip>:<AxB[xC]> chips, e.g. v5e:16x16 or v5p:2x2x4")
+    raise ConfigError(f"--topology {topology!r}: expected <chip>:<AxB[xC]> chips, e.g. v5e:16x16 or v5p:2x2x4")
   family, dims = m.group(1), [int(d) for d in m.group(2).split("x")]
   if family not in CHIPS:
-    raise ValueError(f"--topology {topology!r}: chip {family!r} is not one of {sorted(CHIPS)}")
+    raise ConfigError(f"--topology {topology!r}: chip {family!r} is not one of {sorted(CHIPS)}")
   if not libtpu_available():
-    raise RuntimeError("AOT compilation for TPU needs libtpu: pip install 'jax[tpu]==0.10.2'")
+    raise InputError("AOT compilation for TPU needs libtpu: pip install 'jax[tpu]==0.10.2'")
   from jax.experimental import topologies
   try:
     desc = topologies.get_topology_desc(platform="tpu", topology_name=topology)
   except Exception as e:  # noqa: BLE001  (JaxRuntimeError)
     if "chips_per_host_bounds" not in str(e):
-      raise ValueError(f"--topology {topology!r}: libtpu rejects it: {e}") from None
+      raise ConfigError(f"--topology {topology!r}: libtpu rejects it: {e}") from None
     # Slices smaller than one host (v5e:1x1, v5e:1x2): the whole slice is one host.
     bounds = tuple(dims + [1] * (3 - len(dims)))
     desc = topologies.get_topology_desc(platform="tpu", topology_name=topology, chips_per_host_bounds=bounds)
@@ -124,7 +125,7 @@ def parse_mesh(spec: str) -> dict[str, int]:
   for item in filter(None, spec.split(",")):
     name, sep, value = item.partition("=")
     if not sep or name not in MESH_AXES or not re.fullmatch(r"-?\d+", value):
-      raise ValueError(f"--mesh {spec!r}: items look like data=4,fsdp=16,tensor=4 (axes {MESH_AXES})")
+      raise ConfigError(f"--mesh {spec!r}: items look like data=4,fsdp=16,tensor=4 (axes {MESH_AXES})")
     out[name] = int(value)
   return out
 
@@ -400,6 +401,21 @@ def param_shardings(trainer) -> dict[str, list]:
 
 
 # --- sampling step ----------------------------------------------------------------------------------
+
+
+def configure(config, topology: str, mesh: str | None = None, per_device_batch: int = 0):
+  """``(devices, chip)`` of ``topology``, with ``config`` (unlocked here) set to the ``--mesh`` spec and, when
+  ``per_device_batch`` > 0, the global batch it implies. A mesh that does not fit the slice fails here, in
+  seconds, not in the middle of a compile."""
+  mesh_axes = parse_mesh(mesh) if mesh else {}
+  devices, chip = topology_devices(topology)
+  with config.unlocked():
+    config.mesh.update(mesh_axes)
+    built = sharding.make_mesh(config.mesh, devices)
+    if per_device_batch:
+      shards = built.shape["data"] * built.shape["fsdp"]
+      config.data.batch_size = per_device_batch * config.train.accum_steps * shards
+  return devices, chip
 
 
 def compile_sample_clip(config, topology: str, devices: Sequence[jax.Device] | None = None, chip: Chip | None = None,

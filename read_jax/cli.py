@@ -1,6 +1,6 @@
 """One convention for every command in ``scripts/``: the parser, the progress bar, the error path.
 
-A script is ``sys.exit(cli.run(main))`` around a ``main(argv) -> int`` that parses with :func:`parser`
+A script is ``cli.exit(cli.run(main))`` around a ``main(argv) -> int`` that parses with :func:`parser`
 and makes one call into the package. :func:`run` turns
 
 * a user's mistake (:class:`read_jax.errors.InputError` and its kinds; an ``OSError`` about a file:
@@ -70,6 +70,19 @@ def fail(message: str) -> int:
   """Print ``error: message`` and return the user-error exit code (for checks a script does itself)."""
   print(f"error: {message}", file=sys.stderr)
   return EXIT_USER_ERROR
+
+
+def exit(code: int):
+  """Leave the process with ``code`` (a script's last line: ``cli.exit(cli.run(main))``).
+
+  After an interrupt the exit is immediate (``os._exit``): the interrupt can land inside an XLA compile, which
+  goes on in its own thread, and the interpreter's teardown then crashes under it (SIGSEGV instead of
+  130/143). Everything the command wrote was cleaned up by then (atomic writers, ``finally`` blocks)."""
+  if code in (EXIT_SIGINT, EXIT_SIGTERM):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+  sys.exit(code)
 
 
 def _raise_terminated(signum, frame):

@@ -18,6 +18,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from read_jax.errors import ConfigError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 # The batch dimension is split over both data-parallel axes.
 BATCH_AXES = ("data", "fsdp")
@@ -28,15 +30,15 @@ def make_mesh(mesh_config, devices: Sequence[jax.Device] | None = None) -> Mesh:
   devices = list(jax.devices() if devices is None else devices)
   sizes = [int(mesh_config[name]) for name in MESH_AXES]
   if sizes.count(-1) > 1:
-    raise ValueError(f"config.mesh: at most one axis may be -1, got {dict(zip(MESH_AXES, sizes))}")
+    raise ConfigError(f"config.mesh: at most one axis may be -1, got {dict(zip(MESH_AXES, sizes))}")
   known = int(np.prod([s for s in sizes if s != -1]))
   if -1 in sizes:
     if len(devices) % known:
-      raise ValueError(f"config.mesh {dict(zip(MESH_AXES, sizes))}: {len(devices)} devices are not "
+      raise ConfigError(f"config.mesh {dict(zip(MESH_AXES, sizes))}: {len(devices)} devices are not "
                        f"divisible by {known}")
     sizes[sizes.index(-1)] = len(devices) // known
   if int(np.prod(sizes)) != len(devices):
-    raise ValueError(f"config.mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} devices, "
+    raise ConfigError(f"config.mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} devices, "
                      f"{len(devices)} are available")
   return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3,
                        devices=devices)
@@ -86,7 +88,7 @@ def tree_shardings(abstract_tree, mesh: Mesh, rules, fallback: str = "fsdp_large
   annotated param are themselves boxed (optax maps over the boxes), so they follow the param.
   """
   if fallback not in FALLBACK_POLICIES:
-    raise ValueError(f"config.sharding.fallback={fallback!r} is not one of {sorted(FALLBACK_POLICIES)}")
+    raise ConfigError(f"config.sharding.fallback={fallback!r} is not one of {sorted(FALLBACK_POLICIES)}")
   policy = FALLBACK_POLICIES[fallback]
 
   def one(leaf):

@@ -15,7 +15,6 @@ Needs libtpu: ``pip install "jax[tpu]==0.10.2"``. ``--config.*`` overrides work 
 
 import json
 import os
-import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # before jax is imported: the TPU is only a compilation target
 
@@ -23,7 +22,6 @@ from read_jax import aot, cli, media  # noqa: E402
 from read_jax.config import load_config  # noqa: E402
 from read_jax.errors import InputError  # noqa: E402
 from read_jax.files import atomic_path  # noqa: E402
-from read_jax.sharding import make_mesh  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -53,17 +51,7 @@ def main(argv=None) -> int:
 
   aot.quiet_libtpu_env()
   config = load_config(args.config, overrides)
-  try:  # read_jax.aot and sharding report a bad --topology / --mesh or no libtpu as ValueError / RuntimeError
-    mesh_axes = aot.parse_mesh(args.mesh) if args.mesh else {}
-    devices, chip = aot.topology_devices(args.topology)
-    with config.unlocked():
-      config.mesh.update(mesh_axes)
-      mesh = make_mesh(config.mesh, devices)  # one that does not fit the slice fails here, not mid-compile
-      if args.per_device_batch:
-        shards = mesh.shape["data"] * mesh.shape["fsdp"]
-        config.data.batch_size = args.per_device_batch * config.train.accum_steps * shards
-  except (ValueError, RuntimeError) as e:
-    raise InputError(str(e)) from None
+  devices, chip = aot.configure(config, args.topology, args.mesh, args.per_device_batch)
 
   reports, status = [], 0
   for w in what:
@@ -85,11 +73,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  code = cli.run(main)
-  if code in (cli.EXIT_SIGINT, cli.EXIT_SIGTERM):
-    # An interrupt can land inside an XLA compile, which goes on in its own thread; the interpreter's
-    # teardown then crashes under it (SIGSEGV, not 130/143). Everything is cleaned up by now: leave at once.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-  sys.exit(code)
+  cli.exit(cli.run(main))

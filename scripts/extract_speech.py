@@ -11,7 +11,6 @@ input, a bad option or an unusable --out is one error line and exit code 2 befor
 a run where no file is usable (nothing is written then). Logic: read_jax/data/speech.py.
 """
 
-import os
 import sys
 
 from read_jax import cli
@@ -40,11 +39,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  code = cli.run(main)
-  if code in (cli.EXIT_SIGINT, cli.EXIT_SIGTERM):
-    # An interrupt can land inside an XLA compile, which goes on in its own thread; the interpreter's
-    # teardown then crashes under it (SIGSEGV, not 130/143). Everything is cleaned up by now: leave at once.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-  sys.exit(code)
+  cli.exit(cli.run(main))
