@@ -25,7 +25,6 @@ step's output lands in the workdir, and a finished step is skipped when the buil
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import glob
 import json
@@ -38,12 +37,11 @@ import jax
 import numpy as np
 from PIL import Image
 
-from read_jax import cli, media
+from read_jax import media
 from read_jax.config import load_config
 from read_jax.convert import checkpoint_dir, export_vae, load_vae
 from read_jax.convert.whisper import load_whisper_encoder
 from read_jax.data import preprocess, records, speech, synthetic
-from read_jax.errors import DataError
 from read_jax.files import atomic_path, read_json, write_json
 from read_jax.pipeline import PIPELINE_CONFIG, PipelineConfig, ReadPipeline
 from read_jax.speech import speech_features
@@ -90,30 +88,15 @@ def write_inputs(out_dir: str, size: int, seconds: float, seed_index: int = 0) -
   media.write_wav(os.path.join(out_dir, "speech.wav"), np.asarray(clip.audio, np.float32), synthetic.SAMPLE_RATE)
 
 
-def synthetic_clip(seed: int, out: str, seconds: float, size: int) -> str:
-  """Write clip ``seed`` of the synthetic set into ``out`` unless all its files are there; its name."""
-  name = f"synth_{seed:07d}"
-  if not all(os.path.exists(os.path.join(out, name + ext)) for ext in (".mp4", ".wav", ".json")):
-    synthetic.write_clip(synthetic.make_clip(seed, seconds, size), out, name)
-  return name
-
-
 def write_synthetic(out: str, num: int, seconds: float, size: int, workers: int = SYNTHETIC_WORKERS) -> None:
   """The first ``num`` training clips of the synthetic set in ``out`` (as scripts/make_synthetic.py writes them)."""
-  seeds = synthetic.split_seeds("train", num)
-  os.makedirs(out, exist_ok=True)
-  with concurrent.futures.ProcessPoolExecutor(workers) as pool:
-    names = pool.map(synthetic_clip, seeds, *([v] * len(seeds) for v in (out, seconds, size)))
-    for _ in cli.progress(names, total=len(seeds), desc="synthetic train", unit="clip"):
-      pass
+  seeds = synthetic.write_set(out, num=num, seconds=seconds, size=size, split="train", workers=workers)
   log(f"synthetic: {len(seeds)} clips (train seeds {seeds.start}..{seeds.stop - 1}) in {out}")
 
 
 def extract_speech(synthetic_dir: str, whisper_dir: str, out: str, *, min_frames: int, val_fraction: float) -> None:
   """Stage-1 data: the Whisper windows of every wav in ``synthetic_dir`` (as scripts/extract_speech.py)."""
   paths = speech.list_audio(sorted(glob.glob(os.path.join(synthetic_dir, "*.wav"))))
-  if not paths:
-    raise DataError(f"{synthetic_dir}: no audio files")
   encoder, params = load_whisper_encoder(whisper_dir)
   result = speech.extract_speech(paths, out, lambda wave: speech_features(wave, encoder, params),
                                  val_fraction=val_fraction, min_frames=min_frames, examples_per_shard=256)
