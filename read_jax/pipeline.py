@@ -71,6 +71,12 @@ class PipelineConfig:
   # "live" (4 s windows ending 140 ms after each latent frame: computable as the audio streams) or "live:<seconds>".
   speech_window: str = "whole"
 
+  def __post_init__(self):
+    try:
+      speech_lib.window_policy(self.speech_window)  # a bad value fails when pipeline.json loads
+    except ValueError as e:
+      raise CheckpointError(f"{PIPELINE_CONFIG}: speech_window: {e}") from None
+
   @classmethod
   def from_dict(cls, d: dict) -> "PipelineConfig":
     known = {f.name for f in dataclasses.fields(cls)}

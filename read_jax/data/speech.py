@@ -30,7 +30,7 @@ from read_jax.data import records
 from read_jax.data.paths import check_output_dir, find_files, usable_summary
 from read_jax.errors import DataError, InputError
 from read_jax.files import atomic_path, read_json, write_json
-from read_jax.speech import speech_features
+from read_jax.speech import speech_features, window_policy
 
 __all__ = ["AUDIO_EXTENSIONS", "find_files", "list_audio", "is_val", "check_settings", "open_report",
            "extract_speech", "extract_speech_files"]
@@ -196,17 +196,22 @@ def extract_speech(paths: Iterable[str], out_dir: str, featurize: Callable[[np.n
 
 
 def extract_speech_files(inputs: Sequence[str], out_dir: str, whisper: str, *, val_fraction: float = 0.05,
-                         min_frames: int = 121, examples_per_shard: int = 256, retry_skipped: bool = False
-                         ) -> dict[str, object]:
+                         min_frames: int = 121, examples_per_shard: int = 256, retry_skipped: bool = False,
+                         speech_window: str = "whole") -> dict[str, object]:
   """``scripts/extract_speech.py``: every check that needs no model (options, inputs, the output folder and
   its report) first, then Whisper, then :func:`extract_speech`. No usable file at all is a
-  :class:`DataError` listing the first reasons, with nothing written."""
+  :class:`DataError` listing the first reasons, with nothing written. ``speech_window``: the feature window
+  policy (``read_jax.speech.window_policy``: "whole", "live", "live:<seconds>"); a model trained on these
+  features must generate with the same ``PipelineConfig.speech_window``."""
   settings = check_settings(val_fraction, min_frames, examples_per_shard)
+  policy = window_policy(speech_window)
+  if policy is not None:  # recorded, so a rerun with another policy is refused (absent: "whole", as before)
+    settings["speech_window"] = speech_window
   paths = list_audio(inputs)
   out_dir = check_output_dir(out_dir)
   open_report(out_dir, settings)
   encoder, params = load_whisper_encoder(whisper)
-  result = extract_speech(paths, out_dir, lambda wave: speech_features(wave, encoder, params),
+  result = extract_speech(paths, out_dir, lambda wave: speech_features(wave, encoder, params, policy=policy),
                           val_fraction=val_fraction, min_frames=min_frames, examples_per_shard=examples_per_shard,
                           retry_skipped=retry_skipped)
   if not result["train"] and not result["val"]:
