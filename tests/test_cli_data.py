@@ -276,7 +276,7 @@ SPEECH_CASES = [
 
 def _stub_whisper(monkeypatch):
   monkeypatch.setattr(speech, "load_whisper_encoder", lambda path: (None, None))
-  monkeypatch.setattr(speech, "speech_features", lambda wave, encoder, params: np.zeros(
+  monkeypatch.setattr(speech, "speech_features", lambda wave, encoder, params, policy=None: np.zeros(
       (len(wave) * 25 // 16000, 10, 4), np.float32) + wave[:1])
 
 
