@@ -14,11 +14,13 @@ and lets every other exception (a bug) keep its traceback.
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import errno
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 from read_jax.errors import InputError
@@ -89,11 +91,32 @@ def _raise_terminated(signum, frame):
   raise Terminated()
 
 
+def _redeliver_swallowed_interrupts(previous):
+  """A ``sys.unraisablehook`` that signals an interrupt again when Python dropped it.
+
+  Python drops an exception raised inside a gc callback or a ``__del__`` ("Exception ignored in ..."), and
+  JAX runs one on every collection: a Ctrl-C or SIGTERM landing there would be lost and the job would carry
+  on to the end. The signal is sent again from another thread a moment later, so that its handler runs in
+  the main thread's ordinary code (sent from inside the hook it would be dropped again)."""
+
+  def hook(unraisable):
+    for kind, signum in ((KeyboardInterrupt, signal.SIGINT), (Terminated, signal.SIGTERM)):
+      if unraisable.exc_type is not None and issubclass(unraisable.exc_type, kind):
+        timer = threading.Timer(0.05, _thread.interrupt_main, (signum,))
+        timer.daemon = True
+        timer.start()
+        return
+    previous(unraisable)
+
+  return hook
+
+
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
   """Call ``main(argv)`` under the convention above and return the exit code."""
-  previous = None
+  previous, unraisable = None, sys.unraisablehook
   try:
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    sys.unraisablehook = _redeliver_swallowed_interrupts(unraisable)
   except ValueError:  # not the main thread: leave SIGTERM alone
     pass
   try:
@@ -112,3 +135,4 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
   finally:
     if previous is not None:
       signal.signal(signal.SIGTERM, previous)
+      sys.unraisablehook = unraisable

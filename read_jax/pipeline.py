@@ -220,11 +220,15 @@ class ReadPipeline:
   def reference_latent(self, image) -> jax.Array:
     """z_R [h, w, C] of a reference image (path or array; any size or mode: face-cropped, resized)."""
     t0 = time.perf_counter()
-    detector = {} if self.config.face_crop else {"detector": None}  # {}: the default face detector
-    pixels = media.load_reference_image(image, self.config.resolution, **detector)  # [S, S, 3] in [-1, 1]
-    z = self._encode_image(self.vae_variables, jnp.asarray(pixels)[None, None])[0, 0]
+    z = self.encode_reference(image)
     self.timings.reference += _block(z, t0)
     return z
+
+  def encode_reference(self, image) -> jax.Array:
+    """:meth:`reference_latent` without touching ``self.timings`` (a live session keeps its own)."""
+    detector = {} if self.config.face_crop else {"detector": None}  # {}: the default face detector
+    pixels = media.load_reference_image(image, self.config.resolution, **detector)  # [S, S, 3] in [-1, 1]
+    return self._encode_image(self.vae_variables, jnp.asarray(pixels)[None, None])[0, 0]
 
   def encode_video(self, frames) -> np.ndarray:
     """Normalised latents [1 + k, h, w, C] of uint8 frames [1 + 8k, H, W, 3] at the model's resolution (the
@@ -281,16 +285,13 @@ class ReadPipeline:
   def _latent_clips(self, image, audio, *, steps=None, cfg=None, alpha=None, beta=None, seed=0, motion_prior=True):
     """(iterator of latent clips [f, h, w, C], number of clips, number of video frames, key) for stream."""
     c = self.config
-    steps = c.steps if steps is None else steps
-    cfg = c.cfg if cfg is None else cfg
-    alpha = c.alpha if alpha is None else alpha
-    beta = c.beta if beta is None else beta
+    steps, cfg, alpha, beta = self.sampling_settings(steps, cfg, alpha, beta)
     self.timings = Timings()
     wave = audio_lib.load_audio(audio) if isinstance(audio, (str, os.PathLike)) else audio_lib.check_wave(
         np.asarray(audio, np.float32), "audio")
     num_video = audio_lib.num_video_frames(wave.shape[0], c.fps)
     if num_video < 1:
-      raise ValueError(f"audio {audio if isinstance(audio, str) else '(array)'}: {wave.shape[0]} samples is shorter "
+      raise audio_lib.AudioError(f"audio {audio if isinstance(audio, str) else '(array)'}: {wave.shape[0]} samples is shorter "
                        f"than one video frame ({audio_lib.SAMPLE_RATE // c.fps} samples)")
     self.timings.video_seconds = num_video / c.fps
     num_latents = sampling.latent_frames_for_video(num_video)  # rounds up; the video is trimmed to F
@@ -304,6 +305,28 @@ class ReadPipeline:
                                   shift=c.shift, cfg=cfg, alpha=alpha, beta=beta, params=(self.dit_params, text_kv),
                                   motion_prior=motion_prior)
     return clips, total, num_video, key
+
+  def sampling_settings(self, steps=None, cfg=None, alpha=None, beta=None) -> tuple:
+    """(steps, cfg, alpha, beta): the per-call values, the config's where None."""
+    c = self.config
+    return (c.steps if steps is None else steps, c.cfg if cfg is None else cfg, c.alpha if alpha is None else alpha,
+            c.beta if beta is None else beta)
+
+  @property
+  def denoiser(self) -> Callable:
+    """``denoise(params, x, t, speech)`` of the A2V-DiT: the stable callable ``sampling.run_clip`` caches on."""
+    return self._denoise
+
+  def text_states(self):
+    """The encoded prompt the denoiser takes with its weights: ``params = (dit_params, text_states())``."""
+    return self._encode_text(self.dit_params, self.text, self.text_mask)
+
+  def decode_clip(self, clip, key, j: int) -> np.ndarray:
+    """uint8 frames of latent clip ``j`` [f, h, w, C] sampled with ``key``: [1 + 8(f−1)] for clip 0, [8(f−1)] after
+    (clip j > 0 decodes its shared first latent as a lone first frame; that frame belongs to clip j−1)."""
+    frames = self._decode(self.vae_variables, clip[None], jax.random.fold_in(key, 1_000_000 + j))[0]
+    frames = frames if j == 0 else frames[1:]
+    return np.asarray(jnp.round((jnp.clip(frames, -1, 1) + 1) * 127.5).astype(jnp.uint8))
 
   def stream(self, image, audio, *, steps: int | None = None, cfg: str | None = None, alpha: float | None = None,
              beta: float | None = None, seed: int = 0, progress: Callable[[int, int], None] | None = None,
@@ -322,10 +345,7 @@ class ReadPipeline:
       clip = next(clips)  # [f, h, w, C]; frame 0 of clip j > 0 is clip j−1's last frame
       self.timings.denoise += _block(clip, t0)
       t0 = time.perf_counter()
-      frames = self._decode(self.vae_variables, clip[None], jax.random.fold_in(key, 1_000_000 + j))[0]
-      # Clip j > 0 decodes its shared first latent as a lone first frame: drop it, it belongs to clip j−1.
-      frames = frames if j == 0 else frames[1:]
-      frames = np.asarray(jnp.round((jnp.clip(frames, -1, 1) + 1) * 127.5).astype(jnp.uint8))
+      frames = self.decode_clip(clip, key, j)
       self.timings.vae_decode += time.perf_counter() - t0
       frames = frames[:num_video - emitted]
       emitted += frames.shape[0]

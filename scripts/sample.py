@@ -6,23 +6,30 @@
          [--cfg split|joint|none] [--alpha 2] [--beta 6] [--seed 0] [--dtype bfloat16]
 
 Prints a progress bar over clips and a final line with video seconds, wall seconds and the
-real-time factor. Bad inputs give one error line and exit code 2; an existing --out is replaced
-only once the new video is complete.
+real-time factor. Every input is checked before the model loads; a bad one gives one error line
+and exit code 2. An existing --out is replaced only once the new video is complete (Ctrl-C or
+SIGTERM leave it as it was: exit code 130 / 143).
 """
 
-import argparse
 import os
-import sys
 import time
+
+import jax.numpy as jnp
+
+from read_jax import audio, cli, media
+from read_jax.convert import checkpoint_dir
+from read_jax.errors import CheckpointError
+from read_jax.pipeline import ReadPipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "assets", "demo")
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = cli.parser(__doc__)
   p.add_argument("--ref", default=os.path.join(DEMO, "reference.png"), help="reference portrait (any size/mode)")
-  p.add_argument("--audio", default=os.path.join(DEMO, "speech.wav"), help="speech audio (any format librosa reads)")
+  p.add_argument("--audio", default=os.path.join(DEMO, "speech.wav"),
+                 help="speech audio (wav, flac, mp3, m4a, ... or a video's sound track)")
   p.add_argument("--out", default="out.mp4", help="output mp4 (written atomically)")
   p.add_argument("--ckpt", default=DEMO, help="read_jax checkpoint directory (default: the bundled demo model)")
   p.add_argument("--steps", type=int, default=None, help="denoiser passes per clip (default: the checkpoint's, 8)")
@@ -34,32 +41,23 @@ def main(argv=None) -> int:
                  help="compute dtype of every model (bfloat16 on accelerators)")
   args = p.parse_args(argv)
 
-  for what, path in (("--ref", args.ref), ("--audio", args.audio)):
-    if not os.path.isfile(path):
-      return _fail(f"{what} {path}: no such file")
+  # The cheap checks (headers, a temp file in the output folder) before the model loads.
   if not os.path.isdir(args.ckpt):
-    return _fail(f"--ckpt {args.ckpt}: no such checkpoint directory")
-  out_dir = os.path.dirname(os.path.abspath(args.out))
-  if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
-    return _fail(f"--out {args.out}: directory {out_dir} does not exist or is not writable")
+    raise CheckpointError(f"--ckpt {args.ckpt}: no such checkpoint directory")
+  checkpoint_dir.check_complete(args.ckpt)
+  media.check_image(args.ref)
+  audio.check_audio_file(args.audio)
+  media.check_output_path(args.out)
 
-  import tqdm
-  from read_jax.pipeline import ReadPipeline
-  try:
-    import jax.numpy as jnp
-    pipe = ReadPipeline.from_pretrained(args.ckpt, dtype=getattr(jnp, args.dtype))
-    bar = tqdm.tqdm(total=None, unit="clip", desc="generating", dynamic_ncols=True)
-
+  pipe = ReadPipeline.from_pretrained(args.ckpt, dtype=getattr(jnp, args.dtype))
+  start = time.perf_counter()
+  with cli.progress(total=None, unit="clip", desc="generating") as bar:
     def progress(done, total):
       bar.total = total
       bar.update(done - bar.n)
 
-    start = time.perf_counter()
     timings = pipe.write_video(args.ref, args.audio, args.out, steps=args.steps, cfg=args.cfg, alpha=args.alpha,
                                beta=args.beta, seed=args.seed, progress=progress)
-    bar.close()
-  except (ValueError, OSError) as e:  # AudioError, MediaError, CheckpointError are ValueErrors
-    return _fail(str(e).splitlines()[0] if str(e) else repr(e))
   wall = time.perf_counter() - start
   video = timings.video_seconds
   print(f"wrote {args.out}: {video:.2f} s of video in {wall:.2f} s wall "
@@ -67,10 +65,5 @@ def main(argv=None) -> int:
   return 0
 
 
-def _fail(message: str) -> int:
-  print(f"error: {message}", file=sys.stderr)
-  return 2
-
-
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.exit(cli.run(main))

@@ -1,8 +1,11 @@
 """Audio front end: file loading, Whisper log-mel parity with transformers, per-video-frame windows."""
 
+import subprocess
+
 import numpy as np
 import pytest
 
+import _media_files as files
 from read_jax import audio
 
 sf = pytest.importorskip("soundfile")
@@ -183,3 +186,80 @@ def test_click_lands_in_its_video_frame_log_mel_path():
     assert np.argmax(s[:, 4]) == i, tau
     if 0 < i < s.shape[0] - 1:  # one frame earlier / later, the click sits two Whisper frames later / earlier
       assert np.argmax(s[i - 1]) == 6 and np.argmax(s[i + 1]) == 2 and np.argmax(s[i]) == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# Containers and bad files: what scripts/sample.py checks before it loads a model
+
+
+def test_sound_track_of_a_video_and_other_containers(tmp_path):
+  """A video with speech is read as its sound track; a container libsndfile lacks (Matroska) goes through
+  ffmpeg and gives the same samples as the WAV it was made from."""
+  wave = speech_like(1.2)
+  video = files.video(tmp_path / "talk.mp4", frames=30, audio=(wave, SR))  # 1.2 s at 25 fps
+  loaded = audio.load_audio(video)
+  assert loaded.dtype == np.float32 and abs(loaded.shape[0] - wave.shape[0]) <= 1
+  mel_in, mel_out = (audio.log_mel_spectrogram(w[:19000], num_samples=19000) for w in (wave, loaded))
+  assert np.median(np.abs(mel_in - mel_out)) < 0.1  # AAC: the same speech, not the same samples
+  assert audio.audio_info(video).codec == "aac"
+
+  sr_in = 44100
+  t = np.arange(int(0.9 * sr_in)) / sr_in
+  stereo = np.stack([0.6 * np.sin(2 * np.pi * 440 * t), 0.2 * np.sin(2 * np.pi * 700 * t)], 1).astype(np.float32)
+  sf.write(tmp_path / "stereo.wav", stereo, sr_in, subtype="FLOAT")
+  mka = tmp_path / "stereo.mka"
+  subprocess.run([audio.ffmpeg_exe(), "-v", "error", "-i", tmp_path / "stereo.wav", "-c:a", "pcm_f32le", mka], check=True)
+  with pytest.raises(Exception):
+    sf.info(mka)  # so this really is the ffmpeg path
+  np.testing.assert_array_equal(audio.load_audio(mka), audio.load_audio(tmp_path / "stereo.wav"))
+
+
+def test_no_audio_stream_short_and_nan_files_are_refused_from_the_header(tmp_path):
+  mute = files.video(tmp_path / "mute.mp4")
+  for read in (audio.audio_info, audio.check_audio_file, audio.load_audio):
+    with pytest.raises(audio.AudioError, match=r"mute.mp4: no audio stream \(the file holds video streams only\)"):
+      read(mute)
+  short = tmp_path / "short.wav"
+  sf.write(short, np.zeros(160, np.float32), SR)  # 0.01 s
+  with pytest.raises(audio.AudioError, match=r"short.wav: 0.010 s of audio is shorter than one video frame"):
+    audio.check_audio_file(short)
+  assert audio.load_audio(short).shape == (160,)  # the file itself is fine: too short to animate, that is all
+  assert audio.check_audio_file(short, min_seconds=0.005).seconds == pytest.approx(0.01)
+  nan = files.nan_wav(tmp_path / "nan.wav")
+  with pytest.raises(audio.AudioError, match=r"nan.wav: 2 of 8000 samples are NaN or inf"):
+    audio.check_audio_file(nan)
+  text = tmp_path / "speech.mp3"
+  text.write_text("not audio\n")
+  with pytest.raises(audio.AudioError, match=r"speech.mp3: cannot read audio"):
+    audio.check_audio_file(text)
+  with pytest.raises(audio.AudioError, match=r"speech.mp3: cannot read audio"):
+    audio.load_audio(text)
+
+
+def _status_kb(key):
+  with open("/proc/self/status") as fh:
+    return next(int(line.split()[1]) for line in fh if line.startswith(key + ":"))
+
+
+def test_memory_stays_near_the_size_of_the_result(tmp_path):
+  """3 min of 44.1 kHz stereo (63 MB as float32) becomes 11.5 MB of 16 kHz mono; reading it costs about that
+  much, not the decoded input (decoding whole, then downmixing and resampling, cost ~2.5 GB for an hour)."""
+  try:
+    with open("/proc/self/clear_refs", "w") as fh:
+      fh.write("5")  # resets the peak RSS (VmHWM) to the current RSS
+  except OSError:
+    pytest.skip("no /proc/self/clear_refs to reset the peak RSS")
+  sr_in, seconds = 44100, 180
+  path = tmp_path / "long.wav"
+  with sf.SoundFile(path, "w", sr_in, 2, subtype="PCM_16") as f:
+    for start in range(0, seconds, 10):
+      t = np.arange(start * sr_in, (start + 10) * sr_in) / sr_in
+      f.write(np.stack([0.3 * np.sin(2 * np.pi * 220 * t), 0.2 * np.sin(2 * np.pi * 330 * t)], 1))
+  decoded_input = seconds * sr_in * 2 * 4
+  with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")
+  before = _status_kb("VmRSS") * 1024
+  wave = audio.load_audio(path)
+  added = _status_kb("VmHWM") * 1024 - before
+  assert wave.shape == (seconds * SR,)
+  assert added < wave.nbytes + 24e6 and added < decoded_input / 2, (added / 1e6, wave.nbytes / 1e6)
