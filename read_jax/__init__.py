@@ -3,6 +3,7 @@
 The public API (imported on first use, so ``import read_jax`` is cheap and no module below depends on it):
 
   ReadPipeline, PipelineConfig   generation: ``ReadPipeline.from_pretrained(dir).write_video(ref, audio, out)``
+  LiveSession, run_live          live generation: ``feed(pcm)`` as speech arrives, ``frames()`` as they are ready
   load_vae, load_transformer, load_whisper_encoder, load_text_embedding, export_torch, import_torch
                                  weights in and out (read_jax.convert)
   load_config                    experiment configs (configs/<name>.py[:arg], ``--config.a.b=v`` overrides)
@@ -29,6 +30,8 @@ __version__ = "0.1.0"
 
 _API = {
   "ReadPipeline": "read_jax.pipeline",
+  "LiveSession": "read_jax.live",
+  "run_live": "read_jax.live",
   "PipelineConfig": "read_jax.pipeline",
   "load_vae": "read_jax.convert",
   "load_transformer": "read_jax.convert",

@@ -18,6 +18,14 @@ CFG_MODES = ("split", "joint", "none")
 DEFAULT_GUIDANCE = {"split": (2.0, 6.0), "joint": (2.0, 0.0), "none": (1.0, 0.0)}  # (α, β), C.4
 
 
+def guidance_scales(cfg: str, alpha: float | None = None, beta: float | None = None) -> jnp.ndarray:
+  """``[α, β]`` float32 for the sampler: the paper's defaults (C.4) where a scale is None."""
+  if cfg not in CFG_MODES:
+    raise ValueError(f"cfg: must be one of {CFG_MODES}, got {cfg!r}")
+  a0, b0 = DEFAULT_GUIDANCE[cfg]
+  return jnp.asarray([a0 if alpha is None else alpha, b0 if beta is None else beta], jnp.float32)
+
+
 def guided_velocity(denoise, cfg, params, x, z_ref, speech, t, guidance):
   """v̂ of Eq. 16/17 for one clip: the CFG branches stacked on the batch axis, one denoiser call.
 

@@ -64,7 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from read_jax.models.vae import FRAMES_PER_LATENT
-from read_jax.ans.guidance import CFG_MODES, DEFAULT_GUIDANCE, guided_velocity
+from read_jax.ans.guidance import CFG_MODES, DEFAULT_GUIDANCE, guidance_scales, guided_velocity
 
 ORDERS = ("stream", "clips_outer", "steps_outer")
 DEFAULT_STEPS = 8  # paper C.4: "8-step sampling"
@@ -263,14 +263,14 @@ def _plan(z_ref, speech, num_frames, clip_frames, steps, shift, schedule, cfg, a
   # a pipeline that wants true silence encodes a silence-padded waveform and passes ≥ N_pad frames.
   speech = speech[:n_pad]
   speech = np.pad(speech, ((0, n_pad - speech.shape[0]), (0, 0), (0, 0)))
-  a0, b0 = DEFAULT_GUIDANCE[cfg]
-  guidance = jnp.asarray([a0 if alpha is None else alpha, b0 if beta is None else beta], jnp.float32)
+  guidance = guidance_scales(cfg, alpha, beta)
   sched = jnp.asarray(timesteps(steps, shift, schedule))
   k = num_clips(num_frames, clip_frames)
   return _Plan(num_frames, clip_frames, k, sched, guidance, speech, z_ref)
 
 
-def _clip_noise(key, j, clip_frames, frame_shape):
+def clip_noise(key, j: int, clip_frames: int, frame_shape):
+  """Clip j's initial noise [f, h, w, C]: ``normal(fold_in(key, j))``, the same in every sampling order."""
   return jax.random.normal(jax.random.fold_in(key, j), (clip_frames,) + tuple(frame_shape), jnp.float32)
 
 
@@ -294,7 +294,7 @@ def stream_clips(denoise: Denoise, key: Array, z_ref, speech, num_frames: int, c
   carry = first
   for j in range(p.num_clips):
     start = j * (clip_frames - 1)
-    noise = _clip_noise(key, j, clip_frames, p.z_ref.shape)
+    noise = clip_noise(key, j, clip_frames, p.z_ref.shape)
     if not motion_prior:
       carry = first
     carry, clip = run_clip(denoise, cfg, params, carry, noise, p.z_ref,
@@ -345,7 +345,7 @@ def sample(denoise: Denoise, key: Array, z_ref, speech, num_frames: int, clip_fr
   if order == "stream":
     return jnp.concatenate(list(stream(denoise, key, z_ref, speech, num_frames, clip_frames, params=params, **kw)))
   p = _plan(z_ref, speech, num_frames, clip_frames, **kw)
-  noise = jax.vmap(lambda j: _clip_noise(key, j, clip_frames, p.z_ref.shape))(jnp.arange(p.num_clips))
+  noise = jax.vmap(lambda j: clip_noise(key, j, clip_frames, p.z_ref.shape))(jnp.arange(p.num_clips))
   f = clip_frames
   speech_clips = np.stack([p.speech[j * (f - 1):j * (f - 1) + f] for j in range(p.num_clips)])  # [k, f, S, D]
   run = _clips_outer if order == "clips_outer" else _steps_outer
