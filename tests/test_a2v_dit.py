@@ -81,6 +81,7 @@ def rel_err(a, b):
   return float(np.linalg.norm(np.asarray(a) - b) / np.linalg.norm(b))
 
 
+@pytest.mark.slow
 def test_parity_with_diffusers_ltx(tiny):
   model, ref, params, apply = tiny
   assert not np.any(params["transformer_blocks"]["audio_attn"]["to_out_0"]["kernel"])
@@ -203,6 +204,7 @@ def test_full_size_param_count_is_ltx_plus_audio():
   assert audio_param_count(2048, 2048, 24) == 402_948_096
 
 
+@pytest.mark.slow
 def test_sharded_by_logical_axis_rules(tiny):
   # The logical names map to a (data, model) mesh of the 8 fake CPU devices through rules alone.
   model, _, params, apply = tiny

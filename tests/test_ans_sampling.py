@@ -85,6 +85,7 @@ def reference_algorithm1(denoise, key, z_ref, speech, n_frames, f, schedule, cfg
   return z[:n_frames]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_frames", [4, 7, 14])  # 1, 2 and 5 clips (14 pads the last clip)
 def test_orders_agree(n_frames):
   denoise = DENOISE

@@ -105,6 +105,7 @@ def test_noise_follows_eq_13_14(example):
   assert abs(np.corrcoef(eps[:, 1].ravel(), eps[:, 2].ravel())[0, 1]) < 0.03
 
 
+@pytest.mark.slow
 def test_noise_latents_dtype_and_shape_check():
   z0 = jax.random.normal(jax.random.key(4), (2, 3, 4, 5, 6)).astype(jnp.bfloat16)
   t = jnp.array([[0.0, 0.3, 0.9], [0.0, 1.0, 1.0]])

@@ -52,6 +52,7 @@ def _compiled_param_specs(report) -> dict:
   return aot.param_shardings(fake)
 
 
+@pytest.mark.slow
 def test_tiny_train_step_fits_and_reports(tiny_train):
   r = tiny_train
   assert r.chip.name == "TPU v5e" and r.mesh == MESH
@@ -107,6 +108,7 @@ def test_param_shardings_golden(tiny_train):
   assert not diff, f"param shardings differ from {GOLDEN} (golden, compiled): {diff}"
 
 
+@pytest.mark.slow
 def test_auto_attention_compiles_the_splash_kernel_for_tpu():
   """From this CPU host, attention="auto" picks splash for the TPU target and its Pallas kernel lowers.
 

@@ -40,6 +40,7 @@ def test_splash_refuses_other_targets_and_masks():
     attention.dot_product_attention(q, k, v, jnp.ones((1, 1, 7, 7), bool), implementation="splash")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("length", [45, 128])  # padded to a whole kernel block / exactly one block
 def test_splash_matches_xla_values_and_gradients(length):
   q, k, v = _qkv((2, length, 3, 8))

@@ -26,6 +26,7 @@ def _positive(x) -> bool:
   return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.slow
 def test_dit_side_by_side_writes_finite_ratios(tmp_path):
   pytest.importorskip("torch", reason="the PyTorch reference (pip install -e .[torch])")
   pytest.importorskip("diffusers", reason="the PyTorch reference (pip install -e .[torch])")

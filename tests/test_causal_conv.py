@@ -20,6 +20,7 @@ def test_taps_as_channels_equals_conv3d(kernel, strides, frames):
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("kernel,strides", [(3, 1), (3, 2), ((1, 3, 3), 1)])
 def test_one_frame_equals_padded_conv3d(causal, kernel, strides):

@@ -334,6 +334,7 @@ _DEFAULT_SIGINT = ("import runpy, signal, sys; signal.signal(signal.SIGINT, sign
                    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
+@pytest.mark.slow
 def test_make_synthetic_ctrl_c_leaves_whole_clips(tmp_path):
   """Ctrl-C (SIGINT to the whole process group, workers included, as a terminal sends it): one line,
   exit 130, every clip on disk complete (its three files, no temp), and a rerun adds only the rest."""
@@ -458,6 +459,7 @@ SUBPROCESS_CASES = [
 ]
 
 
+@pytest.mark.slow
 def test_scripts_exit_2_with_one_error_line(place, tmp_path, inputs):
   """The real processes: exit code 2, stderr exactly one ``error:`` line (no traceback, no warning), nothing
   written (the five run at once: each spends its seconds importing jax)."""

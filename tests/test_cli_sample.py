@@ -14,6 +14,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 import soundfile
 
 import _media_files as files
@@ -39,6 +40,7 @@ def _error_line(r):
   return lines[0]
 
 
+@pytest.mark.slow
 def test_bad_inputs_fail_before_the_model_loads(tmp_path):
   inputs = tmp_path / "in"
   inputs.mkdir()
@@ -130,6 +132,7 @@ class _Run:
     return self.proc.returncode, b"".join(self.chunks).decode(errors="replace"), self.proc.stdout.read().decode()
 
 
+@pytest.mark.slow
 def test_sigint_and_sigterm_while_generating_keep_the_old_output(tmp_path):
   """Both signals at once (two runs side by side), once generation has started and the video writer's temp
   file exists: it is removed, the old output stays."""

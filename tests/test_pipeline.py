@@ -33,6 +33,7 @@ def _face(size=(70, 90)):
   return (np.random.RandomState(1).rand(*size, 3) * 255).astype(np.uint8)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("seconds", [1.0, 2.3])
 def test_frame_count_follows_audio(pipe, seconds):
@@ -98,6 +99,7 @@ def test_mp4_has_video_and_speech_of_the_right_length(pipe, tmp_path):
   assert timings.video_seconds == pytest.approx(2.0) and timings.denoise > 0 and timings.write > 0
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_save_and_load_reproduce_the_video(pipe, tmp_path):
   pipe.save_pretrained(str(tmp_path / "ckpt"))
@@ -112,6 +114,7 @@ def _run_cli(*args):
                         text=True, env=env, timeout=600)
 
 
+@pytest.mark.slow
 def test_cli_bad_inputs_exit_2_and_keep_existing_output(tmp_path):
   existing = tmp_path / "out.mp4"
   existing.write_bytes(b"previous video")

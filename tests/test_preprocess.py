@@ -60,6 +60,7 @@ def setup(tmp_path_factory):
               faceless=faceless, encoders=encoders)
 
 
+@pytest.mark.slow
 def test_preprocess_synthetic(setup):
   if media.haar_detector() is None:
     pytest.skip("OpenCV's Haar cascade is not installed: no face detection")
@@ -138,6 +139,7 @@ def test_centre_crop_fallback_and_errors(setup):
     preprocess.preprocess([], out, encode_video, featurize, clip_frames=CLIP, no_face="maybe")
 
 
+@pytest.mark.slow
 def test_script_cli(setup, tmp_path):
   import subprocess
   import sys

@@ -279,6 +279,7 @@ def test_loss_gradient_matches_finite_differences():
   np.testing.assert_allclose(float(np.sum(g * np.asarray(direction))), fd, rtol=2e-2)
 
 
+@pytest.mark.slow
 def test_standardize_latents(variables):
   """Folding (C − mean)/std into proj_out/proj_in: unit latents on the data the stats came from, the
   same reconstruction Ŝ, a constant element (std 0) divided by the floor, not by 0, bad stats refused."""

@@ -69,6 +69,7 @@ def check_prefixes(wave, encoder, params, policy, blocks):
   return full
 
 
+@pytest.mark.slow
 def test_live_prefix_equals_whole_test_whisper(test_whisper):
   encoder, params = test_whisper
   wave = speechlike(4.1, seed=1)

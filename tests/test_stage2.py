@@ -50,6 +50,7 @@ def _jsonl_losses(workdir):
     return np.array([r["loss"] for r in map(json.loads, f) if r["split"] == "train"])
 
 
+@pytest.mark.slow
 def test_learns_and_agrees_across_devices_and_processes(data, tmp_path):
   """The tiny stage-2 run learns (loss falls by 30% in 40 steps), and its first steps give the same
   losses (within 1e-5) as data 2 × fsdp 4 on 8 devices, as 1 device, and as 2 processes × 4 devices
@@ -80,6 +81,7 @@ def test_learns_and_agrees_across_devices_and_processes(data, tmp_path):
   assert len(set(np.round(eight[:COMPARED], 6))) == COMPARED  # the steps really differ
 
 
+@pytest.mark.slow
 def test_frozen_speech_ae():
   """config.train_speech_ae=False: the optimizer leaves the SpeechAE as it is and updates the A2V-DiT;
   the paper's default (True) trains both."""

@@ -153,6 +153,7 @@ def test_vae_decode_parity(ckpt):
   assert _rel(got, want) < 1e-5
 
 
+@pytest.mark.slow
 def test_speech_ae_encode_parity(ckpt):
   from read_jax.models.speech_ae import SpeechAE
   from read_jax.torch.speech_ae import SpeechAE as TorchSpeechAE
@@ -170,6 +171,7 @@ def test_speech_ae_encode_parity(ckpt):
     model.encode(torch.zeros(1, 16, SAE["window"], SAE["feature_dim"]))
 
 
+@pytest.mark.slow
 def test_a2v_dit_forward_parity_with_audio(ckpt):
   from read_jax.models import a2v_dit
   from read_jax.torch.a2v_dit import A2VDiT as TorchA2VDiT
@@ -281,6 +283,7 @@ def _tiny_dit_config():
   return c
 
 
+@pytest.mark.slow
 def test_import_ltx_and_whisper_build_a_loadable_checkpoint(pretrained, tmp_path):
   from read_jax.convert import checkpoint_dir as cd
   out = str(tmp_path / "ckpt")

@@ -134,6 +134,7 @@ def _assert_resume_reproduces(straight, config, workdir, start):
   assert resumed["val"][-1][1]["loss"] == straight["val"][-1][1]["loss"]
 
 
+@pytest.mark.slow
 def test_learns_and_resumes_exactly_after_sigkill(tmp_path, data, compile_cache, straight):
   val = dict(straight["val"])
   assert sorted(val) == [0, 40, 80]
@@ -148,6 +149,7 @@ def test_learns_and_resumes_exactly_after_sigkill(tmp_path, data, compile_cache,
   _assert_resume_reproduces(straight, _config(data), workdir, HALF)
 
 
+@pytest.mark.slow
 def test_sigkill_while_a_checkpoint_is_written_resumes_from_the_last_complete_one(tmp_path, data, compile_cache,
                                                                                   straight):
   """Killed in the middle of saving the step-2N checkpoint (every file written, not yet committed): the
@@ -227,6 +229,7 @@ def test_halts_after_max_nonfinite_in_row(tmp_path, data, compile_cache):
   assert len({r["param_norm"] for r in rows}) == 1  # params never moved
 
 
+@pytest.mark.slow
 def test_one_device_equals_eight(data, compile_cache):
   """The same 3 train steps on a data 2 × fsdp 4 mesh (the loop tests' program) and on 1 device with
   the batch in 2 accumulated micro-batches: same losses within 1e-5."""

@@ -48,6 +48,7 @@ def _nthwc(t):
   return np.moveaxis(t.detach().numpy(), 1, -1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_parity_with_diffusers(variant):
   """encode (mean, logvar) and decode within 1e-5 relative error, T = 17, 64×96 frames."""
@@ -101,6 +102,7 @@ def tiny091():
   return model, state_dict_to_variables(model, {k: v.detach().numpy() for k, v in ref.state_dict().items()})
 
 
+@pytest.mark.slow
 def test_inflate_image_params():
   """After inflation a single frame decodes as before, a still 9-frame video decodes to that frame at
   every time (before: the upsamplers' untrained slots draw other frames), and every conv's temporal
@@ -129,6 +131,7 @@ def test_inflate_image_params():
       inflate_image_params(variables["params"], get_config(f"{other},tiny"))
 
 
+@pytest.mark.slow
 def test_motion_weighted_loss():
   """motion_weight weights the L1 of the pixels that change within a clip: a still clip's loss is the plain
   one; on a clip where one square flickers, the weights are 1 + w·|x − mean| scaled to mean 1, and the loss
@@ -186,6 +189,7 @@ def test_encoder_is_causal(tiny091):
   assert np.abs(a[:, 2] - b[:, 2]).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_decode_noise(tiny091):
   """decode_latents mixes z ← (1 − s)·z + s·ε (the LTX pipeline); injected noise needs a key."""
   model, variables = tiny091
@@ -220,6 +224,7 @@ def _pointwise(variables, eps):
   return {**variables, "params": unflatten_dict(flat)}
 
 
+@pytest.mark.slow
 def test_tiled_decode_matches_untiled(tiny091):
   """Tiled (time, and time + space) vs one-shot decode of the same latents.
 
