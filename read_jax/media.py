@@ -163,7 +163,7 @@ def _array_to_rgb(a: np.ndarray, name: str) -> np.ndarray:
     raise MediaError(f"{name}: unsupported pixel type {a.dtype}")
   x = a.astype(np.float32)  # always a copy: the caller's array is never modified below
   if scale != 1.0:
-    x *= np.float32(1.0 / scale)
+    x /= np.float32(scale)  # divide (not multiply by 1/scale): bit-identical to the plain a / scale
   elif not np.isfinite(x).all():
     raise MediaError(f"{name}: the image holds NaN or inf pixels")
   _check_image_size(name, x.shape[1], x.shape[0])
