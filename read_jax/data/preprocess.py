@@ -46,6 +46,7 @@ from read_jax.data.paths import check_output_dir, find_files, usable_summary
 from read_jax.data.speech import is_val
 from read_jax.errors import DataError, InputError
 from read_jax.files import read_json, write_json
+from read_jax.models.vae import to_pixels
 from read_jax.speech import speech_features
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
@@ -197,11 +198,6 @@ def crop_frame(frame: np.ndarray, box: media.Box, resolution: int) -> np.ndarray
     interp = cv2.INTER_AREA if crop.shape[0] > resolution else cv2.INTER_CUBIC
     crop = cv2.resize(np.ascontiguousarray(crop), (resolution, resolution), interpolation=interp)
   return crop
-
-
-def to_pixels(frames: np.ndarray) -> np.ndarray:
-  """uint8 [..., 3] → float32 in [−1, 1], the VAE's input range."""
-  return np.asarray(frames).astype(np.float32) / 127.5 - 1.0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ from read_jax.convert.vae import load_vae
 from read_jax.data import synthetic
 from read_jax.eval import probes, talking
 from read_jax.files import atomic_path
-from read_jax.models.vae import to_pixels
+from read_jax.models.vae import FRAMES_PER_LATENT, to_pixels
 from read_jax.pipeline import ReadPipeline
 
 SAMPLING_KEYS = ("cfg", "alpha", "beta", "steps")  # keywords of ReadPipeline.generate that eval may override
@@ -109,7 +109,7 @@ def evaluate(pipe, *, num: int = 8, seconds: float = 8.0, first: int = 100, seed
 
 
 def evaluate_vae(reconstruct, *, num: int = 8, seconds: float = 8.0, first: int = 100, size: int = 64,
-                 temporal_ratio: int = 8, progress=True) -> dict:
+                 temporal_ratio: int = FRAMES_PER_LATENT, progress=True) -> dict:
   """Reconstruction scores over test clips ``first … first + num − 1`` (see the module docstring).
 
   ``reconstruct``: uint8 frames [F, S, S, 3] (F = 1 + 8k) → frames in [−1, 1] of the same shape.

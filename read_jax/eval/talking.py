@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from read_jax.eval.mouth import mouth_opening, to_rgb255
+from read_jax.models.vae import FRAMES_PER_LATENT
 
 _BACKDROP_DIST = 40.0  # RGB distance from the border colour beyond which a reference pixel is the face
 
@@ -79,7 +80,7 @@ def boundary_ratio(frames, boundaries: Sequence[int]) -> float:
   return float(diffs[at].mean() / max(diffs[~at].mean(), 1e-12))
 
 
-def clip_boundaries(num_video_frames: int, clip_frames: int, temporal_ratio: int = 8) -> list[int]:
+def clip_boundaries(num_video_frames: int, clip_frames: int, temporal_ratio: int = FRAMES_PER_LATENT) -> list[int]:
   """First video frame of each clip after the first, for clips of ``clip_frames`` latent frames
   overlapping by one (ANS): clip 0 gives 1 + r(f − 1) frames, every later clip r(f − 1)."""
   first, step = 1 + temporal_ratio * (clip_frames - 1), temporal_ratio * (clip_frames - 1)
