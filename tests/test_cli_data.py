@@ -19,7 +19,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -62,22 +61,6 @@ def error_line(code, err) -> str:
   return lines[0]
 
 
-def _unwritable(tmp_path) -> str | None:
-  """A folder where creating a file fails for this user (root writes through mode bits: /sys refuses it)."""
-  if os.geteuid() != 0:
-    folder = tmp_path / "read_only"
-    folder.mkdir()
-    folder.chmod(0o500)
-    return str(folder)
-  try:
-    fd, path = tempfile.mkstemp(dir="/sys")
-  except OSError:
-    return "/sys"
-  os.close(fd)
-  os.remove(path)
-  return None
-
-
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
   """Two short talking videos, one without sound, a text file named .mp4, a tone and a text file named .wav."""
@@ -101,7 +84,7 @@ def place(tmp_path, inputs):
   (tmp_path / "out").mkdir()
   (tmp_path / "out" / "keep.bin").write_bytes(PREVIOUS)
   (tmp_path / "ckpt").mkdir()
-  ro = _unwritable(tmp_path)
+  ro = media_files.unwritable_folder(tmp_path)
 
   def fill(args, **more):
     if any("{ro}" in str(a) for a in args) and ro is None:
