@@ -8,6 +8,7 @@ the wheel, not from the checkout.
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -36,9 +37,14 @@ print("frames", int(round(timings.video_seconds * 25)))
 
 
 def test_wheel_installs_and_generates(tmp_path):
+  # Built from a copy of what the wheel is made of: setuptools writes build/ beside the sources.
+  src = tmp_path / "src"
+  shutil.copytree(ROOT / "read_jax", src / "read_jax", ignore=shutil.ignore_patterns("__pycache__"))
+  for name in ("pyproject.toml", "README.md"):
+    shutil.copy(ROOT / name, src / name)
   dist = tmp_path / "dist"
   subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
-                  str(ROOT)], check=True, cwd=tmp_path)
+                  str(src)], check=True, cwd=tmp_path)
   wheel, = dist.glob("read_jax-*.whl")
   names = zipfile.ZipFile(wheel).namelist()
   assert "read_jax/pipeline.py" in names and "read_jax/models/vae_variants.py" in names

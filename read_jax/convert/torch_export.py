@@ -25,7 +25,6 @@ import os
 import shutil
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from read_jax.convert import native
@@ -54,14 +53,11 @@ def _present(ckpt_dir: str) -> list[str]:
 
 def speech_ae_shapes(config: dict) -> dict:
   """SpeechAE param ShapeDtypeStructs for ``config`` (SpeechAE fields), nothing allocated."""
-  model = SpeechAE(**{k: config[k] for k in SPEECH_AE_FIELDS})
-  s = jax.ShapeDtypeStruct((1, 1, model.window, model.feature_dim), jnp.float32)
-  return jax.eval_shape(lambda s: model.init(jax.random.key(0), s), s)["params"]
+  return native.param_shapes("speech_ae", {k: config[k] for k in SPEECH_AE_FIELDS})
 
 
 def _export_speech_ae(ckpt_part: str, out: str) -> None:
-  config, params = native.load_module(ckpt_part, "speech_ae")
-  native.load_module(ckpt_part, "speech_ae", expected=speech_ae_shapes(config))  # every key and shape checked
+  config, params = native.load_module(ckpt_part, "speech_ae")  # every key and shape checked against config
   os.makedirs(out, exist_ok=True)
   write_safetensors(os.path.join(out, "model.safetensors"), flax_to_torch(params), metadata={"format": "pt"})
   write_json(os.path.join(out, "config.json"), {"_class_name": "SpeechAE", **config})
