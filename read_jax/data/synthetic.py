@@ -3,9 +3,12 @@
 Nothing is downloaded and everything follows from one integer seed, so the set feeds the demo
 model, the tests and the lip-sync checks on any machine. Each clip has
 
-  * audio: voiced syllables (harmonics of a speaker-dependent pitch contour, shaped by three
+  * audio, 16 kHz mono, one of two kinds (``speech=``):
+    ``formant``: voiced syllables (harmonics of a speaker-dependent pitch contour, shaped by three
     formant resonances that move from vowel to vowel), pauses, consonant noise bursts and light
-    breath noise, 16 kHz mono;
+    breath noise; ``espeak``: real synthetic speech from espeak-ng in one of many languages and
+    voices (:mod:`read_jax.data.espeak`; held-out voice pools keep whole languages and voices out of
+    training); ``mixed``: either, half and half by seed;
   * video: a drawn face at 25 fps (skin/background/hair colours, face size and position vary per
     identity; eyes blink; the head sways a little) whose dark mouth opens with the audio envelope;
   * mouth: the ground-truth opening per frame in [0, 1]: the smoothed RMS of the audio around the
@@ -36,6 +39,7 @@ import numpy as np
 import tqdm
 
 from read_jax import cli
+from read_jax.data import espeak
 from read_jax.data.paths import check_output_dir
 from read_jax.errors import InputError
 from read_jax.files import atomic_path
@@ -46,6 +50,7 @@ SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640: clips hold a whole number of fram
 
 # Held-out splits are disjoint seed ranges; clip i of a split has seed ``offset + start + i``.
 SPLIT_OFFSETS = {"train": 0, "val": 1_000_000, "test": 2_000_000}
+SPEECH_KINDS = ("formant", "espeak", "mixed")
 
 # Vowel formants F1-F3 in Hz for an adult male vocal tract (Peterson & Barney-like averages);
 # a speaker's ``formant_scale`` (shorter tract → higher formants) multiplies them.
@@ -114,6 +119,7 @@ class SyntheticClip:
   head: np.ndarray  # float32 [F, 2], head offset (x, y) as fractions of the frame size
   identity: Identity  # the speaker
   seed: int  # the seed it was made from
+  voice: str = "formant"  # "formant", or the espeak-ng voice ("fr-fr+f3")
   fps: int = FPS
   sample_rate: int = SAMPLE_RATE
 
@@ -440,24 +446,53 @@ def _head_motion(rng, idn: Identity, num_frames: int) -> np.ndarray:
   return out
 
 
-def make_clip(seed: int, seconds: float, size: int = 128, identity: Identity | None = None) -> SyntheticClip:
+def default_voices(seed: int) -> str:
+  """The espeak voice pool of a seed's split: held-out voices and languages for test seeds, else training's."""
+  return "unseen" if seed >= SPLIT_OFFSETS["test"] else "train"
+
+
+def check_speech(speech: str, voices: str | None = None) -> None:
+  if speech not in SPEECH_KINDS:
+    raise InputError(f"--speech {speech!r}: not one of {list(SPEECH_KINDS)}")
+  if voices is not None:
+    espeak.check_pool(voices)
+  if speech != "formant":
+    espeak.check_available()
+
+
+def make_clip(seed: int, seconds: float, size: int = 128, identity: Identity | None = None, *,
+              speech: str = "formant", voices: str | None = None) -> SyntheticClip:
   """A clip of ``round(seconds * 25)`` frames at ``size``² pixels, all from ``seed``.
 
   ``identity`` (default ``make_identity(seed)``) lets several clips share one speaker, e.g. a
   reference image drawn with :func:`render_face` from another clip of the same identity.
+  ``speech``: :data:`SPEECH_KINDS`; ``voices``: the espeak pool (:data:`read_jax.data.espeak.POOLS`,
+  default :func:`default_voices`). The face is drawn the same whatever the speech.
   """
   _check_seconds(seconds)
   _check_size(size)
+  check_speech(speech, voices)
   idn = make_identity(seed) if identity is None else identity
   rng = np.random.default_rng([int(seed), 1])
   num_frames = int(round(seconds * FPS))
-  audio = _speech(rng, idn, num_frames * SAMPLES_PER_FRAME)
+  if speech == "mixed":  # half and half, by a hash of the seed (not its parity: splits start at even seeds)
+    speech = "espeak" if np.random.default_rng([int(seed), 3]).uniform() < 0.5 else "formant"
+  if speech == "espeak":
+    pool = voices or default_voices(seed)
+    voice_rng = np.random.default_rng([int(seed), 2])
+    voice = espeak.pick_voice(voice_rng, pool, idn.f0)
+    audio = espeak.speech(voice_rng, num_frames * SAMPLES_PER_FRAME, voice, pool)
+    voice_name = voice.name
+  else:
+    audio = _speech(rng, idn, num_frames * SAMPLES_PER_FRAME)
+    voice_name = "formant"
   mouth = _mouth_track(audio, num_frames, idn.mouth_lead)
   blink = _blinks(rng, idn, num_frames)
   head = _head_motion(rng, idn, num_frames)
   frames = _render(idn, mouth, blink, head, size)
   return SyntheticClip(audio=audio.astype(np.float32), frames=frames, mouth=mouth.astype(np.float32),
-                       blink=blink.astype(np.float32), head=head.astype(np.float32), identity=idn, seed=int(seed))
+                       blink=blink.astype(np.float32), head=head.astype(np.float32), identity=idn, seed=int(seed),
+                       voice=voice_name)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -506,7 +541,7 @@ def write_clip(clip: SyntheticClip, out_dir, name: str) -> tuple[str, str, str]:
       writer.close()  # ffmpeg finishes (or is stopped) before the temp file is renamed or removed
   with atomic_path(track) as tmp:
     with open(tmp, "w") as fh:
-      json.dump({"seed": clip.seed, "fps": clip.fps, "sample_rate": clip.sample_rate,
+      json.dump({"seed": clip.seed, "fps": clip.fps, "sample_rate": clip.sample_rate, "voice": clip.voice,
                  "num_frames": num_frames, "size": [height, width],
                  "mouth": [round(float(m), 5) for m in clip.mouth],
                  "blink": [round(float(b), 4) for b in clip.blink],
@@ -519,11 +554,12 @@ def clip_name(seed: int) -> str:
   return f"synth_{seed:07d}"
 
 
-def write_seed(seed: int, out_dir: str, seconds: float, size: int, overwrite: bool = False) -> str:
+def write_seed(seed: int, out_dir: str, seconds: float, size: int, overwrite: bool = False, *,
+               speech: str = "formant", voices: str | None = None) -> str:
   """Write clip ``seed`` into ``out_dir`` unless its three files are there (or ``overwrite``); its name."""
   name = clip_name(seed)
   if overwrite or not all(os.path.exists(os.path.join(out_dir, name + ext)) for ext in (".mp4", ".wav", ".json")):
-    write_clip(make_clip(seed, seconds, size), out_dir, name)
+    write_clip(make_clip(seed, seconds, size, speech=speech, voices=voices), out_dir, name)
   return name
 
 
@@ -535,7 +571,8 @@ def _worker_signals() -> None:
 
 
 def write_set(out_dir: str, *, num: int = 100, seconds: float = 5.0, size: int = 128, seed: int = 0,
-              split: str = "train", workers: int = 1, overwrite: bool = False, progress: bool = True) -> range:
+              split: str = "train", workers: int = 1, overwrite: bool = False, progress: bool = True,
+              speech: str = "formant", voices: str | None = None) -> range:
   """Clips ``seed .. seed + num - 1`` of ``split`` into ``out_dir`` (``scripts/make_synthetic.py``); the seeds.
 
   Existing clips are kept unless ``overwrite``, so a rerun resumes. Every option is checked (an
@@ -552,9 +589,10 @@ def write_set(out_dir: str, *, num: int = 100, seconds: float = 5.0, size: int =
     raise InputError(f"--workers {workers}: must be >= 1")
   if seed < 0:
     raise InputError(f"--seed {seed}: must be >= 0 (the first clip index within the split)")
+  check_speech(speech, voices)
   seeds = split_seeds(split, num, seed)
   out_dir = check_output_dir(out_dir)
-  job = dict(out_dir=out_dir, seconds=seconds, size=size, overwrite=overwrite)
+  job = dict(out_dir=out_dir, seconds=seconds, size=size, overwrite=overwrite, speech=speech, voices=voices)
   bar = (cli.progress(total=len(seeds), desc=f"synthetic {split}", unit="clip") if progress
          else tqdm.tqdm(total=len(seeds), disable=True))
   with bar:
