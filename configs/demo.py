@@ -1,8 +1,10 @@
 """A whole small READ model: every part's config in one place (the demo model, pipeline tests, bench sample).
 
   configs/demo.py          the bundled demo model (assets/demo): 64² frames → 4×4 latents (16× space, 8× time),
-                           clips of 8 latent frames; trained by scripts/train_demo.py on the synthetic set
-  configs/demo.py:tiny     random-weight smoke size: 2×2 latents, clips of 3 latent frames, 2 sampling steps
+                           clips of 8 latent frames, OpenAI's Whisper tiny.en (the paper's speech path, S
+                           [F, 10, 384]) on live 4 s windows; trained by scripts/train_demo.py on the synthetic set
+  configs/demo.py:tiny     random-weight smoke size: 2×2 latents, clips of 3 latent frames, 2 sampling steps,
+                           a 24-wide random Whisper on whole 1 s windows
 
 Sections: ``vae`` (configs/vae_ltx.py keys), ``whisper`` (configs/whisper.py keys), ``speech_ae``
 (SpeechAE fields), ``dit`` (A2VDiT fields), ``pipeline`` (read_jax.pipeline.PipelineConfig fields).
@@ -30,7 +32,8 @@ def _sibling(name, arg):
 def get_config(arg=None):
   arg = parse_arg(arg, tiny=False)
   c = ml_collections.ConfigDict()
-  c.whisper = _sibling("whisper", "test")  # 24-wide, 2 layers, 1 s windows (random weights: no pretrained one)
+  # tiny.en's encoder (= tiny's; scripts/train_demo.py imports the real weights); tiny: 24 wide, 2 layers, 1 s.
+  c.whisper = _sibling("whisper", "test" if arg.tiny else "tiny")
   if arg.tiny:
     c.vae = _sibling("vae_ltx", "tiny")  # 32× space / 8× time, 8 latent channels
     c.dit = _sibling("a2v_dit", "tiny").model  # 2 blocks, 2 heads × 8, 8 channels in/out
@@ -55,7 +58,8 @@ def get_config(arg=None):
   c.pipeline = ml_collections.ConfigDict(dict(
       fps=25, resolution=64, clip_frames=8, steps=8, cfg="none", alpha=None, beta=None, shift=1.0,
       decode_timestep=0.0, decode_noise_scale=None,
-      face_crop=False))  # trained on whole 64² frames of the drawn faces: the reference is used as it is
+      face_crop=False,  # trained on whole 64² frames of the drawn faces: the reference is used as it is
+      speech_window="live"))  # features a live session reproduces exactly (read_jax.speech, "live")
   if arg.tiny:
-    c.pipeline.update(dict(clip_frames=3, steps=2))
+    c.pipeline.update(dict(clip_frames=3, steps=2, speech_window="whole"))
   return c

@@ -36,12 +36,16 @@ def main(argv=None) -> int:
   p.add_argument("--no_detector", action="store_true", help="no face detection: always the centre crop")
   p.add_argument("--detect_every", type=int, default=5, help="run the face detector on every N-th frame")
   p.add_argument("--retry_skipped", action="store_true", help="retry videos the report lists as skipped")
+  p.add_argument("--speech_window", default="whole",
+                 help="feature window policy: whole (30 s windows) or live (4 s windows, 140 ms look-ahead; "
+                      "live:<seconds> for another length); generate with the same (pipeline.json speech_window)")
   args = p.parse_args(argv)
 
   report = preprocess.preprocess_videos(
       args.inputs, args.out, ckpt=args.ckpt, vae=args.vae, whisper=args.whisper, clip_frames=args.clip_frames,
       stride=args.stride, resolution=args.resolution, val_fraction=args.val_fraction, no_face=args.no_face,
-      no_detector=args.no_detector, detect_every=args.detect_every, retry_skipped=args.retry_skipped)
+      no_detector=args.no_detector, detect_every=args.detect_every, retry_skipped=args.retry_skipped,
+      speech_window=args.speech_window)
   clips = sum(v["clips"] for v in report["processed"].values())
   print(f"{len(report['processed'])} videos ({clips} clips) in {args.out}; {len(report['skipped'])} skipped")
   for path, reason in report["skipped"].items():

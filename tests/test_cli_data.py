@@ -165,7 +165,7 @@ def test_preprocess_bad_input(preprocess_script, place, tmp_path, inputs, capsys
       '"processed": {}, "skipped": {}}')
   if "no_ckpt" not in named:
     encode_video, featurize, _ = stub_encoders()
-    monkeypatch.setattr(preprocess, "load_encoders", lambda vae, whisper: (encode_video, featurize))
+    monkeypatch.setattr(preprocess, "load_encoders", lambda vae, whisper, speech_window="whole": (encode_video, featurize))
   _run_case(preprocess_script.main, place(PREPROCESS_DEFAULTS + args), *place([named, problem]), capsys,
             tmp_path, inputs)
   assert not (tmp_path / "new").exists()
@@ -174,7 +174,7 @@ def test_preprocess_bad_input(preprocess_script, place, tmp_path, inputs, capsys
 def test_preprocess_skips_a_video_without_sound(preprocess_script, place, tmp_path, capsys, monkeypatch):
   """With usable videos beside them, the silent and the corrupt video are skipped and reported, not errors."""
   encode_video, featurize, _ = stub_encoders()
-  monkeypatch.setattr(preprocess, "load_encoders", lambda vae, whisper: (encode_video, featurize))
+  monkeypatch.setattr(preprocess, "load_encoders", lambda vae, whisper, speech_window="whole": (encode_video, featurize))
   code = cli.run(preprocess_script.main, place(["{in}/videos"] + PREPROCESS_DEFAULTS))
   out = capsys.readouterr()
   assert code == 0, out.err
@@ -202,7 +202,7 @@ def test_preprocess_interrupted_resumes_cleanly(preprocess_script, place, tmp_pa
   argv = videos + place(PREPROCESS_DEFAULTS)
 
   def run(encoders, out):
-    monkeypatch.setattr(preprocess, "load_encoders", lambda vae, whisper: encoders[:2])
+    monkeypatch.setattr(preprocess, "load_encoders", lambda vae, whisper, speech_window="whole": encoders[:2])
     code = cli.run(preprocess_script.main, argv + ["--out", out])
     return code, capsys.readouterr().err
 

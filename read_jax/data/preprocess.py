@@ -47,7 +47,7 @@ from read_jax.data.speech import is_val
 from read_jax.errors import DataError, InputError
 from read_jax.files import read_json, write_json
 from read_jax.models.vae import to_pixels
-from read_jax.speech import speech_features
+from read_jax.speech import speech_features, window_policy
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 FPS = 25  # the paper's (and Whisper's 50 Hz / 2) video rate
@@ -204,9 +204,10 @@ def crop_frame(frame: np.ndarray, box: media.Box, resolution: int) -> np.ndarray
 # Models
 
 
-def make_encoders(vae_module, vae_variables, whisper_encoder, whisper_params):
+def make_encoders(vae_module, vae_variables, whisper_encoder, whisper_params, speech_window: str = "whole"):
   """``(encode_video, featurize)``: uint8 frames [T, S, S, 3] → normalised latents [t, h, w, C]
-  (t = 1 + (T − 1)/8), and a 16 kHz wave + frame count → Whisper windows [F, 10, D]."""
+  (t = 1 + (T − 1)/8), and a 16 kHz wave + frame count → Whisper windows [F, 10, D] under the feature window
+  policy ``speech_window`` (``read_jax.speech.window_policy``; the model must generate with the same one)."""
   @jax.jit
   def _encode(variables, x):  # [1, T, S, S, 3] → [1, t, h, w, C]
     z = vae_module.apply(variables, x, method=vae_module.encode).mode()
@@ -216,15 +217,16 @@ def make_encoders(vae_module, vae_variables, whisper_encoder, whisper_params):
     return np.asarray(_encode(vae_variables, to_pixels(frames)[None])[0], np.float32)
 
   def featurize(wave: np.ndarray, num_frames: int) -> np.ndarray:
-    return np.asarray(speech_features(wave, whisper_encoder, whisper_params, num_frames=num_frames), np.float32)
+    return np.asarray(speech_features(wave, whisper_encoder, whisper_params, num_frames=num_frames,
+                                      policy=speech_window), np.float32)
 
   return encode_video, featurize
 
 
-def load_encoders(vae_path: str, whisper_path: str):
+def load_encoders(vae_path: str, whisper_path: str, speech_window: str = "whole"):
   vae_module, vae_variables = load_vae(vae_path)
   encoder, params = load_whisper_encoder(whisper_path)
-  return make_encoders(vae_module, vae_variables, encoder, params)
+  return make_encoders(vae_module, vae_variables, encoder, params, speech_window)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,7 +378,8 @@ def preprocess(paths: Iterable[str], out_dir: str, encode_video: Callable, featu
 def preprocess_videos(inputs: Sequence[str], out_dir: str, *, ckpt: str | None = None, vae: str | None = None,
                       whisper: str | None = None, clip_frames: int = 121, stride: int | None = None,
                       resolution: int = 512, val_fraction: float = 0.05, no_face: str = "skip",
-                      no_detector: bool = False, detect_every: int = 5, retry_skipped: bool = False) -> dict:
+                      no_detector: bool = False, detect_every: int = 5, retry_skipped: bool = False,
+                      speech_window: str = "whole") -> dict:
   """``scripts/preprocess.py``: every check that needs no model (options, inputs, the output folder and its
   report) first, then the VAE and Whisper, then :func:`preprocess`; returns the report. When no video
   has given a clip it is a :class:`DataError` listing the first reasons, with nothing written."""
@@ -387,10 +390,13 @@ def preprocess_videos(inputs: Sequence[str], out_dir: str, *, ckpt: str | None =
   stride = clip_frames if stride is None else stride
   settings = check_settings(clip_frames=clip_frames, stride=stride, resolution=resolution,
                             val_fraction=val_fraction, no_face=no_face, detect_every=detect_every)
+  window_policy(speech_window)  # a bad value fails before any model loads
+  if speech_window != "whole":  # recorded, so a rerun with another policy is refused (absent: "whole", as before)
+    settings["speech_window"] = speech_window
   paths = list_videos(inputs)
   out_dir = check_output_dir(out_dir)
   open_report(out_dir, settings)
-  encode_video, featurize = load_encoders(vae, whisper)
+  encode_video, featurize = load_encoders(vae, whisper, speech_window)
   report = preprocess(paths, out_dir, encode_video, featurize, clip_frames=clip_frames, stride=stride,
                       resolution=resolution, val_fraction=val_fraction, detector=None if no_detector else "haar",
                       no_face="center" if no_detector else no_face, retry_skipped=retry_skipped,

