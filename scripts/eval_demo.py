@@ -2,6 +2,8 @@
 """Score a demo model on held-out synthetic speech: lip sync, identity colours, ANS clip boundaries.
 
   python scripts/eval_demo.py                         # the bundled model (assets/demo), 8 test clips of 8 s
+                                                      # per held-out set (formant speech; espeak-ng voices)
+  python scripts/eval_demo.py --sets espeak_unseen    # one set
   python scripts/eval_demo.py --ckpt DIR --num 4 --json scores.json
   python scripts/eval_demo.py --vae DIR               # a VAE alone (e.g. ckpt/vae, train_demo_vae.py --out)
 
@@ -31,12 +33,14 @@ def main(argv=None) -> int:
   parser.add_argument("--alpha", type=float, default=None, help="guidance α (None: the checkpoint's)")
   parser.add_argument("--beta", type=float, default=None, help="guidance β (split only; None: the checkpoint's)")
   parser.add_argument("--steps", type=int, default=None, help="sampling steps (None: the checkpoint's)")
+  parser.add_argument("--sets", nargs="+", choices=tuple(demo.SUITE), default=list(demo.SUITE),
+                      help="held-out sets: formant speech, espeak-ng unseen languages+voices, English in unseen voices")
   args = parser.parse_args(argv)
   if args.num < 1 or (args.num < 2 and not args.vae):
     parser.error(f"--num must be >= 2 (the controls pair each clip with another; --vae: >= 1), got {args.num}")
   sample = {k: getattr(args, k) for k in demo.SAMPLING_KEYS if getattr(args, k) is not None}
   demo.score(args.ckpt, vae=args.vae, num=args.num, seconds=args.seconds, first=args.first, seed=args.seed,
-             sample=sample, json_path=args.json)
+             sample=sample, json_path=args.json, sets=tuple(args.sets))
   return 0
 
 

@@ -160,3 +160,13 @@ def test_speech_readout_reads_the_mouth_from_the_speech():
   proj_out = pipe.speech_ae_params["encoder"]["proj_out"]
   proj_out["kernel"] = np.zeros_like(proj_out["kernel"])
   assert probes.speech_readout(pipe, probe, clips[0].audio, clips[0].mouth) == 0.0
+
+
+def test_ridge_fit_solves_wide_systems_in_the_dual():
+  """With more features than examples (raw Whisper states: 36 × 30720) the fit goes through the N×N system and
+  gives the same weights as the D×D normal equations."""
+  rng = np.random.default_rng(0)
+  for n, d in ((30, 80), (80, 30)):
+    a, b = rng.normal(size=(n, d)), rng.normal(size=(n, 8))
+    want = np.linalg.solve(a.T @ a + 0.3 * np.eye(d), a.T @ b)
+    np.testing.assert_allclose(probes.ridge_fit(a, b, 0.3), want, rtol=1e-9, atol=1e-12)

@@ -51,3 +51,27 @@ def test_clip_boundaries_match_the_ans_layout():
   # Clips of f = 8 latent frames: clip 0 decodes to 57 frames, each later clip adds 56.
   assert talking.clip_boundaries(200, 8) == [57, 113, 169]
   assert talking.clip_boundaries(57, 8) == []
+
+
+def test_silence_mask_keeps_long_pauses_only():
+  mouth = np.full(60, 0.5)
+  mouth[5:10] = 0.0  # 5 frames: a short gap between syllables, not a pause
+  mouth[20:40] = 0.0  # 20 frames (0.8 s): a pause
+  mask = talking.silence_mask(mouth)
+  assert mask.sum() == 16 and mask[22:38].all() and not mask[:22].any() and not mask[38:].any()
+
+
+def test_silence_scores_tell_a_closed_mouth_from_one_that_keeps_moving():
+  seed = synthetic.split_seeds("test", 1, 3)[0]
+  clip = synthetic.make_clip(seed, 4.0, 64)
+  mouth = np.maximum(clip.mouth, 0.05)  # speech all through …
+  mouth[30:60] = 0.0  # … but for a 1.2 s pause
+  draw = lambda opening: np.stack([synthetic.render_face(clip.identity, m, b, h, size=64)  # noqa: E731
+                                   for m, b, h in zip(opening, clip.blink, clip.head)])
+  closed, moving = draw(mouth), draw(np.full(len(mouth), 0.6))
+  good = talking.silence_scores(closed, closed, mouth)
+  bad = talking.silence_scores(moving, closed, mouth)
+  assert good["silence_frames"] == 26
+  assert good["mouth_silence"] == pytest.approx(good["mouth_silence_truth"])
+  assert good["mouth_silence"] < 0.5 * good["mouth_speech"]
+  assert bad["mouth_silence"] > 2 * good["mouth_silence_truth_p95"]

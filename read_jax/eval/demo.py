@@ -2,11 +2,17 @@
 
 For each clip of the synthetic test split (seeds the training never saw; identities too), the model
 animates the clip's identity (a portrait with the mouth closed) with the clip's speech and reports
-(read_jax/eval/talking.py, read_jax/eval/probes.py):
+(read_jax/eval/talking.py, read_jax/eval/probes.py). The speech is the drawn formant speech, or espeak-ng
+(``speech="espeak"``) in voices and languages training never used (``voices="unseen"``) or in a training
+language in unseen voices (``"seen-language"``); :func:`suite` scores all three.
 
   lip sync      Pearson r of the generated mouth opening with the clip's true opening (best lag ±1
                 frame); control: the same portrait driven by ANOTHER clip's speech, against this clip's
                 track (near 0 if the mouth follows the audio); ceiling: the ground-truth video itself
+  envelope r    the same r against the speech's RMS envelope (what can be scored on any recording);
+                control: the time-reversed envelope
+  silence       mean measured mouth opening in pauses of ≥ 0.5 s vs in speech, generated and ground truth
+                (with the truth's 95th percentile in pauses: its closed range)
   identity      mean RGB distance (0–255) of the face region's colour to the portrait's; control: the
                 distance between the portraits of two different test identities
   boundaries    mean |frame difference| at clip boundaries / within clips, ANS vs the same model with
@@ -46,7 +52,7 @@ import numpy as np
 
 from read_jax import cli
 from read_jax.convert.vae import load_vae
-from read_jax.data import synthetic
+from read_jax.data import espeak, synthetic
 from read_jax.eval import probes, talking
 from read_jax.files import atomic_path
 from read_jax.models.vae import FRAMES_PER_LATENT, to_pixels
@@ -60,38 +66,53 @@ def _bar(items, progress: bool, desc: str):
 
 
 def evaluate(pipe, *, num: int = 8, seconds: float = 8.0, first: int = 100, seed: int = 0, progress=True,
-             probe_clips: int = 40, **sample) -> dict:
+             probe_clips: int = 40, speech: str = "formant", voices: str | None = None, light: bool = False,
+             **sample) -> dict:
   """Scores of ``pipe`` over test clips ``first … first + num − 1`` (see the module docstring); the latent
-  mouth read-out is fitted on ``probe_clips`` training clips; ``sample``: keywords of ``pipe.generate``
-  (cfg, alpha, beta, steps)."""
+  mouth read-out is fitted on ``probe_clips`` training clips; ``speech``/``voices``: the clips' speech
+  (``synthetic.make_clip``); ``light``: lip sync, envelope, silence, colour and ANS boundaries only (no
+  probes, no plain-concatenation run); ``sample``: keywords of ``pipe.generate`` (cfg, alpha, beta, steps)."""
   size = pipe.config.resolution
   seeds = list(synthetic.split_seeds("test", num, first))
-  clips = [synthetic.make_clip(s, seconds, size) for s in seeds]
+  clips = [synthetic.make_clip(s, seconds, size, speech=speech, voices=voices) for s in seeds]
   portraits = [synthetic.render_face(c.identity, mouth_open=0.0, size=size) for c in clips]
   rows = []
   t0 = time.perf_counter()
-  probe = probes.latent_mouth_probe(pipe, num=probe_clips)
-  # Fitted on clips as long as the test clips: a read-out fitted on 4 s clips scores 0.83 on any 4 s of a test clip
-  # but 0.40 on its whole 8 s (the features drift a little over a clip, and the mean removed is the whole clip's).
-  speech_probes = {source: probes.speech_mouth_probe(pipe, source, num=probe_clips, seconds=seconds)
-                   for source in probes.SPEECH_SOURCES}
-  for i, (clip, portrait) in enumerate(_bar(list(zip(clips, portraits)), progress, "eval")):
+  if not light:
+    probe = probes.latent_mouth_probe(pipe, num=probe_clips)
+    # Fitted on clips as long as the test clips: a read-out fitted on 4 s clips scores 0.83 on any 4 s of a test
+    # clip but 0.40 on its whole 8 s (the features drift a little over a clip, and the mean removed is the whole
+    # clip's).
+    speech_probes = {source: probes.speech_mouth_probe(pipe, source, num=probe_clips, seconds=seconds)
+                     for source in probes.SPEECH_SOURCES}
+  desc = "eval" if speech == "formant" else f"eval {speech} {voices or synthetic.default_voices(seeds[0])}"
+  for i, (clip, portrait) in enumerate(_bar(list(zip(clips, portraits)), progress, desc)):
     other = clips[(i + 1) % len(clips)]
     video = pipe.generate(portrait, clip.audio, seed=seed, **sample)
-    plain = pipe.generate(portrait, clip.audio, seed=seed, motion_prior=False, **sample)
     crossed = pipe.generate(portrait, other.audio, seed=seed, **sample)
-    latents = pipe.sample_latents(portrait, clip.audio, seed=seed, **sample)
-    latents_crossed = pipe.sample_latents(portrait, other.audio, seed=seed, **sample)
     bounds = talking.clip_boundaries(len(video), pipe.config.clip_frames)
-    rows.append({
+    envelope = synthetic.audio_envelope(clip.audio, len(video))
+    row = {
         "seed": clip.seed,
+        "voice": clip.voice,
         "lip_sync": talking.lip_sync_correlation(video, clip.mouth)[0],
         "lip_sync_other_audio": talking.lip_sync_correlation(crossed, clip.mouth)[0],
         "lip_sync_ground_truth": talking.lip_sync_correlation(clip.frames, clip.mouth)[0],
-        "lip_sync_plain": talking.lip_sync_correlation(plain, clip.mouth)[0],
+        "envelope_r": talking.lip_sync_correlation(video, envelope)[0],
+        "envelope_r_reversed": talking.lip_sync_correlation(video, envelope[::-1])[0],
         "colour_error": talking.face_colour_error(video, portrait),
         "colour_error_other_identity": talking.face_colour_error(portraits[(i + 1) % len(clips)][None], portrait),
         "boundary_ratio_ans": talking.boundary_ratio(video, bounds),
+        **talking.silence_scores(video, clip.frames, clip.mouth),
+    }
+    rows.append(row)
+    if light:
+      continue
+    plain = pipe.generate(portrait, clip.audio, seed=seed, motion_prior=False, **sample)
+    latents = pipe.sample_latents(portrait, clip.audio, seed=seed, **sample)
+    latents_crossed = pipe.sample_latents(portrait, other.audio, seed=seed, **sample)
+    row.update({
+        "lip_sync_plain": talking.lip_sync_correlation(plain, clip.mouth)[0],
         "boundary_ratio_plain": talking.boundary_ratio(plain, bounds),
         "speech_effect": probes.speech_effect(pipe, portrait, clip.audio, other.audio, seed=seed),
         "speech_readout": probes.speech_readout(pipe, speech_probes["latents"], clip.audio, clip.mouth),
@@ -101,11 +122,36 @@ def evaluate(pipe, *, num: int = 8, seconds: float = 8.0, first: int = 100, seed
         "latent_lip_sync_other_audio": probes.latent_lip_sync(pipe, probe, clip.frames, clip.mouth, latents_crossed),
         "latent_lip_sync_vae": probes.latent_lip_sync(pipe, probe, clip.frames, clip.mouth),
     })
-  keys = [k for k in rows[0] if k != "seed"]
-  summary = {k: float(np.mean([r[k] for r in rows])) for k in keys}
-  summary.update(num_clips=len(rows), seconds=seconds, boundaries_per_clip=len(bounds),
-                 wall_s=time.perf_counter() - t0)
+  keys = [k for k in rows[0] if k not in ("seed", "voice")]
+  # Silence: pooled over the clips that have a pause (a clip without one has NaN there).
+  summary = {k: float(np.nanmean([r[k] for r in rows])) if any(np.isfinite(r[k]) for r in rows) else float("nan")
+             for k in keys}
+  summary["silence_frames"] = int(sum(r["silence_frames"] for r in rows))
+  summary.update(num_clips=len(rows), seconds=seconds, boundaries_per_clip=len(bounds), speech=speech,
+                 voices=sorted({r["voice"] for r in rows}), wall_s=time.perf_counter() - t0)
   return {"summary": summary, "clips": rows}
+
+
+# The held-out sets of the demo's scores (docs/demo.md): name → evaluate() keywords.
+SUITE = {
+    "synthetic": dict(speech="formant"),
+    "espeak_unseen": dict(speech="espeak", voices="unseen", light=True),
+    "espeak_seen_language": dict(speech="espeak", voices="seen-language", light=True),
+}
+
+
+def suite(pipe, *, num: int = 8, seconds: float = 8.0, first: int = 100, seed: int = 0, progress=True,
+          sets=tuple(SUITE), **sample) -> dict:
+  """:func:`evaluate` on each held-out set of :data:`SUITE` (espeak sets only where espeak-ng is installed)."""
+  out = {}
+  for name in sets:
+    kwargs = dict(SUITE[name])
+    if kwargs["speech"] == "espeak" and not espeak.available():
+      print(f"{name}: skipped (espeak-ng is not installed: apt-get install espeak-ng)")
+      continue
+    out[name] = evaluate(pipe, num=num, seconds=seconds, first=first, seed=seed, progress=progress,
+                         **kwargs, **sample)
+  return out
 
 
 def evaluate_vae(reconstruct, *, num: int = 8, seconds: float = 8.0, first: int = 100, size: int = 64,
@@ -149,14 +195,24 @@ def report(summary: dict) -> list[str]:
             f"reconstruction PSNR {s['psnr']:.2f} dB",
             f"mouth r             {s['mouth_r']:.3f}   (one opening per latent frame: "
             f"{s['mouth_r_latent_frame_average']:.3f}; lip sync ≥ 0.6 needs ≥ 0.8 here)"]
-  return [f"{s['num_clips']} held-out clips of {s['seconds']:g} s ({s['boundaries_per_clip']} clip boundaries "
-          f"each), {s['wall_s']:.0f} s",
+  lines = [f"{s['num_clips']} held-out clips of {s['seconds']:g} s, {s['speech']} speech "
+           f"({', '.join(s['voices'][:6])}{', …' if len(s['voices']) > 6 else ''}; {s['boundaries_per_clip']} clip "
+           f"boundaries each), {s['wall_s']:.0f} s",
           f"lip sync r          {s['lip_sync']:.3f}   (other clip's audio: {s['lip_sync_other_audio']:.3f}; "
-          f"ground-truth video: {s['lip_sync_ground_truth']:.3f}; without motion prior: {s['lip_sync_plain']:.3f})",
+          f"ground-truth video: {s['lip_sync_ground_truth']:.3f}"
+          + (f"; without motion prior: {s['lip_sync_plain']:.3f})" if "lip_sync_plain" in s else ")"),
           f"face colour error   {s['colour_error']:.1f} / 255   (between two test identities: "
           f"{s['colour_error_other_identity']:.1f})",
-          f"boundary ratio      ANS {s['boundary_ratio_ans']:.3f}   plain concatenation "
-          f"{s['boundary_ratio_plain']:.3f}   (1 = as smooth as within a clip)",
+          f"envelope r          {s['envelope_r']:.3f}   (time-reversed envelope: {s['envelope_r_reversed']:.3f})",
+          f"mouth in silence    {s['mouth_silence']:.3f}   in speech {s['mouth_speech']:.3f}   (ground truth: "
+          f"{s['mouth_silence_truth']:.3f} / {s['mouth_speech_truth']:.3f}, closed range ≤ "
+          f"{s['mouth_silence_truth_p95']:.3f}; {s['silence_frames']} pause frames)",
+          f"boundary ratio      ANS {s['boundary_ratio_ans']:.3f}"
+          + (f"   plain concatenation {s['boundary_ratio_plain']:.3f}" if "boundary_ratio_plain" in s else "")
+          + "   (1 = as smooth as within a clip)"]
+  if "speech_effect" not in s:
+    return lines
+  return lines + [
           f"speech effect       {100 * s['speech_effect']:.2f} %   (how much another clip's speech moves the "
           f"A2V-DiT's prediction, |Δv| / |v|)",
           f"speech read-out r   {s['speech_readout']:.3f}   (from the raw Whisper windows: "
@@ -166,18 +222,24 @@ def report(summary: dict) -> list[str]:
 
 
 def score(ckpt: str, *, vae: str = "", num: int = 8, seconds: float = 8.0, first: int = 100, seed: int = 0,
-          sample: dict | None = None, json_path: str = "") -> dict:
-  """scripts/eval_demo.py: score the checkpoint ``ckpt`` (or, with ``vae``, that VAE's reconstructions), print
-  :func:`report`, write the scores to ``json_path`` (the format of assets/demo/eval.json) and return them.
-  ``sample``: the sampling settings to override (:data:`SAMPLING_KEYS`), recorded in the summary."""
+          sample: dict | None = None, json_path: str = "", sets=tuple(SUITE)) -> dict:
+  """scripts/eval_demo.py: score the checkpoint ``ckpt`` on the held-out ``sets`` of :data:`SUITE` (or, with
+  ``vae``, that VAE's reconstructions), print :func:`report`, write the scores to ``json_path`` (the format of
+  assets/demo/eval.json: ``{set: {"summary", "clips"}}``) and return them. ``sample``: the sampling settings to
+  override (:data:`SAMPLING_KEYS`), recorded in each summary."""
   if vae:
     scores = evaluate_vae(vae_reconstructor(vae), num=num, seconds=seconds, first=first)
+    for line in report(scores["summary"]):
+      print(line)
   else:
     sample = dict(sample or {})
-    scores = evaluate(ReadPipeline.from_pretrained(ckpt), num=num, seconds=seconds, first=first, seed=seed, **sample)
-    scores["summary"]["sampling"] = sample
-  for line in report(scores["summary"]):
-    print(line)
+    scores = suite(ReadPipeline.from_pretrained(ckpt), num=num, seconds=seconds, first=first, seed=seed, sets=sets,
+                   **sample)
+    for name, result in scores.items():
+      result["summary"]["sampling"] = sample
+      print(f"== {name}")
+      for line in report(result["summary"]):
+        print(line)
   if json_path:
     with atomic_path(json_path) as tmp:
       with open(tmp, "w") as fh:

@@ -50,7 +50,10 @@ def speech_effect(pipe, portrait, audio, other_audio, *, times=(0.9, 0.5, 0.2), 
 def ridge_fit(a, b, ridge: float) -> np.ndarray:
   """argmin_W |a W − b|² + ridge·|W|² (rows of ``a`` are examples; ``b`` [N] or [N, K]), in float64."""
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  return np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ b)
+  n, d = a.shape
+  if d > n:  # the same W from the N×N system: Wide features (raw Whisper states) would need a D×D one
+    return a.T @ np.linalg.solve(a @ a.T + ridge * np.eye(n), b)
+  return np.linalg.solve(a.T @ a + ridge * np.eye(d), a.T @ b)
 
 
 def openings(mouth, k: int) -> np.ndarray:

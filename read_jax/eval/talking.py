@@ -85,3 +85,32 @@ def clip_boundaries(num_video_frames: int, clip_frames: int, temporal_ratio: int
   overlapping by one (ANS): clip 0 gives 1 + r(f − 1) frames, every later clip r(f − 1)."""
   first, step = 1 + temporal_ratio * (clip_frames - 1), temporal_ratio * (clip_frames - 1)
   return list(range(first, num_video_frames, step))
+
+
+def silence_mask(mouth, min_frames: int = 12, closed: float = 0.02, margin: int = 2) -> np.ndarray:
+  """bool [F]: frames inside a pause, i.e. a run of at least ``min_frames`` (0.48 s at 25 fps) frames whose true
+  opening is under ``closed``, less ``margin`` frames at each end of the run (the mouth closing and opening)."""
+  quiet = np.asarray(mouth, np.float64) < closed
+  out = np.zeros(len(quiet), bool)
+  start = None
+  for i, q in enumerate(np.append(quiet, False)):
+    if q and start is None:
+      start = i
+    elif not q and start is not None:
+      if i - start >= min_frames:
+        out[start + margin:i - margin] = True
+      start = None
+  return out
+
+
+def silence_scores(frames, truth_frames, mouth) -> dict[str, float]:
+  """Mean measured mouth opening in pauses (:func:`silence_mask`) and in speech (true opening > 0.1), of the
+  generated ``frames`` and of the ground-truth video ``truth_frames``, with the truth's closed range (its 95th
+  percentile in pauses). NaN where a clip has no pause."""
+  silent, speaking = silence_mask(mouth), np.asarray(mouth) > 0.1
+  gen, true = mouth_opening(frames), mouth_opening(truth_frames)
+  mean = lambda x, m: float(np.nanmean(x[m])) if m.any() else float("nan")  # noqa: E731
+  return {"mouth_silence": mean(gen, silent), "mouth_speech": mean(gen, speaking),
+          "mouth_silence_truth": mean(true, silent), "mouth_speech_truth": mean(true, speaking),
+          "mouth_silence_truth_p95": float(np.nanpercentile(true[silent], 95)) if silent.any() else float("nan"),
+          "silence_frames": int(silent.sum())}
