@@ -36,6 +36,7 @@ import functools
 import math
 import time
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -62,6 +63,17 @@ class FrameBlock:
   first_frame: int  # video frame index of frames[0]
   frames: np.ndarray  # uint8 [n, H, W, 3]
   times: np.ndarray  # float64 [n]: presentation time of each frame, frame index / fps, in seconds
+
+
+class ClipJob(NamedTuple):
+  """What clip ``index`` of a session needs from the sampler (``sampling.run_clip``'s per-session arguments)."""
+
+  index: int
+  carry: sampling.ClipCarry
+  noise: jax.Array  # [f, h, w, C]
+  z_ref: np.ndarray  # [h, w, C]
+  speech: np.ndarray  # [f, hw, dA]
+  key: jax.Array  # the session's key (the decode draws from fold_in(key, 1_000_000 + index))
 
 
 @dataclasses.dataclass
@@ -99,11 +111,18 @@ def _pcm(pcm) -> np.ndarray:
   return pcm
 
 
+def _default_policy(pipe: ReadPipeline) -> str:
+  """"live" (4 s windows), or the encoder's whole window when that is shorter (the test and old demo Whispers)."""
+  seconds = pipe.whisper.max_source_positions * speech_lib.STATE_SAMPLES / audio_lib.SAMPLE_RATE
+  return "live" if seconds >= speech_lib.DEFAULT_LIVE_SECONDS else f"live:{seconds:g}"
+
+
 class LiveSession:
   """One push-style generation: ``feed`` audio, take ``frames()``, end with ``finish()`` (module docstring).
 
   ``policy``: the speech window policy ("live", "live:<seconds>" or a ``WindowPolicy``); None takes
-  ``pipe.config.speech_window`` when that is a live policy, else "live". ``steps``/``cfg``/``alpha``/``beta``
+  ``pipe.config.speech_window`` when that is a live policy, else "live" (or the encoder's whole window when
+  that is under 4 s). ``steps``/``cfg``/``alpha``/``beta``
   default to the pipeline's config as in :meth:`ReadPipeline.stream`; ``seed`` as there.
   """
 
@@ -113,7 +132,7 @@ class LiveSession:
     if c.fps != speech_lib.FPS:
       raise ConfigError(f"LiveSession: fps must be {speech_lib.FPS} (two Whisper states per frame), got {c.fps}")
     if policy is None:
-      policy = c.speech_window if speech_lib.window_policy(c.speech_window) is not None else "live"
+      policy = c.speech_window if speech_lib.window_policy(c.speech_window) is not None else _default_policy(pipe)
     self.pipe = pipe
     self.fps = c.fps
     self.clip_frames = c.clip_frames
@@ -165,6 +184,11 @@ class LiveSession:
   def finish(self) -> list[FrameBlock]:
     """End the stream: pad it with silence to whole clips as the offline path does, and return every block not
     yet handed out (the video trimmed to F = floor(25 · seconds) frames)."""
+    self.end()
+    return list(self.frames())
+
+  def end(self) -> None:
+    """End the stream without running the clips it completes (the serving engine runs them batched)."""
     if not self._finished:
       self._finished = True
       num_video = audio_lib.num_video_frames(self.num_samples, self.fps)
@@ -180,15 +204,22 @@ class LiveSession:
       self._add_rows(self._features.finish())
       self.timings.speech += time.perf_counter() - t0
       self._num_video, self._num_clips = num_video, sampling.num_clips(num_latents, self.clip_frames)
-    return list(self.frames())
 
   # ------------------------------------------------------------------------------------------
   # Frames out
 
   def frames(self) -> Iterator[FrameBlock]:
     """Run and yield each clip whose speech latents are all final (none may be ready: an empty iterator)."""
-    while self._clip_ready():
-      block = self._run_clip()
+    while (job := self.next_clip()) is not None:
+      t0 = time.perf_counter()
+      carry, clip = sampling.run_clip(self.pipe.denoiser, self._cfg, self._params, job.carry, job.noise, job.z_ref,
+                                      job.speech, self._schedule, self._guidance)
+      jax.block_until_ready(clip)
+      self.timings.denoise += time.perf_counter() - t0
+      t0 = time.perf_counter()
+      frames = self.pipe.decode_clip(clip, self._key, job.index)  # uint8 [n, H, W, 3]
+      self.timings.vae_decode += time.perf_counter() - t0
+      block = self.complete_clip(carry, frames)
       if block is not None:
         yield block
 
@@ -197,29 +228,43 @@ class LiveSession:
     """Video frames handed out so far."""
     return self._emitted
 
-  def _clip_ready(self) -> bool:
-    j = self._clip
+  @property
+  def done(self) -> bool:
+    """Ended and every clip run."""
+    return self._num_clips is not None and self._clip >= self._num_clips
+
+  @property
+  def clip_ready(self) -> bool:
+    """Whether :meth:`next_clip` has a clip to give (the speech latents of its last latent frame are final)."""
+    j, f = self._clip, self.clip_frames
     if self._num_clips is not None and j >= self._num_clips:
       return False
-    last = j * (self.clip_frames - 1) + self.clip_frames - 1  # the clip's last latent frame
-    return self._latents_start + len(self._latents) > last
+    return self._latents_start + len(self._latents) >= j * (f - 1) + f
 
-  def _run_clip(self) -> FrameBlock | None:
+  @property
+  def sampling(self) -> tuple:
+    """What clips of sessions batched together share: (cfg, params, schedule, guidance)."""
+    return self._cfg, self._params, self._schedule, self._guidance
+
+  def next_clip(self) -> ClipJob | None:
+    """The inputs of the next clip if its speech latents are all final, else None (nothing changes until
+    :meth:`complete_clip` takes its result)."""
+    if not self.clip_ready:
+      return None
     j, f = self._clip, self.clip_frames
-    start = j * (f - 1)
+    start = j * (f - 1)  # the clip's first latent frame
     speech = np.stack(self._latents[start - self._latents_start:start - self._latents_start + f])  # [f, hw, dA]
-    t0 = time.perf_counter()
     noise = sampling.clip_noise(self._key, j, f, self._z_ref.shape)
-    self._carry, clip = sampling.run_clip(self.pipe.denoiser, self._cfg, self._params, self._carry, noise,
-                                          self._z_ref, speech, self._schedule, self._guidance)
-    jax.block_until_ready(clip)
-    self.timings.denoise += time.perf_counter() - t0
-    t0 = time.perf_counter()
-    frames = self.pipe.decode_clip(clip, self._key, j)  # uint8 [n, H, W, 3]
-    self.timings.vae_decode += time.perf_counter() - t0
+    return ClipJob(j, self._carry, noise, self._z_ref, speech, self._key)
+
+  def complete_clip(self, carry: sampling.ClipCarry, frames: np.ndarray) -> FrameBlock | None:
+    """Take clip :meth:`next_clip`'s sampler carry and decoded uint8 frames [n, H, W, 3]; its new frames as a
+    block (None when the end's trim leaves none)."""
+    j, f = self._clip, self.clip_frames
+    self._carry = carry
     self._clip += 1
-    # The next clip starts at latent frame start + f − 1: drop what no later clip reads.
-    drop = start + f - 1 - self._latents_start
+    # The next clip starts at latent frame j(f − 1) + f − 1: drop what no later clip reads.
+    drop = j * (f - 1) + f - 1 - self._latents_start
     self._latents, self._latents_start = self._latents[drop:], self._latents_start + drop
     if self._num_video is not None:
       frames = frames[:self._num_video - self._emitted]
@@ -264,7 +309,7 @@ class LiveSession:
       keep = lo + FRAMES_PER_LATENT
       self._rows, self._rows_start = self._rows[keep:], self._rows_start + keep
     c = _encode_speech(self.pipe.speech_ae, self.pipe.speech_ae_params, jnp.asarray(window)[None])
-    return np.asarray(c[0, index], np.float32)  # [hw, dA]
+    return np.asarray(c, np.float32)[0, index]  # [hw, dA] (indexed on the host: one program for every k)
 
 
 @functools.partial(jax.jit, static_argnames=("speech_ae",))
@@ -328,4 +373,4 @@ def run_live(pipe: ReadPipeline, portrait, wave, out_path=None, realtime: bool =
                       wall=wall, audio_seconds=wave.shape[0] / audio_lib.SAMPLE_RATE)
 
 
-__all__ = ["FrameBlock", "LatencyStats", "LiveSession", "SessionTimings", "history_groups", "run_live"]
+__all__ = ["ClipJob", "FrameBlock", "LatencyStats", "LiveSession", "SessionTimings", "history_groups", "run_live"]

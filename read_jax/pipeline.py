@@ -22,6 +22,7 @@ Every stage has fixed shapes per clip, so a longer audio runs the same compiled 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import os
@@ -132,6 +133,11 @@ class ReadPipeline:
                                                         method=vae.normalize_latents))
     self._decode = jax.jit(lambda v, z, key: vae.apply(v, z, config.decode_timestep, config.decode_noise_scale,
                                                        key=key, method=vae.decode_latents))
+    # One clip per key, batched (the serving engine): each element draws its decode noise from its own key.
+    self._decode_each = jax.jit(jax.vmap(lambda v, z, key: vae.apply(v, z[None], config.decode_timestep,
+                                                                     config.decode_noise_scale, key=key,
+                                                                     method=vae.decode_latents)[0],
+                                         in_axes=(None, 0, 0)))
 
   def _vae_ratios(self):
     return compression_ratios(self.vae.config)
@@ -327,6 +333,25 @@ class ReadPipeline:
     frames = self._decode(self.vae_variables, clip[None], jax.random.fold_in(key, 1_000_000 + j))[0]
     frames = frames if j == 0 else frames[1:]
     return np.asarray(jnp.round((jnp.clip(frames, -1, 1) + 1) * 127.5).astype(jnp.uint8))
+
+  def decode_clips(self, clips, keys, js) -> list[np.ndarray]:
+    """:meth:`decode_clip` of several sessions' clips in one call: clips [B, f, h, w, C], one key and clip
+    number per row; one compiled program per batch size B."""
+    keys = jnp.stack([jax.random.fold_in(k, 1_000_000 + j) for k, j in zip(keys, js)])
+    frames = self._decode_each(self.vae_variables, clips, keys)  # [B, 1 + 8(f−1), H, W, 3]
+    pixels = np.asarray(jnp.round((jnp.clip(frames, -1, 1) + 1) * 127.5).astype(jnp.uint8))
+    return [pixels[b] if j == 0 else pixels[b, 1:] for b, j in enumerate(js)]
+
+  def on_device(self, device) -> "ReadPipeline":
+    """A shallow copy whose weights live on ``device`` (the serving engine's one pipeline per device); the
+    jitted programs are shared, so each device compiles each shape once."""
+    other = copy.copy(self)
+    put = functools.partial(jax.device_put, device=device)
+    other.vae_variables, other.whisper_params = put(self.vae_variables), put(self.whisper_params)
+    other.speech_ae_params, other.dit_params = put(self.speech_ae_params), put(self.dit_params)
+    other.text, other.text_mask = put(self.text), put(self.text_mask)
+    other.timings = Timings()
+    return other
 
   def stream(self, image, audio, *, steps: int | None = None, cfg: str | None = None, alpha: float | None = None,
              beta: float | None = None, seed: int = 0, progress: Callable[[int, int], None] | None = None,

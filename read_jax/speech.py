@@ -306,7 +306,7 @@ class LiveSpeechFeatures:
   def _block(self, k: int, frames: np.ndarray, num_whisper: int) -> np.ndarray:
     stop = int(self.policy.window_end(k)) - self._buffer_start
     window = _window(self._buffer, stop, self.policy.window_samples)  # zeros before the stream and past its end
-    states = _encode_windows(window[None], self.encoder, self.params)[0]  # [P', D]
+    states = np.asarray(_encode_windows(window[None], self.encoder, self.params))[0]  # [P', D], on the host
     self.frames += frames.shape[0]
     return np.asarray(_rows(states, self.policy, k, frames, num_whisper), np.float32)
 

@@ -1,0 +1,385 @@
+"""Many live sessions on one or more devices: the clips that are ready run together in one batched call.
+
+  engine = Engine(pipe, batch_sizes=(1, 2, 4), max_sessions=4)
+  engine.start()                         # compiles every batch size on every device, measures the clip time
+  sid = engine.open(portrait, seed=0, on_block=..., on_done=..., on_error=...)
+  engine.feed(sid, pcm16)                # any thread; never blocks on the device
+  engine.end(sid)                        # or engine.cancel(sid)
+  engine.stop(cancel=True)
+
+Each session is a :class:`read_jax.live.LiveSession` (its own portrait latent, speech state, ANS carry, key).
+One worker thread per device (a *lane*) owns its sessions: it feeds them the audio that came in, takes every
+clip whose speech is final, and runs those clips — all at the same denoising schedule — as one
+``jax.vmap`` of ``sampling.run_clip`` padded to the next compiled batch size, then decodes them in one
+batched VAE call, each with its own key. A session's frames are those it gets alone (the batch axis only
+stacks independent sessions). Callbacks run on the lane's thread; they must only hand the block on.
+
+Admission: ``start`` times one batched clip at every compiled size B on the device; a session produces one
+clip per 8(f − 1)/fps seconds of speech, so n sessions on a lane stay real-time while the measured time of
+the batches that hold them is at most ``realtime_margin`` of that. ``open`` refuses a session that would break
+this for every lane (:class:`AdmissionError`, with the numbers), and when ``max_sessions`` are open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import itertools
+import math
+import threading
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from read_jax.ans import sampling
+from read_jax.errors import InputError
+from read_jax.live import FrameBlock, LiveSession
+from read_jax.models.vae import FRAMES_PER_LATENT
+from read_jax.pipeline import ReadPipeline
+
+
+class AdmissionError(Exception):
+  """The engine cannot take another session now (full, or it would not stay real-time); the message says why."""
+
+
+@functools.partial(jax.jit, static_argnames=("denoise", "cfg"))
+def run_clips(denoise, cfg, params, carry, noise, z_ref, speech, schedule, guidance):
+  """``sampling.run_clip`` over a batch of independent sessions: every per-session argument gains a leading
+  axis B (carry, noise [B, f, h, w, C], z_ref [B, h, w, C], speech [B, f, hw, dA]); weights, schedule and
+  guidance are shared."""
+  one = functools.partial(sampling.run_clip, denoise, cfg, params, schedule=schedule, guidance=guidance)
+  return jax.vmap(lambda c, n, z, s: one(c, n, z, s))(carry, noise, z_ref, speech)
+
+
+def _stack(trees):
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+@dataclasses.dataclass
+class _Session:
+  sid: int
+  live: LiveSession
+  on_block: Callable[[FrameBlock], None]
+  on_done: Callable[[int], None]
+  on_error: Callable[[BaseException], None]
+  inbox: list = dataclasses.field(default_factory=list)  # PCM arrays not yet fed
+  ending: bool = False  # end() was called
+  ended: bool = False  # the worker has ended the LiveSession's stream
+
+
+class _Lane:
+  """One device: its pipeline copy, its sessions, its worker thread."""
+
+  def __init__(self, engine: Engine, pipe: ReadPipeline, device):
+    self.engine = engine
+    self.pipe = pipe
+    self.device = device
+    self.sessions: dict[int, _Session] = {}
+    self.clip_seconds: dict[int, float] = {}  # batch size → measured seconds of one batched clip + decode
+    self.thread: threading.Thread | None = None
+    self.batches = 0
+    self.clips = 0
+    self.busy = 0.0  # seconds spent running batches
+
+  def context(self):
+    """Where this lane's computations run. The default device is part of jit's cache key, so the start-up
+    compilation, ``open`` and the worker all run under the same context (none with a single device)."""
+    return jax.default_device(self.device) if len(self.engine.lanes) > 1 else contextlib.nullcontext()
+
+  def batch_seconds(self, n: int) -> float:
+    """Device seconds per round of clips for n sessions (the compiled sizes that hold them, largest first)."""
+    sizes = self.engine.batch_sizes
+    total = 0.0
+    while n > 0:
+      size = next((b for b in sizes if b >= n), sizes[-1])
+      total += self.clip_seconds[size]
+      n -= size
+    return total
+
+
+class Engine:
+  """Live sessions batched per device (module docstring).
+
+  ``batch_sizes``: the compiled batch sizes (a round of k ready clips runs in ceil-steps of the largest, the
+  rest padded to the next size up). ``steps``/``cfg``/``alpha``/``beta``: one sampling setting for every
+  session (the checkpoint's where None). ``devices``: the devices to spread sessions over (default: all local
+  devices of the default backend). ``realtime_margin``: admit a session only while the lane's measured batch
+  time stays under this fraction of a clip's duration (None: no admission by time).
+  """
+
+  def __init__(self, pipe: ReadPipeline, *, batch_sizes=(1, 2, 4), max_sessions: int = 4, steps: int | None = None,
+               cfg: str | None = None, alpha: float | None = None, beta: float | None = None, policy=None,
+               devices=None, realtime_margin: float | None = 0.9):
+    sizes = tuple(sorted({int(b) for b in batch_sizes}))
+    if not sizes or sizes[0] < 1:
+      raise InputError(f"batch_sizes: need positive integers, got {batch_sizes!r}")
+    if max_sessions < 1:
+      raise InputError(f"max_sessions: need at least 1, got {max_sessions}")
+    self.pipe = pipe
+    self.batch_sizes = sizes
+    self.max_sessions = max_sessions
+    self.settings = dict(steps=steps, cfg=cfg, alpha=alpha, beta=beta, policy=policy)
+    self.steps = pipe.sampling_settings(steps)[0]
+    self.realtime_margin = realtime_margin
+    f = pipe.config.clip_frames
+    self.clip_duration = FRAMES_PER_LATENT * (f - 1) / pipe.config.fps  # seconds of speech per clip
+    devices = list(devices) if devices is not None else jax.local_devices()
+    self.lanes = [_Lane(self, pipe.on_device(d) if len(devices) > 1 else pipe, d) for d in devices]
+    self._cond = threading.Condition()
+    self._ids = itertools.count(1)
+    self._where: dict[int, _Lane] = {}
+    self._running = False
+    self._stopping = False
+    self.opened = 0
+    self.refused = 0
+
+  # ------------------------------------------------------------------------------------------
+  # Life cycle
+
+  def start(self) -> Engine:
+    """Compile every batch size on every lane (one warm-up round each, timed for admission) and start the
+    workers. Nothing compiles after this as sessions come and go."""
+    for lane in self.lanes:
+      with lane.context():
+        warm = LiveSession(lane.pipe, np.zeros((64, 64, 3), np.uint8), seed=0, **self.settings)
+        warm.feed(np.zeros(_samples_for_clip(warm), np.float32))  # speech features + latents compiled
+        job = warm.next_clip()
+        assert job is not None, "one clip of silence must make a clip ready"
+        for size in self.batch_sizes:
+          for _ in range(2):  # the first call compiles, the second is the time admission uses
+            t0 = time.perf_counter()
+            self._run_batch(lane, [(warm, job)] * size)
+            lane.clip_seconds[size] = time.perf_counter() - t0
+        warm.end()  # the end's padding and trim
+        while (job := warm.next_clip()) is not None:
+          carry, frames = self._run_batch(lane, [(warm, job)])[0]
+          warm.complete_clip(carry, frames)
+    with self._cond:
+      self._running, self._stopping = True, False
+    for lane in self.lanes:
+      lane.thread = threading.Thread(target=self._worker, args=(lane,), name=f"read-engine-{lane.device}",
+                                     daemon=True)
+      lane.thread.start()
+    return self
+
+  def stop(self, cancel: bool = True) -> None:
+    """Stop the workers; ``cancel``: drop open sessions (no more callbacks), else finish them first."""
+    with self._cond:
+      if not self._running:
+        return
+      if cancel:
+        for lane in self.lanes:
+          lane.sessions.clear()
+        self._where.clear()
+      else:
+        for lane in self.lanes:
+          for s in lane.sessions.values():
+            s.ending = True
+      self._stopping = True
+      self._cond.notify_all()
+    for lane in self.lanes:
+      lane.thread.join()
+    with self._cond:
+      self._running = False
+
+  # ------------------------------------------------------------------------------------------
+  # Sessions (any thread)
+
+  def open(self, portrait, *, seed: int = 0, steps: int | None = None, on_block=None, on_done=None,
+           on_error=None) -> int:
+    """A new session on the least loaded lane that keeps real time; its id. Raises AdmissionError (refused)
+    or InputError (the portrait). Encoding the portrait runs in the caller's thread."""
+    if steps is not None and steps != self.steps:
+      raise InputError(f"steps: this server samples {self.steps} steps per clip (scripts/serve.py --steps), "
+                       f"got {steps}")
+    lane = self._admit()
+    with lane.context():
+      live = LiveSession(lane.pipe, portrait, seed=seed, **self.settings)
+    noop = lambda *a: None  # noqa: E731
+    with self._cond:
+      if len(self._where) >= self.max_sessions:  # another open won the race
+        self.refused += 1
+        raise AdmissionError(f"{self.max_sessions} sessions already open (max_sessions)")
+      sid = next(self._ids)
+      lane.sessions[sid] = _Session(sid, live, on_block or noop, on_done or noop, on_error or noop)
+      self._where[sid] = lane
+      self.opened += 1
+    return sid
+
+  def feed(self, sid: int, pcm) -> None:
+    """Queue 16 kHz mono PCM (int16 or float32) for session ``sid``; the lane's worker feeds it."""
+    with self._cond:
+      s = self._find(sid)
+      if s is not None:
+        s.inbox.append(np.array(pcm, copy=True))
+        self._cond.notify_all()
+
+  def end(self, sid: int) -> None:
+    """The audio of ``sid`` is complete: its last clips run, then ``on_done(frames)``."""
+    with self._cond:
+      s = self._find(sid)
+      if s is not None:
+        s.ending = True
+        self._cond.notify_all()
+
+  def cancel(self, sid: int) -> None:
+    """Drop ``sid`` now (no more callbacks); unknown or finished ids are ignored."""
+    with self._cond:
+      lane = self._where.pop(sid, None)
+      if lane is not None:
+        lane.sessions.pop(sid, None)
+
+  def stats(self) -> dict:
+    """Numbers for /healthz and /metrics."""
+    with self._cond:
+      out = {"running": self._running and not self._stopping, "sessions": len(self._where),
+             "max_sessions": self.max_sessions, "devices": len(self.lanes), "opened_total": self.opened,
+             "refused_total": self.refused, "clip_duration_seconds": self.clip_duration,
+             "queued_audio_chunks": sum(len(s.inbox) for lane in self.lanes for s in lane.sessions.values()),
+             "batches_total": sum(lane.batches for lane in self.lanes),
+             "clips_total": sum(lane.clips for lane in self.lanes),
+             "busy_seconds_total": sum(lane.busy for lane in self.lanes)}
+      for size in self.batch_sizes:
+        measured = [lane.clip_seconds[size] for lane in self.lanes if size in lane.clip_seconds]
+        if measured:
+          out[f"batch{size}_clip_seconds"] = max(measured)
+      return out
+
+  def capacity(self) -> int:
+    """Sessions the engine admits in all by the measured clip times (≤ max_sessions)."""
+    n = 0
+    for lane in self.lanes:
+      k = 0
+      while k < self.max_sessions and self._fits(lane, k + 1):
+        k += 1
+      n += k
+    return min(n, self.max_sessions)
+
+  # ------------------------------------------------------------------------------------------
+  # Inside
+
+  def _find(self, sid):
+    lane = self._where.get(sid)
+    return None if lane is None else lane.sessions.get(sid)
+
+  def _fits(self, lane: _Lane, n: int) -> bool:
+    if self.realtime_margin is None or not lane.clip_seconds:
+      return True
+    return lane.batch_seconds(n) <= self.realtime_margin * self.clip_duration
+
+  def _admit(self) -> _Lane:
+    with self._cond:
+      if not self._running or self._stopping:
+        raise AdmissionError("the engine is not running")
+      if len(self._where) >= self.max_sessions:
+        self.refused += 1
+        raise AdmissionError(f"{self.max_sessions} sessions already open (max_sessions)")
+      lane = min(self.lanes, key=lambda ln: len(ln.sessions))
+      n = len(lane.sessions) + 1
+      if not self._fits(lane, n):
+        self.refused += 1
+        need = lane.batch_seconds(n)
+        raise AdmissionError(
+          f"{n} sessions on {lane.device} would need {need:.3f} s of device time per {self.clip_duration:.2f} s "
+          f"clip of speech (measured at start-up, real-time margin {self.realtime_margin:g}): {len(self._where)} "
+          "sessions is this server's real-time capacity")
+      return lane
+
+  def _worker(self, lane: _Lane) -> None:
+    def has_work(s: _Session) -> bool:
+      return bool(s.inbox) or (s.ending and not s.ended) or s.live.clip_ready
+
+    with lane.context():
+      while True:
+        with self._cond:
+          while not self._stopping and not any(has_work(s) for s in lane.sessions.values()):
+            self._cond.wait()
+          if self._stopping and not any(s.ending for s in lane.sessions.values()):
+            return
+          work = [(s, s.inbox, s.ending and not s.ended) for s in lane.sessions.values()]
+          for s, _, ending in work:
+            s.inbox = []
+            s.ended = s.ended or ending
+        jobs = []
+        for s, chunks, ending in work:
+          try:
+            for pcm in chunks:
+              s.live.feed(pcm)
+            if ending:
+              s.live.end()
+            job = s.live.next_clip()
+          except Exception as e:  # this session's audio (AudioError) or a bug: this session only
+            self._fail(lane, s, e)
+            continue
+          if job is not None:
+            jobs.append((s, job))
+        if jobs:
+          self._run_round(lane, jobs)
+        self._finish_done(lane)
+
+  def _run_round(self, lane: _Lane, jobs) -> None:
+    largest = self.batch_sizes[-1]
+    for lo in range(0, len(jobs), largest):
+      chunk = jobs[lo:lo + largest]
+      try:
+        results = self._run_batch(lane, [(s.live, job) for s, job in chunk])
+      except Exception as e:  # a device fault: the sessions of this batch only
+        for s, _ in chunk:
+          self._fail(lane, s, e)
+        continue
+      for (s, _), (carry, frames) in zip(chunk, results):
+        with self._cond:
+          if s.sid not in lane.sessions:  # cancelled meanwhile
+            continue
+        block = s.live.complete_clip(carry, frames)
+        if block is not None:
+          s.on_block(block)
+
+  def _run_batch(self, lane: _Lane, items) -> list:
+    """Run [(LiveSession, ClipJob)] as one padded batch; [(carry, uint8 frames)] per item."""
+    t0 = time.perf_counter()
+    n = len(items)
+    size = next(b for b in self.batch_sizes if b >= n)
+    padded = items + [items[0]] * (size - n)
+    cfg, params, schedule, guidance = items[0][0].sampling
+    jobs = [job for _, job in padded]
+    carry = _stack([job.carry for job in jobs])
+    noise = jnp.stack([job.noise for job in jobs])
+    z_ref = jnp.asarray(np.stack([job.z_ref for job in jobs]))
+    speech = jnp.asarray(np.stack([job.speech for job in jobs]))
+    carry, clips = run_clips(lane.pipe.denoiser, cfg, params, carry, noise, z_ref, speech, schedule, guidance)
+    frames = lane.pipe.decode_clips(clips, [job.key for job in jobs], [job.index for job in jobs])
+    carries = [jax.tree.map(lambda x, b=b: x[b], carry) for b in range(n)]
+    lane.batches += 1
+    lane.clips += n
+    lane.busy += time.perf_counter() - t0
+    return list(zip(carries, frames[:n]))
+
+  def _finish_done(self, lane: _Lane) -> None:
+    with self._cond:
+      done = [s for s in lane.sessions.values() if s.live.done]
+      for s in done:
+        lane.sessions.pop(s.sid, None)
+        self._where.pop(s.sid, None)
+    for s in done:
+      s.on_done(s.live.frames_out)
+
+  def _fail(self, lane: _Lane, s: _Session, exc: BaseException) -> None:
+    with self._cond:
+      lane.sessions.pop(s.sid, None)
+      self._where.pop(s.sid, None)
+    s.on_error(exc)
+
+
+def _samples_for_clip(session: LiveSession) -> int:
+  """Samples of audio that make a session's first clip ready (its frames plus the speech window's look-ahead)."""
+  f = session.clip_frames
+  seconds = (1 + FRAMES_PER_LATENT * (f - 1)) / session.fps + session.policy.lookahead_ms / 1000 + 0.1
+  return int(math.ceil(seconds * 16000))
+
+
+__all__ = ["AdmissionError", "Engine", "run_clips"]
