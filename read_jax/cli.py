@@ -42,6 +42,30 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
   """The module docstring as written, and every option's default in ``--help``."""
 
 
+CACHE_ENV = "READ_JAX_CACHE"  # the persistent compilation cache's folder; "off" turns it off
+
+
+def compilation_cache(directory: str | None = None) -> str | None:
+  """Turn on JAX's persistent compilation cache, so a second run of a command compiles nothing it compiled
+  before (every program is kept, however quick its compile). ``directory``: else ``$READ_JAX_CACHE``, else
+  ``~/.cache/read_jax/jax``; ``"off"`` leaves the cache off. Returns the folder in use (None: off)."""
+  import jax  # here: the error path above never needs jax
+
+  directory = directory or os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "read_jax",
+                                                                     "jax")
+  if directory == "off":
+    return None
+  try:
+    os.makedirs(directory, exist_ok=True)
+  except OSError as e:
+    print(f"warning: {directory}: no compilation cache ({e.strerror})", file=sys.stderr)
+    return None
+  jax.config.update("jax_compilation_cache_dir", directory)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  return directory
+
+
 def parser(doc: str | None, **kwargs) -> argparse.ArgumentParser:
   """The argument parser every script uses: its docstring as the description, defaults shown."""
   return argparse.ArgumentParser(description=doc, formatter_class=_Formatter, **kwargs)

@@ -35,7 +35,7 @@ import dataclasses
 import functools
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import jax
@@ -335,10 +335,11 @@ class LatencyStats:
 
 
 def run_live(pipe: ReadPipeline, portrait, wave, out_path=None, realtime: bool = True, *, chunk_ms: int = CHUNK_MS,
-             **session_kwargs) -> LatencyStats:
+             on_block: Callable[[FrameBlock, np.ndarray], None] | None = None, **session_kwargs) -> LatencyStats:
   """Replay ``wave`` (16 kHz float32) into a :class:`LiveSession` in ``chunk_ms`` chunks, at real speed when
   ``realtime`` (each chunk fed when its last sample would have been spoken; compute in the same thread delays
   the feeding), and measure each frame's latency; the frames go to ``out_path`` (mp4, speech muxed) if given.
+  ``on_block(block, latencies)`` is called as each block comes out (latencies: seconds, one per frame).
 
   Frame i's instant is spoken at start + i / fps; its latency is the wall time its block came out minus that.
   """
@@ -355,6 +356,8 @@ def run_live(pipe: ReadPipeline, portrait, wave, out_path=None, realtime: bool =
       for block in block_iter:
         latencies.append(time.perf_counter() - start - block.times)  # [n]
         blocks += 1
+        if on_block is not None:
+          on_block(block, latencies[-1])
         if writer is not None:
           writer.write(block.frames)
 

@@ -53,8 +53,7 @@ def main(argv=None) -> int:
   limits = Limits(max_sessions=args.max_sessions, max_message_bytes=args.max_message_bytes,
                   max_session_seconds=args.max_session_seconds, idle_timeout_seconds=args.idle_timeout)
 
-  if hasattr(cli, "compilation_cache"):
-    cli.compilation_cache()
+  cli.compilation_cache()
   pipe = ReadPipeline.from_pretrained(args.ckpt, dtype=getattr(jnp, args.dtype))
   engine = Engine(pipe, batch_sizes=batch_sizes, max_sessions=args.max_sessions, steps=args.steps)
   engine.start()

@@ -5,6 +5,7 @@
   sample  real-time factor of generation, split by stage                                 (bench/sample.py)
   long    minutes of speech through one write_video: memory as the video grows           (bench/long.py)
   gpu     one section of the GPU check (scripts/gpu_check.sh)                            (bench/gpu.py)
+  serve   live sessions on one device, batched vs one clip per call: latency, device time (bench/serve.py)
 
 Each module has ``add_args(parser)`` and ``run(args) -> dict``: it prints its table and returns its numbers,
 which ``--json PATH`` writes. Timings belong here, not in tests (STYLE.md).
@@ -15,10 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from read_jax.bench import dit, gpu, long, sample, vae
+from read_jax.bench import dit, gpu, long, sample, serve, vae
 from read_jax.files import atomic_path
 
-BENCHMARKS = {"dit": dit, "vae": vae, "sample": sample, "long": long, "gpu": gpu}
+BENCHMARKS = {"dit": dit, "vae": vae, "sample": sample, "long": long, "gpu": gpu, "serve": serve}
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:

@@ -83,7 +83,8 @@ class _Lane:
     self.thread: threading.Thread | None = None
     self.batches = 0
     self.clips = 0
-    self.busy = 0.0  # seconds spent running batches
+    self.busy = 0.0  # seconds spent running batches (denoise + decode)
+    self.speech_busy = 0.0  # seconds spent on the sessions' audio (Whisper windows, SpeechAE latents)
 
   def context(self):
     """Where this lane's computations run. The default device is part of jit's cache key, so the start-up
@@ -242,7 +243,8 @@ class Engine:
              "queued_audio_chunks": sum(len(s.inbox) for lane in self.lanes for s in lane.sessions.values()),
              "batches_total": sum(lane.batches for lane in self.lanes),
              "clips_total": sum(lane.clips for lane in self.lanes),
-             "busy_seconds_total": sum(lane.busy for lane in self.lanes)}
+             "busy_seconds_total": sum(lane.busy for lane in self.lanes),
+             "speech_seconds_total": sum(lane.speech_busy for lane in self.lanes)}
       for size in self.batch_sizes:
         measured = [lane.clip_seconds[size] for lane in self.lanes if size in lane.clip_seconds]
         if measured:
@@ -305,6 +307,7 @@ class Engine:
             s.inbox = []
             s.ended = s.ended or ending
         jobs = []
+        t0 = time.perf_counter()
         for s, chunks, ending in work:
           try:
             for pcm in chunks:
@@ -317,6 +320,7 @@ class Engine:
             continue
           if job is not None:
             jobs.append((s, job))
+        lane.speech_busy += time.perf_counter() - t0
         if jobs:
           self._run_round(lane, jobs)
         self._finish_done(lane)
