@@ -1,20 +1,28 @@
-"""Several live sessions on one device: batched (one call per round of ready clips) vs one clip per call.
+"""Live sessions through the server: k clients at real speed, batched vs one clip per call; one long session.
 
-  python scripts/bench.py serve                          # the bundled demo: 1, 2 and 4 sessions, 8 s of speech each
-  python scripts/bench.py serve --sessions 1,3 --seconds 20 --json serve.json
+  python scripts/bench.py serve                              # the bundled demo: 1, 2, 4, 8 sessions, 8 s each
+  python scripts/bench.py serve --sessions 1,4 --seconds 20 --json serve.json
+  python scripts/bench.py serve --minutes 1,5,10             # one 10-minute session: latency and memory per mark
+  python scripts/bench.py serve --url ws://127.0.0.1:8000/v1/stream --sessions 2   # a server already running
 
-For each session count k, k sessions of the engine (read_jax.serve.engine, no HTTP) are fed the demo speech
-at real speed in 20 ms chunks, side by side, once with batch sizes up to k (the serving default) and once with
-batch size 1 only (every clip its own call, as k independent pipelines would run). Per frame, the latency is the
-moment its block came out minus the moment the frame's instant was spoken (``read_jax.live.run_live``'s
-definition); the table gives the first frame's, the worst and the mean over every frame of every session,
-and the engine's busy seconds (speech features, denoising, decoding) per second of speech of all sessions
-together (below 1: real time held).
+Without ``--url`` each run starts its own server in this process (``scripts/serve.py``'s app and engine on
+127.0.0.1 and a free port) — once with batch sizes up to k (the serving default), once with batch size 1 only
+(every clip its own call, as k independent pipelines would run) — and k WebSocket clients send the demo speech
+as PCM16 in 20 ms chunks at the speed it is spoken (raw frames back). Per frame, the latency is the moment its
+block reached the client minus the moment the frame's instant was spoken (``read_jax.live.run_live``'s
+definition); the table gives the first frame's (worst over sessions), the worst and the mean over every frame
+of every session, and the real-time factor: wall seconds from the first audio to the last ``done`` over the
+seconds of speech. ``--minutes``: one session of the longest mark, the latency of the frames in each stretch
+and the server's resident memory (this process: server and client) at each mark.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 import os
+import socket
 import threading
 import time
 
@@ -22,78 +30,190 @@ import numpy as np
 
 from read_jax import audio as audio_lib
 from read_jax import cli
+from read_jax.bench.long import memory_mib
 from read_jax.bench.timing import print_table
+from read_jax.errors import ConfigError
 from read_jax.live import CHUNK_MS
 from read_jax.pipeline import ReadPipeline
 from read_jax.serve.engine import Engine
+
+try:
+  from read_jax.serve.app import Limits, create_app
+except ImportError:  # the serve extra (FastAPI) is missing: every other benchmark still runs
+  Limits = create_app = None
 
 DEMO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "assets",
                         "demo")
 
 
 def add_args(p):
-  p.add_argument("--ckpt", default=DEMO_DIR, help="read_jax checkpoint directory")
-  p.add_argument("--sessions", default="1,2,4", help="comma-separated session counts")
+  p.add_argument("--ckpt", default=DEMO_DIR, help="read_jax checkpoint directory (the in-process server's model)")
+  p.add_argument("--url", default="", help="a running server's ws://…/v1/stream ('' starts one here)")
+  p.add_argument("--sessions", default="1,2,4,8", help="comma-separated numbers of concurrent sessions")
   p.add_argument("--seconds", type=float, default=8.0, help="speech per session (the demo speech, tiled)")
+  p.add_argument("--minutes", default="", help="instead: one session this long, marks in minutes (e.g. 1,5,10)")
 
 
-def run_sessions(engine: Engine, portrait, waves) -> dict:
-  """Feed ``waves`` (one per session) at real speed; per-frame latencies and the device's busy time."""
+# ---------------------------------------------------------------------------------------------
+# The client side
+
+
+async def _session(url: str, portrait: bytes, pcm: np.ndarray, clock: dict, marks=(), on_mark=None) -> dict:
+  """One client at real speed: per-frame latencies [F] and the done message's frame count."""
+  import websockets  # the serve extra
+
   chunk = audio_lib.SAMPLE_RATE * CHUNK_MS // 1000
-  lat = {i: [] for i in range(len(waves))}
-  finished = threading.Event()
-  done = set()
-  start = [0.0]
+  fps = 25
+  async with websockets.connect(url, max_size=None) as ws:
+    await ws.send(json.dumps({"type": "start", "portrait": base64.b64encode(portrait).decode(),
+                              "sample_rate": audio_lib.SAMPLE_RATE, "format": "raw"}))
+    ready = json.loads(await ws.recv())
+    if ready.get("type") != "ready":
+      raise RuntimeError(f"server refused the session: {ready}")
+    start = clock.setdefault("start", time.perf_counter())
 
-  def on_block(i, block):
-    lat[i].append(time.perf_counter() - start[0] - block.times)
+    async def send():
+      for lo in range(0, pcm.size, chunk):
+        await asyncio.sleep(max(0.0, (lo + chunk) / audio_lib.SAMPLE_RATE - (time.perf_counter() - start)))
+        await ws.send(pcm[lo:lo + chunk].tobytes())
+      await ws.send(json.dumps({"type": "end"}))
 
-  def on_done(i, _):
-    done.add(i)
-    if len(done) == len(waves):
-      finished.set()
+    sender = asyncio.create_task(send())
+    latencies, next_mark = [], 0
+    while True:
+      msg = json.loads(await ws.recv())
+      if msg["type"] == "done":
+        break
+      if msg["type"] != "clip":
+        raise RuntimeError(f"server error: {msg}")
+      await ws.recv()  # the frames
+      now = time.perf_counter() - start
+      first = msg["first_frame"]
+      latencies.append(now - np.arange(first, first + msg["frames"]) / fps)
+      while next_mark < len(marks) and first + msg["frames"] >= marks[next_mark] * 60 * fps:
+        on_mark(next_mark, np.concatenate(latencies))
+        next_mark += 1
+    await sender
+    clock["end"] = time.perf_counter()
+  return {"latency": np.concatenate(latencies), "frames": msg["frames"]}
 
-  sids = [engine.open(portrait, seed=i, on_block=lambda b, i=i: on_block(i, b), on_done=lambda n, i=i: on_done(i, n))
-          for i in range(len(waves))]
-  busy0 = engine.stats()["busy_seconds_total"] + engine.stats()["speech_seconds_total"]
-  start[0] = time.perf_counter()
-  longest = max(w.size for w in waves)
-  for lo in range(0, longest, chunk):
-    time.sleep(max(0.0, (lo + chunk) / audio_lib.SAMPLE_RATE - (time.perf_counter() - start[0])))
-    for sid, w in zip(sids, waves):
-      if lo < w.size:
-        engine.feed(sid, w[lo:lo + chunk])
-  for sid in sids:
-    engine.end(sid)
-  finished.wait(600)
-  frames = [np.concatenate(v) for v in lat.values()]
-  every = np.concatenate(frames)
-  busy = engine.stats()["busy_seconds_total"] + engine.stats()["speech_seconds_total"] - busy0
-  speech = sum(w.size for w in waves) / audio_lib.SAMPLE_RATE
-  return {"first_s": float(max(f[0] for f in frames)), "worst_s": float(every.max()), "mean_s": float(every.mean()),
-          "device_s_per_speech_s": busy / speech, "frames": int(every.size)}
+
+def _clients(url, portrait, waves, **kwargs) -> tuple[list, dict]:
+  clock: dict = {}
+
+  async def all_sessions():
+    return await asyncio.gather(*(_session(url, portrait, w, clock, **kwargs) for w in waves))
+
+  return asyncio.run(all_sessions()), clock
+
+
+# ---------------------------------------------------------------------------------------------
+# The server side (in this process)
+
+
+class _Server:
+  """scripts/serve.py's app around a started engine, on 127.0.0.1 and a free port, in a thread."""
+
+  def __init__(self, pipe, portrait: bytes, batch_sizes, max_sessions: int, seconds: float):
+    import uvicorn  # the serve extra
+
+    self.engine = Engine(pipe, batch_sizes=batch_sizes, max_sessions=max_sessions, realtime_margin=None).start()
+    self.busy0 = self.busy()  # the start-up's warm-up rounds
+    limits = Limits(max_sessions=max_sessions, max_session_seconds=seconds + 60, idle_timeout_seconds=60)
+    app = create_app(self.engine, pipe, limits, default_portrait=portrait)
+    with socket.socket() as s:
+      s.bind(("127.0.0.1", 0))
+      port = s.getsockname()[1]
+    self.url = f"ws://127.0.0.1:{port}/v1/stream"
+    self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                                ws_max_size=64 << 20))
+    self.server.install_signal_handlers = False
+    self.thread = threading.Thread(target=self.server.run, daemon=True)
+    self.thread.start()
+    deadline = time.time() + 60
+    while not self.server.started and time.time() < deadline:
+      time.sleep(0.05)
+    if not self.server.started:
+      raise RuntimeError("the benchmark's server did not start")
+
+  def busy(self) -> float:
+    stats = self.engine.stats()
+    return stats["busy_seconds_total"] + stats["speech_seconds_total"]
+
+  def close(self):
+    self.server.should_exit = True
+    self.thread.join(10)
+    self.engine.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _speech(ckpt: str, seconds: float) -> np.ndarray:
+  wave = audio_lib.load_audio(os.path.join(ckpt, "speech.wav"))
+  n = int(seconds * audio_lib.SAMPLE_RATE)
+  wave = np.tile(wave, int(np.ceil(n / wave.size)))[:n]
+  return (np.clip(wave, -1, 1) * 32767).astype("<i2")
 
 
 def run(args) -> dict:
-  counts = sorted({int(k) for k in args.sessions.split(",")})
+  if create_app is None:
+    raise ConfigError("bench serve: needs the serve extra (pip install -e '.[serve]')")
   cli.compilation_cache()
-  pipe = ReadPipeline.from_pretrained(args.ckpt)
-  wave = audio_lib.load_audio(os.path.join(args.ckpt, "speech.wav"))
-  wave = np.tile(wave, int(np.ceil(args.seconds * audio_lib.SAMPLE_RATE / wave.size)))[
-    :int(args.seconds * audio_lib.SAMPLE_RATE)]
-  portrait = os.path.join(args.ckpt, "reference.png")
-  rows, out = [], {"seconds": args.seconds, "clip_frames": pipe.config.clip_frames, "runs": {}}
+  with open(os.path.join(args.ckpt, "reference.png"), "rb") as f:
+    portrait = f.read()
+  pipe = None if args.url else ReadPipeline.from_pretrained(args.ckpt)
+  if args.minutes:
+    return _long(args, pipe, portrait)
+  counts = sorted({int(k) for k in args.sessions.split(",")})
+  pcm = _speech(args.ckpt, args.seconds)
+  rows, out = [], {"seconds": args.seconds, "runs": {}}
   for k in counts:
-    sizes = sorted({b for b in (1, 2, 4, 8, k) if b <= k})
-    for label, batch_sizes in (("batched", sizes), ("one per call", [1])):
-      engine = Engine(pipe, batch_sizes=batch_sizes, max_sessions=k, realtime_margin=None).start()
+    modes = [("server's", None)] if args.url else [
+      ("batched", sorted({b for b in (1, 2, 4, 8, k) if b <= k})), ("one per call", [1])]
+    for label, batch_sizes in modes:
+      server = None if args.url else _Server(pipe, portrait, batch_sizes, k, args.seconds)
       try:
-        r = run_sessions(engine, portrait, [wave] * k)
-        r["clip_seconds"] = {b: engine.stats()[f"batch{b}_clip_seconds"] for b in batch_sizes}
+        results, clock = _clients(args.url or server.url, portrait, [pcm] * k)
+        busy = server.busy() - server.busy0 if server else None
       finally:
-        engine.stop()
+        if server is not None:
+          server.close()
+      every = np.concatenate([r["latency"] for r in results])
+      r = {"first_s": float(max(x["latency"][0] for x in results)), "worst_s": float(every.max()),
+           "mean_s": float(every.mean()), "rtf": (clock["end"] - clock["start"]) / args.seconds,
+           "frames": int(every.size), "batch_sizes": batch_sizes,
+           "engine_s_per_speech_s": None if busy is None else busy / (k * args.seconds)}
       out["runs"][f"{k}:{label}"] = r
       rows.append({"sessions": k, "clips": label, "first frame s": r["first_s"], "worst s": r["worst_s"],
-                   "mean s": r["mean_s"], "device s / speech s": r["device_s_per_speech_s"]})
-  print_table(rows, ["sessions", "clips", "first frame s", "worst s", "mean s", "device s / speech s"])
+                   "mean s": r["mean_s"], "real-time factor": r["rtf"], "engine s / speech s": r["engine_s_per_speech_s"]})
+  print_table(rows, ["sessions", "clips", "first frame s", "worst s", "mean s", "real-time factor",
+                     "engine s / speech s"])
   return out
+
+
+def _long(args, pipe, portrait) -> dict:
+  marks = sorted({float(m) for m in args.minutes.split(",")})
+  seconds = 60 * marks[-1]
+  pcm = _speech(args.ckpt, seconds + 0.5)
+  server = None if args.url else _Server(pipe, portrait, [1], 1, seconds + 1)
+  rows, seen = [], [0]
+  t0 = time.perf_counter()
+
+  def on_mark(i, latency):
+    stretch = latency[seen[0]:]
+    seen[0] = latency.size
+    mem = memory_mib()
+    rows.append({"minutes": marks[i], "frames": int(latency.size), "worst s": float(stretch.max()),
+                 "mean s": float(stretch.mean()), "rss MiB": mem["rss_mib"], "anon MiB": mem["anon_mib"],
+                 "wall s": time.perf_counter() - t0})
+    print(f"[serve] {marks[i]:g} min: worst {stretch.max():.2f} s, mean {stretch.mean():.2f} s, "
+          f"RSS {mem['rss_mib']:.0f} MiB", flush=True)
+
+  try:
+    (result,), _ = _clients(args.url or server.url, portrait, [pcm], marks=marks, on_mark=on_mark)
+  finally:
+    if server is not None:
+      server.close()
+  print_table(rows, ["minutes", "frames", "worst s", "mean s", "rss MiB", "anon MiB", "wall s"])
+  return {"marks": rows, "frames": result["frames"], "first_s": float(result["latency"][0])}
