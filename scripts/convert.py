@@ -8,6 +8,8 @@
   python scripts/convert.py import-whisper --whisper WHISPER_DIR --out DIR
   python scripts/convert.py import-run     --run WORKDIR --out DIR   (a scripts/train.py run's trained parts)
                                            [--speech 'SPEECH_DIR/train-*']  (stage 1: unit latents on these)
+  python scripts/convert.py import-metric-weights [--fid FILE] [--i3d FILE] [--syncnet FILE] | --from FOLDER
+                                           --out DIR   (FID/FVD/SyncNet published .pth → safetensors + hashes.json)
 
 The PyTorch directory layout is described in read_jax/convert/torch_export.py and docs/pytorch.md.
 Bad input (a missing, truncated or corrupt file, parts that do not fit together) gives one error line
@@ -18,7 +20,8 @@ import sys
 
 from read_jax import cli
 from read_jax.convert import checkpoint_dir, torch_export
-from read_jax.errors import CheckpointError
+from read_jax.errors import CheckpointError, InputError
+from read_jax.eval import weights
 from read_jax.train import export
 
 
@@ -50,6 +53,20 @@ def _import_run(args) -> None:
   parts = export.import_run(args.run, args.out, speech_glob=args.speech)
   print(f"wrote {', '.join(parts)} to {args.out}")
   _report(args.out)
+
+
+def _import_metric_weights(args) -> None:
+  files = {"fid_inception": args.fid, "i3d": args.i3d, "syncnet": args.syncnet}
+  given = {name: path for name, path in files.items() if path}
+  if args.from_dir and given:
+    raise InputError("--from: give either a folder or --fid/--i3d/--syncnet files, not both")
+  if not args.from_dir and not given:
+    raise InputError("--fid/--i3d/--syncnet/--from: give at least one weight file, or a folder")
+  written = weights.import_metric_weights(args.from_dir or given, args.out)
+  for name, entry in written.items():
+    print(f"{entry['source']} → {args.out}/{entry['file']}: {entry['tensors']} tensors, "
+          f"{entry['parameters']:,} values, sha256 {entry['sha256'][:12]}")
+  print(f"wrote {', '.join(written)} and {weights.MANIFEST} to {args.out}")
 
 
 def _report(out: str) -> None:
@@ -99,6 +116,16 @@ def main(argv=None) -> int:
                  help="stage-1 run: standardise the SpeechAE latents (mean 0, std 1 per element) on these speech "
                       "records (scripts/extract_speech.py): stage 2's audio attention then gets inputs of unit scale")
   r.set_defaults(handler=_import_run)
+  m = add("import-metric-weights", "published FID / FVD / SyncNet PyTorch weights → safetensors the metrics load")
+  m.add_argument("--fid", default=None, metavar="FILE",
+                 help=f"pytorch-fid's {weights.NETWORKS['fid_inception'].published}")
+  m.add_argument("--i3d", default=None, metavar="FILE", help=f"cd-fvd's {weights.NETWORKS['i3d'].published}")
+  m.add_argument("--syncnet", default=None, metavar="FILE",
+                 help=f"syncnet_python's {weights.NETWORKS['syncnet'].published}")
+  m.add_argument("--from", dest="from_dir", default=None, metavar="FOLDER",
+                 help="a folder holding any of the published files under their published names")
+  m.add_argument("--out", required=True, help="output folder: <network>.safetensors and hashes.json")
+  m.set_defaults(handler=_import_metric_weights)
   args = p.parse_args(argv)
   args.handler(args)
   return 0
