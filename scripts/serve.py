@@ -2,7 +2,7 @@
 """Serve live talking-head sessions over WebSocket and HTTP (docs/serving.md).
 
   python scripts/serve.py                              # the bundled demo model on http://127.0.0.1:8000/
-  python scripts/serve.py --ckpt DIR --host 0.0.0.0 --port 8080 --max-sessions 8 --batch-sizes 1,2,4,8
+  python scripts/serve.py --ckpt DIR --host 0.0.0.0 --port 8080 --max-sessions 8 --batch-sizes 1,2,4,8   # batching on a GPU
 
 Endpoints: WS /v1/stream (live), POST /v1/videos (portrait + audio → mp4), GET /healthz, GET /metrics, the page
 at /. The engine compiles its batch sizes before the server listens. SIGTERM or Ctrl-C: the listening socket
@@ -11,6 +11,7 @@ closes, open sessions are cancelled (their clients get close code 1012 from uvic
 
 import os
 
+import jax
 import jax.numpy as jnp
 import uvicorn
 
@@ -33,7 +34,9 @@ def main(argv=None) -> int:
   p.add_argument("--portrait", default=os.path.join(DEMO, "reference.png"),
                  help="the default portrait (sessions that send none, the page's first picture)")
   p.add_argument("--max-sessions", type=int, default=4, help="live sessions at once")
-  p.add_argument("--batch-sizes", default="1,2,4", help="batch sizes the engine compiles at start-up")
+  p.add_argument("--batch-sizes", default="",
+                 help="batch sizes the engine compiles at start-up (default: 1 on a CPU, where batching measured "
+                      "slower (docs/serving.md), else 1,2,4,8)")
   p.add_argument("--steps", type=int, default=None, help="denoiser passes per clip (default: the checkpoint's)")
   p.add_argument("--max-message-bytes", type=int, default=8 << 20, help="largest WebSocket message")
   p.add_argument("--max-session-seconds", type=float, default=600.0, help="longest session (seconds of audio)")
@@ -42,7 +45,8 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
 
   try:
-    batch_sizes = tuple(sorted({int(b) for b in args.batch_sizes.split(",")}))
+    default = "1" if jax.default_backend() == "cpu" else "1,2,4,8"
+    batch_sizes = tuple(sorted({int(b) for b in (args.batch_sizes or default).split(",")}))
   except ValueError:
     raise InputError(f"--batch-sizes {args.batch_sizes!r}: need comma-separated integers") from None
   if not os.path.isdir(args.ckpt):
