@@ -54,7 +54,7 @@ def pipe():
 
 @pytest.fixture(scope="module")
 def engine(pipe):
-  engine = engine_lib.Engine(pipe, batch_sizes=(1, 2), max_sessions=4)
+  engine = engine_lib.Engine(pipe, batch_sizes=(1,), max_sessions=4)  # batching: tests/test_serve_engine.py
   engine.start()
   yield engine
   engine.stop(cancel=True)

@@ -10,6 +10,10 @@ Videos are paired by file name (``gen/a.mp4`` ↔ ``ref/a.mp4``); each carries i
   float64 (``read_jax.eval.inception``, ``read_jax.eval.frechet``).
 * **FVD** (cd-fvd's protocol): the 400 Kinetics logits of the I3D for each run of 16 consecutive frames
   (non-overlapping), generated clips against reference clips (``read_jax.eval.i3d``).
+* **faces** (dlib, the optional ``faces`` extra, ``read_jax.eval.faces``): LMD (mouth landmarks against the
+  reference video, in inter-ocular distances), identity (cosine of the face descriptor of every 25th generated
+  frame with the reference's first frame), the mouth track's lip sync with the speech envelope (r, best lag ±1),
+  the mouth opening in pauses over in speech, and a landmark-expression Fréchet distance (not E-FID).
 * **Sync-C / Sync-D**: SyncNet's confidence and distance with the ±15-frame offset search on 224² face crops
   (OpenCV's Haar detector on every 5th frame, the median box enlarged as SyncNet's pipeline crops: 1.4×),
   averaged over videos; for the generated and, as the paper's "GT" row, the reference videos
@@ -39,11 +43,11 @@ from read_jax import audio as audio_lib
 from read_jax import media
 from read_jax.data.preprocess import SkipVideo, iter_frames
 from read_jax.errors import ConfigError, InputError, MediaError
-from read_jax.eval import frechet, i3d, inception, syncnet
+from read_jax.eval import faces, frechet, i3d, inception, syncnet
 from read_jax.files import atomic_path
 
 FPS = 25
-METRICS = ("fid", "fvd", "sync")
+METRICS = ("fid", "fvd", "sync", "faces")
 # metric → (weights file in --weights, the published file it is converted from, where that is published)
 WEIGHTS = {
   "fid": ("fid_inception.safetensors", "pt_inception-2015-12-05-6726825d.pth",
@@ -122,8 +126,15 @@ class Networks:
 
   def __init__(self, folder: str | None, metrics: Sequence[str]):
     self.variables, self.hashes, self.missing = {}, {}, {}
+    self.faces = None
+    if "faces" in metrics:
+      try:
+        self.faces = faces.FaceModels.load()
+        self.hashes["faces"] = {"file": faces.PREDICTOR_FILE + ", " + faces.DESCRIPTOR_FILE, "sha256": "dlib"}
+      except ConfigError as e:
+        self.missing["faces"] = f"faces: skipped, {e}"
     loaders = {"fid": inception.load_inception, "fvd": i3d.load_i3d, "sync": syncnet.load_syncnet}
-    for metric in metrics:
+    for metric in (m for m in metrics if m != "faces"):
       file, published, where = WEIGHTS[metric]
       path = os.path.join(folder, file) if folder else None
       if path is None or not os.path.isfile(path):
@@ -135,7 +146,7 @@ class Networks:
       self.hashes[metric] = {"file": file, "sha256": file_sha256(path)}
 
   def has(self, metric: str) -> bool:
-    return metric in self.variables
+    return metric in self.variables or (metric == "faces" and self.faces is not None)
 
 
 @functools.partial(jax.jit)
@@ -253,9 +264,10 @@ def evaluate(generated: str, reference: str | None = None, *, weights: str | Non
   feats = {"gen": {"fid": [], "fvd": []}, "ref": {"fid": [], "fvd": []}}
   windows = {"gen": {"fid": {}, "fvd": {}, "sync_c": {}, "sync_d": {}}, "ref": {"fid": {}, "fvd": {}}}
   per_video, sync = {}, {"gen": [], "ref": []}
+  tracks = {"gen": [], "ref": []}
   frames_total = {"gen": 0, "ref": 0}
   for gen_path, ref_path in wrap(pairs, total=len(pairs), desc="videos"):
-    row = {}
+    row, videos = {}, {}
     for side, path in (("gen", gen_path), ("ref", ref_path)):
       if path is None:
         continue
@@ -297,7 +309,15 @@ def evaluate(generated: str, reference: str | None = None, *, weights: str | Non
                             lambda: _sync_of(nets.variables["sync"], crops[lo:hi], a))
               windows["gen"]["sync_c"].setdefault(w, []).append(float(r["confidence"]))
               windows["gen"]["sync_d"].setdefault(w, []).append(float(r["min_dist"]))
+      if nets.has("faces"):
+        t = store.get(video, "dlibtrack", "dlib", lambda: dataclasses.asdict(nets.faces.track(video.frames,
+                                                                                              detect_every=5)))
+        tracks[side].append(faces.FaceTrack(t["landmarks"], t["found"], t["boxes"]))
+        videos[side] = video
       row[f"{side}_frames"] = len(video.frames)
+    if nets.has("faces"):
+      row.update(_face_row(nets.faces, store, videos["gen"], tracks["gen"][-1], videos.get("ref"),
+                           tracks["ref"][-1] if ref_path else None))
     per_video[os.path.splitext(os.path.basename(gen_path))[0]] = row
 
   results, skipped = {}, dict(nets.missing)
@@ -313,6 +333,15 @@ def evaluate(generated: str, reference: str | None = None, *, weights: str | Non
       if sync[side]:
         results["sync_c" + suffix] = float(np.mean([s["confidence"] for s in sync[side]]))
         results["sync_d" + suffix] = float(np.mean([s["min_dist"] for s in sync[side]]))
+  if nets.has("faces"):
+    for key in ("lmd", "identity", "mouth_sync_r", "silence_ratio"):
+      values = [row[key] for row in per_video.values() if np.isfinite(row.get(key, np.nan))]
+      if values:
+        results[key] = float(np.mean(values))
+    found = [t for t in tracks["gen"] if t.found.sum() >= 2]
+    if found and len(found) == len(tracks["gen"]) and reference is not None:
+      results["expression_fd_landmarks"] = faces.expression_frechet(tracks["gen"], tracks["ref"])
+    results["face_found"] = float(np.mean(np.concatenate([t.found for t in tracks["gen"]])))
   skipped["e_fid"] = ("e_fid: not computed — E-FID needs a 3DMM expression reconstruction model; none runs "
                       "offline here")
 
@@ -346,6 +375,28 @@ def evaluate(generated: str, reference: str | None = None, *, weights: str | Non
   }
 
 
+def _face_row(models, store, gen: Video, gen_track, ref: Video | None, ref_track) -> dict:
+  """The face measures of one generated video (against its reference where there is one)."""
+  row = {"face_found": float(gen_track.found.mean())}
+  if ref is not None and ref_track.found.any():
+    row["lmd"] = faces.lmd(gen_track, ref_track)
+
+    def identity():
+      first = int(np.argmax(ref_track.found))
+      anchor = models.descriptor(ref.frames[first], ref_track.landmarks[first])
+      frames = [i for i in range(0, len(gen.frames), FPS) if gen_track.found[i]]
+      sims = [faces.identity_similarity(anchor, models.descriptor(gen.frames[i], gen_track.landmarks[i]))
+              for i in frames]
+      return {"x": np.float64(np.mean(sims) if sims else np.nan)}
+
+    row["identity"] = float(store.get(gen, f"identity-{ref.sha256[:16]}", "dlib", identity)["x"])
+  mouth = faces.mouth_aspect(gen_track.landmarks)
+  if gen.audio is not None and np.isfinite(mouth).sum() > 2:
+    row["mouth_sync_r"], row["mouth_sync_lag"] = map(float, faces.envelope_sync(mouth, gen.audio))
+    row["silence_ratio"] = faces.silence_closure(mouth, gen.audio)["silence_ratio"]
+  return row
+
+
 def markdown(report: dict) -> str:
   """The paper's Table 1 columns (FID, FVD, Sync-C, Sync-D, E-FID): generated, then the reference's Sync."""
   m = report["metrics"]
@@ -357,6 +408,12 @@ def markdown(report: dict) -> str:
            "| generated | " + " | ".join(cell(k) for k, _ in COLUMNS) + " |"]
   if "sync_c_reference" in m:
     lines.append("| reference (GT) | — | — | " + f"{m['sync_c_reference']:.3f} | {m['sync_d_reference']:.3f} | — |")
+  extra = [(k, label) for k, label in (("lmd", "LMD↓"), ("identity", "identity↑"), ("mouth_sync_r", "mouth–speech r↑"),
+                                       ("silence_ratio", "mouth in pauses / in speech↓"),
+                                       ("expression_fd_landmarks", "landmark expression FD↓")) if k in m]
+  if extra:
+    lines += ["", "| | " + " | ".join(label for _, label in extra) + " |", "|---" * (len(extra) + 1) + "|",
+              "| generated | " + " | ".join(cell(k) for k, _ in extra) + " |"]
   notes = [f"- {reason}" for reason in report["skipped"].values()]
   counts = report["inputs"]
   head = (f"{counts['videos']} videos; FID on {counts['fid_samples']['gen']} / {counts['fid_samples']['ref']} "
