@@ -10,6 +10,7 @@ mode (umask), like any other file they create.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -171,6 +172,15 @@ def write_safetensors(path: str, tensors: Mapping[str, np.ndarray], metadata: Ma
   with atomic_path(path) as tmp:
     save_file({k: np.ascontiguousarray(v).reshape(np.shape(v)) for k, v in tensors.items()}, tmp,
               metadata=dict(metadata or {}))
+
+
+def file_sha256(path: str) -> str:
+  """Hex sha256 of a file, read in 1 MiB pieces (weight files and videos: tens of MB)."""
+  digest = hashlib.sha256()
+  with open(path, "rb") as fh:
+    for block in iter(lambda: fh.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
 
 
 def write_json(path: str, obj) -> None:

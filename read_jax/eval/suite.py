@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -44,7 +43,7 @@ from read_jax import media
 from read_jax.data.preprocess import SkipVideo, iter_frames
 from read_jax.errors import ConfigError, InputError, MediaError
 from read_jax.eval import faces, frechet, i3d, inception, syncnet
-from read_jax.files import atomic_path
+from read_jax.files import atomic_path, file_sha256
 
 FPS = 25
 METRICS = ("fid", "fvd", "sync", "faces")
@@ -68,14 +67,6 @@ class Video:
   frames: np.ndarray  # uint8 [T, H, W, 3] at 25 fps
   audio: np.ndarray | None  # float32 [n] at 16 kHz, None without a sound track
   sha256: str
-
-
-def file_sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
 
 
 def load_video(path: str, name: str | None = None) -> Video:

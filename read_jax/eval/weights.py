@@ -1,9 +1,9 @@
 """The metric networks' published PyTorch weights → safetensors files their ``load_*`` read.
 
 FID, FVD and Sync-C/D are only comparable with published numbers on the published weights, and those ship
-as PyTorch pickles. This is the one place in the package that reads one: each file is opened once with
-``torch.load(weights_only=True)`` (tensors and plain containers only, no code runs), checked against the
-Flax network by its converter, and written as a safetensors file; from then on everything reads that.
+as PyTorch pickles. Each file is opened once by ``read_jax.convert.pth.read_state_dict`` (the package's one
+``torch.load``, with ``weights_only=True``: tensors only, no code runs), checked against the Flax network by
+its converter, and written as a safetensors file; from then on everything reads that.
 
   network         published file                            format              loaded by
   fid_inception   pt_inception-2015-12-05-6726825d.pth      state dict          inception.load_inception
@@ -26,19 +26,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
-import re
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import numpy as np
 
 from read_jax import cli
+from read_jax.convert.pth import read_state_dict
 from read_jax.errors import CheckpointError, InputError
 from read_jax.eval import i3d, inception, syncnet
-from read_jax.files import atomic_path, flatten, read_json, write_safetensors
+from read_jax.files import atomic_path, file_sha256, flatten, read_json, write_safetensors
 
 MANIFEST = "hashes.json"  # beside the written files
 
@@ -63,15 +62,6 @@ NETWORKS = {
 }
 
 
-def sha256(path: str) -> str:
-  """Hex sha256 of a file, read in 1 MiB pieces (the weight files are 50–100 MB)."""
-  digest = hashlib.sha256()
-  with open(path, "rb") as fh:
-    for block in iter(lambda: fh.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
-
-
 def find_published(folder: str) -> dict[str, str]:
   """{network: path} of the published files present in ``folder`` under their published names."""
   if not os.path.isdir(folder):
@@ -82,41 +72,6 @@ def find_published(folder: str) -> dict[str, str]:
     names = ", ".join(net.published for net in NETWORKS.values())
     raise CheckpointError(f"{folder}: none of the published metric weight files is there (looked for {names})")
   return found
-
-
-def read_state_dict(path: str) -> dict:
-  """A PyTorch state dict from ``path``: ``torch.load(weights_only=True)`` on the CPU, so nothing but
-  tensors and plain containers is unpickled. Anything else (a pickled whole module, a file that is not a
-  torch file, a nested checkpoint) is a CheckpointError naming the file."""
-  try:
-    import torch  # optional, heavy: only this import needs it
-  except ImportError:
-    raise InputError(f"{path}: reading a PyTorch weight file needs torch (pip install torch)") from None
-  if not os.path.isfile(path):
-    raise CheckpointError(f"{path}: no such file")
-  try:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-  except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, … for a bad file
-    text = " ".join(str(e).split())
-    refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-    if refused:  # a pickled object of some class: weights_only would have to run its code
-      raise CheckpointError(
-        f"{path}: holds pickled Python objects ({refused.group(1)}), not a plain state dict "
-        f"(torch.load(weights_only=True) refuses to run their code). If it is a whole pickled module from a "
-        f"source you trust, re-save its state dict "
-        f"with the reference installed: python -c \"import torch; torch.save(torch.load('{path}', "
-        f"weights_only=False).state_dict(), 'state_dict.pth')\", then import that file") from None
-    detail = re.search(r"WeightsUnpickler error: (.*?)(?: Check the documentation|$)", text)
-    detail = detail.group(1) if detail else text[:300]
-    raise CheckpointError(f"{path}: not a readable PyTorch file ({type(e).__name__}: {detail}); "
-                          "truncated or corrupt?") from None
-  if not isinstance(state, Mapping):
-    raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a state dict ({{name: tensor}})")
-  bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-  if bad:
-    raise CheckpointError(f"{path}: not a flat state dict: {len(bad)} entries are not tensors (first: "
-                          f"{', '.join(map(str, bad[:5]))}); pass the {{name: tensor}} dict itself")
-  return dict(state)
 
 
 @functools.cache
@@ -207,14 +162,14 @@ def import_metric_weights(inputs: Mapping[str, str] | str, out_dir: str, progres
     for name, (path, variables, tensors) in converted.items():
       target = os.path.join(out_dir, f"{name}.safetensors")
       tmp = renames.enter_context(atomic_path(target))
-      source_sha = sha256(path)
+      source_sha = file_sha256(path)
       # One metadata entry: safetensors writes its metadata map in hash order, so with several the same
       # weights would give files of different sha256 from run to run.
       write_safetensors(tmp, tensors, {"source": f"{os.path.basename(path)} sha256:{source_sha}"})
       if not _same(NETWORKS[name].load(tmp), variables):
         raise AssertionError(f"{target}: reading it back does not give the converted {name} weights")
       written[name] = {"source": os.path.basename(path), "source_sha256": source_sha,
-                       "file": os.path.basename(target), "sha256": sha256(tmp), "tensors": len(tensors),
+                       "file": os.path.basename(target), "sha256": file_sha256(tmp), "tensors": len(tensors),
                        "parameters": int(sum(v.size for v in tensors.values()))}
     with open(manifest_tmp, "w") as fh:
       json.dump({**manifest, **written}, fh, indent=2, sort_keys=True)
