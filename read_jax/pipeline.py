@@ -42,6 +42,7 @@ from read_jax.convert import checkpoint_dir, native
 from read_jax.convert.prompt import load_text_embedding
 from read_jax.convert.vae import export_vae, load_vae
 from read_jax.convert.whisper import export_whisper_encoder, load_whisper_encoder
+from read_jax.errors import ConfigError
 from read_jax.files import CheckpointError, read_json, write_json, write_safetensors
 from read_jax.models import a2v_dit, whisper
 from read_jax.models.speech_ae import SpeechAE
@@ -59,7 +60,7 @@ class PipelineConfig:
   resolution: int = 512  # square frame size in pixels (a multiple of the VAE's 32)
   clip_frames: int = 16  # f, latent frames per clip (121 video frames: the training length)
   steps: int = 8  # denoiser passes per clip (paper C.4)
-  cfg: str = "split"  # "split" (Eq. 17), "joint" (Eq. 16) or "none"
+  cfg: str = "split"  # "split" (Eq. 17), "joint" (Eq. 16), "none", or "distilled" (a guidance-distilled student)
   alpha: float | None = None  # reference / joint guidance scale (None: paper default 2)
   beta: float | None = None  # speech guidance scale for split CFG (None: paper default 6)
   shift: float = 1.0  # timestep shift of the schedule (1 = linear)
@@ -71,8 +72,12 @@ class PipelineConfig:
   # Which audio Whisper sees per frame (read_jax.speech): "whole" 30 s windows (what the demo was trained on),
   # "live" (4 s windows ending 140 ms after each latent frame: computable as the audio streams) or "live:<seconds>".
   speech_window: str = "whole"
+  # A step-distilled student (docs/distillation.md): the step counts it was distilled for, the only ones it
+  # samples with; empty: any (the teacher, and a guidance-only student).
+  distilled_steps: tuple = ()
 
   def __post_init__(self):
+    object.__setattr__(self, "distilled_steps", tuple(int(n) for n in self.distilled_steps))
     try:
       speech_lib.window_policy(self.speech_window)  # a bad value fails when pipeline.json loads
     except ValueError as e:
@@ -85,6 +90,30 @@ class PipelineConfig:
     if unknown:
       raise CheckpointError(f"{PIPELINE_CONFIG}: unknown settings {unknown} (known: {sorted(known)})")
     return cls(**d)
+
+
+def check_sampling(student: bool, distilled_steps: tuple, steps, cfg: str) -> None:
+  """Refuse the settings a checkpoint cannot sample with: CFG branches on a guidance-distilled student, the
+  "distilled" mode on a teacher, a step count a step-distilled student was not distilled for."""
+  if student and cfg != "distilled":
+    raise ConfigError(f"--cfg {cfg}: this checkpoint's A2V-DiT is a guidance-distilled student (one pass with (α, β) "
+                      "as inputs, no CFG branches); use --cfg distilled (its pipeline.json's default)")
+  if cfg == "distilled" and not student:
+    raise ConfigError("--cfg distilled: this checkpoint's A2V-DiT has no guidance embedding (it is not a distilled "
+                      "student: docs/distillation.md); use split, joint or none")
+  if distilled_steps and steps not in distilled_steps:
+    raise ConfigError(f"--steps {steps}: this checkpoint was distilled for --steps "
+                      f"{' or '.join(map(str, distilled_steps))} and samples with no other count")
+
+
+def check_checkpoint_sampling(path: str, steps: int | None = None, cfg: str | None = None) -> None:
+  """:func:`check_sampling` for a checkpoint directory from its JSON files alone (before any weight loads):
+  the per-call ``steps`` / ``cfg`` where given, the checkpoint's own settings otherwise."""
+  config_path = os.path.join(path, PIPELINE_CONFIG)
+  settings = PipelineConfig.from_dict(read_json(config_path)) if os.path.isfile(config_path) else PipelineConfig()
+  dit_config = native.read_config(os.path.join(path, "a2v_dit"), "a2v_dit")
+  check_sampling(bool(dit_config.get("guidance_embeds", False)), settings.distilled_steps,
+                 settings.steps if steps is None else steps, settings.cfg if cfg is None else cfg)
 
 
 @dataclasses.dataclass
@@ -197,7 +226,8 @@ class ReadPipeline:
       text, text_mask = load_text_embedding(None, dit_module.caption_channels)
     x = jnp.zeros((1, 2, 1, 1, dit_module.in_channels))
     speech = jnp.zeros((1, 1, dit_module.audio_tokens, dit_module.audio_dim))
-    dit_params = jax.jit(dit_module.init)(k_dit, x, jnp.zeros((1, 2)), speech, text, text_mask)["params"]
+    dit_params = jax.jit(lambda k: dit_module.init(k, x, jnp.zeros((1, 2)), speech, text, text_mask,
+                                                   **a2v_dit.dummy_kwargs(dit_module)))(k_dit)["params"]
     dit_params = nn.meta.unbox(dit_params)  # drop the logical-axis boxes: plain arrays for inference
     return cls(vae=vae_module, vae_variables=vae_variables, whisper_encoder=encoder, whisper_params=whisper_params,
                speech_ae=sae, speech_ae_params=sae_params, dit=dit_module, dit_params=dit_params, text=text,
@@ -315,8 +345,9 @@ class ReadPipeline:
   def sampling_settings(self, steps=None, cfg=None, alpha=None, beta=None) -> tuple:
     """(steps, cfg, alpha, beta): the per-call values, the config's where None."""
     c = self.config
-    return (c.steps if steps is None else steps, c.cfg if cfg is None else cfg, c.alpha if alpha is None else alpha,
-            c.beta if beta is None else beta)
+    steps, cfg = (c.steps if steps is None else steps), (c.cfg if cfg is None else cfg)
+    check_sampling(self.dit.guidance_embeds, c.distilled_steps, steps, cfg)
+    return steps, cfg, c.alpha if alpha is None else alpha, c.beta if beta is None else beta
 
   @property
   def denoiser(self) -> Callable:

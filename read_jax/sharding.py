@@ -92,6 +92,8 @@ def tree_shardings(abstract_tree, mesh: Mesh, rules, fallback: str = "fsdp_large
   policy = FALLBACK_POLICIES[fallback]
 
   def one(leaf):
+    if isinstance(leaf, nn.Partitioned) and not hasattr(leaf.value, "shape"):
+      return leaf.value  # optax.MaskedNode: a frozen param's (absent) optimizer moment, an empty subtree
     if isinstance(leaf, nn.Partitioned):
       spec = nn.logical_to_mesh_axes(leaf.names, rules)
       return NamedSharding(mesh, _drop_indivisible(spec, leaf.value.shape, mesh))

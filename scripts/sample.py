@@ -4,6 +4,7 @@
   python scripts/sample.py                                   # the bundled demo model and inputs → out.mp4
   python scripts/sample.py --ref face.png --audio speech.wav --out out.mp4 --ckpt DIR [--steps 8]
          [--cfg split|joint|none] [--alpha 2] [--beta 6] [--seed 0] [--dtype bfloat16]
+  python scripts/sample.py --ckpt STUDENT --steps 2          # a distilled student: one pass per step, no CFG branches
   python scripts/sample.py --live                            # the audio fed at real speed, as a microphone would
 
 Prints a progress bar over clips and a final line with video seconds, wall seconds and the
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 from read_jax import audio, cli, live, media
 from read_jax.convert import checkpoint_dir
 from read_jax.errors import CheckpointError
-from read_jax.pipeline import ReadPipeline
+from read_jax.pipeline import ReadPipeline, check_checkpoint_sampling
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "assets", "demo")
@@ -39,7 +40,8 @@ def main(argv=None) -> int:
   p.add_argument("--out", default="out.mp4", help="output mp4 (written atomically)")
   p.add_argument("--ckpt", default=DEMO, help="read_jax checkpoint directory (default: the bundled demo model)")
   p.add_argument("--steps", type=int, default=None, help="denoiser passes per clip (default: the checkpoint's, 8)")
-  p.add_argument("--cfg", choices=("split", "joint", "none"), default=None, help="classifier-free guidance mode")
+  p.add_argument("--cfg", choices=("split", "joint", "none", "distilled"), default=None,
+                 help="classifier-free guidance mode (default: the checkpoint's; distilled: a distilled student's one pass)")
   p.add_argument("--alpha", type=float, default=None, help="reference (split) / joint guidance scale (paper: 2)")
   p.add_argument("--beta", type=float, default=None, help="speech guidance scale for split CFG (paper: 6)")
   p.add_argument("--seed", type=int, default=0)
@@ -53,6 +55,7 @@ def main(argv=None) -> int:
   if not os.path.isdir(args.ckpt):
     raise CheckpointError(f"--ckpt {args.ckpt}: no such checkpoint directory")
   checkpoint_dir.check_complete(args.ckpt)
+  check_checkpoint_sampling(args.ckpt, args.steps, args.cfg)  # e.g. a step count a distilled student refuses
   media.check_image(args.ref)
   audio.check_audio_file(args.audio)
   media.check_output_path(args.out)

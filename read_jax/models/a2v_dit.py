@@ -64,7 +64,7 @@ import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
 from read_jax.nn.attention import dot_product_attention
-from read_jax.nn.embeddings import TimestepEmbedding, dense
+from read_jax.nn.embeddings import TimestepEmbedding, dense, timestep_sinusoid
 from read_jax.nn.norms import rms_normalize
 from read_jax.nn.rope import apply_rope, ltx_coords, rope_cos_sin
 
@@ -210,11 +210,37 @@ class AdaLayerNormSingle(nn.Module):
   param_dtype: Any = jnp.float32  # storage dtype
 
   @nn.compact
-  def __call__(self, t):  # t [B, T] already ×1000
+  def __call__(self, t, extra=None):  # t [B, T] already ×1000; extra [B, D] added to every frame's embedding
     emb = _CombinedTimestepEmbedding(self.dim, self.dtype, self.param_dtype, name="emb")(t)  # [B, T, D]
+    if extra is not None:
+      emb = emb + extra[:, None].astype(emb.dtype)
     mod = dense(6 * self.dim, ("embed", "adaln"), dtype=self.dtype, param_dtype=self.param_dtype,
                 name="linear")(jax.nn.silu(emb))  # [B, T, 6·D]
     return mod, emb
+
+
+GUIDANCE_SCALE = 100.0  # (α, β) enter the sinusoid as 100·α, 100·β: guidance scales ~0–10 span t·1000's range
+
+
+class GuidanceEmbedding(nn.Module):
+  """The guidance scales (α, β) of Split CFG (Eq. 17) as one embedding [B, D], added to the timestep embedding
+  (a guidance-distilled student, ``docs/distillation.md``; as FLUX's ``guidance_embedder``).
+
+  sinusoid(100·α) ‖ sinusoid(100·β) → linear_1 → SiLU → linear_2, with linear_2 zero at initialisation: a fresh
+  student computes exactly its teacher's conditional branch S(Z, C, z_R), whatever the scales.
+  """
+
+  dim: int  # D
+  dtype: Any = jnp.float32  # compute dtype
+  param_dtype: Any = jnp.float32  # storage dtype
+
+  @nn.compact
+  def __call__(self, guidance):  # [B, 2] = (α, β)
+    g = guidance.astype(jnp.float32) * GUIDANCE_SCALE
+    emb = jnp.concatenate([timestep_sinusoid(g[:, 0], 256), timestep_sinusoid(g[:, 1], 256)], -1).astype(self.dtype)
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    h = dense(self.dim, ("time_freq", "mlp"), name="linear_1", **kw)(emb)
+    return dense(self.dim, ("mlp", "embed"), name="linear_2", kernel_init=nn.initializers.zeros, **kw)(jax.nn.silu(h))
 
 
 def _table_init(rows: int):
@@ -309,24 +335,28 @@ class A2VDiT(nn.Module):
   remat: str = "none"  # remat policy name, a key of REMAT_POLICIES
   dtype: Any = "float32"  # compute dtype
   param_dtype: Any = "float32"  # storage dtype
+  # A guidance-distilled student (read_jax.train.distill_stage): (α, β) are an input, embedded like the
+  # timestep (``guidance_embedder``), and one pass replaces Split CFG's three branches.
+  guidance_embeds: bool = False
 
   @property
   def dim(self) -> int:
     return self.num_heads * self.head_dim
 
-  def __call__(self, x, t, speech, text, text_mask=None):
-    return self._forward(x, t, speech, text, text_mask, encode_only=False)
+  def __call__(self, x, t, speech, text, text_mask=None, guidance=None):
+    """``guidance [B, 2]`` (α, β): required when ``guidance_embeds``, refused otherwise."""
+    return self._forward(x, t, speech, text, text_mask, guidance, encode_only=False)
 
   def encode_text(self, text, text_mask=None) -> TextKV:
     """Project a (constant) prompt once: per-block text keys/values for ``__call__``'s ``text``."""
-    return self._forward(None, None, None, text, text_mask, encode_only=True)
+    return self._forward(None, None, None, text, text_mask, None, encode_only=True)
 
   def _blocks(self, body, in_axes):
     return nn.scan(body, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=in_axes,
                    length=self.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
 
   @nn.compact
-  def _forward(self, x, t, speech, text, text_mask, *, encode_only: bool):
+  def _forward(self, x, t, speech, text, text_mask, guidance, *, encode_only: bool):
     dt, pdt = _dtype(self.dtype), _dtype(self.param_dtype)
     kw = dict(dtype=dt, param_dtype=pdt)
     if self.cross_attention_dim != self.dim:
@@ -368,8 +398,18 @@ class A2VDiT(nn.Module):
     # pass of the text gate below (bf16[B_global, L, D] per chip; 8.5 GiB at 2 per chip on v5e-256).
     has_text = nn.with_logical_constraint(jnp.any(mask, axis=-1), ("batch",))  # [B]
 
+    if self.guidance_embeds != (guidance is not None):
+      raise ValueError("this A2V-DiT " + ("is a guidance-distilled student: pass guidance [B, 2] = (α, β)"
+                                          if self.guidance_embeds else "has no guidance embedding (guidance_embeds="
+                                          "False): it takes no guidance input; use CFG branches instead"))
+    g_emb = None
+    if guidance is not None:
+      if guidance.shape != (b, 2):
+        raise ValueError(f"guidance must be [B, 2] = [{b}, 2] (α, β), got {guidance.shape}")
+      g_emb = GuidanceEmbedding(self.dim, name="guidance_embedder", **kw)(guidance)  # [B, D]
+
     h = dense(self.dim, ("channels", "embed"), name="proj_in", **kw)(x.reshape(b, length, channels).astype(dt))
-    temb, emb = AdaLayerNormSingle(self.dim, name="time_embed", **kw)(t * 1000.0)  # [B, T, 6·D], [B, T, D]
+    temb, emb = AdaLayerNormSingle(self.dim, name="time_embed", **kw)(t * 1000.0, g_emb)  # [B, T, 6·D], [B, T, D]
     scale = (self.vae_scale[0] / self.fps, self.vae_scale[1], self.vae_scale[2])
     with jax.ensure_compile_time_eval():  # static shapes only: a constant of the compiled program
       rope = rope_cos_sin(ltx_coords(frames, height, width, scale=scale, base=self.rope_base), self.dim,
@@ -396,13 +436,14 @@ class A2VDiT(nn.Module):
     return out.reshape(b, frames, height, width, self.out_channels)
 
 
-def denoise(model: A2VDiT, params, x, t, speech):
+def denoise(model: A2VDiT, params, x, t, speech, guidance=None):
   """The ANS sampler's denoiser (``read_jax.ans.sampling``): ``params = (A2V-DiT params, the constant
   prompt's per-block text K/V from :meth:`A2VDiT.encode_text`)``, so the prompt is projected once per
   generation, not once per step. Bind the model once (``functools.partial(denoise, model)``) and reuse it:
-  the sampler caches its compiled programs by the callable's identity."""
+  the sampler caches its compiled programs by the callable's identity. ``guidance [B, 2]``: a distilled
+  student's (α, β) (CFG mode "distilled")."""
   dit_params, text_kv = params
-  return model.apply({"params": dit_params}, x, t, speech, text_kv)
+  return model.apply({"params": dit_params}, x, t, speech, text_kv, guidance=guidance)
 
 
 def full_size_fields(**overrides) -> dict:
@@ -422,7 +463,8 @@ def build_model(model_config) -> A2VDiT:
 
 def dummy_inputs(model: A2VDiT, *, batch: int = 1, frames: int = 2, height: int = 2, width: int = 2,
                  text_len: int = 2):
-  """Zero inputs of the right shapes (speech included, so init creates the audio attention)."""
+  """Zero inputs of the right shapes (speech included, so init creates the audio attention); a student's
+  guidance goes by keyword (:func:`dummy_kwargs`)."""
   x = jnp.zeros((batch, frames, height, width, model.in_channels), jnp.float32)
   t = jnp.zeros((batch, frames), jnp.float32)
   speech = jnp.zeros((batch, frames - 1, model.audio_tokens, model.audio_dim), jnp.float32)
@@ -431,20 +473,27 @@ def dummy_inputs(model: A2VDiT, *, batch: int = 1, frames: int = 2, height: int 
   return x, t, speech, text, mask
 
 
+def dummy_kwargs(model: A2VDiT, *, batch: int = 1) -> dict:
+  """The keyword inputs a model needs besides :func:`dummy_inputs`: a student's zero guidance [B, 2]."""
+  return {"guidance": jnp.zeros((batch, 2), jnp.float32)} if model.guidance_embeds else {}
+
+
 def init_params(model: A2VDiT, key) -> dict:
   """Unboxed float params (``nn.Partitioned`` metadata removed)."""
-  return nn.unbox(jax.jit(model.init)(key, *dummy_inputs(model))["params"])
+  return nn.unbox(jax.jit(lambda k: model.init(k, *dummy_inputs(model), **dummy_kwargs(model)))(key)["params"])
 
 
 def param_shapes(model: A2VDiT) -> dict:
   """Unboxed ShapeDtypeStructs of the params, without allocating them (``jax.eval_shape``)."""
-  boxed = jax.eval_shape(model.init, jax.random.key(0), *dummy_inputs(model))["params"]
+  boxed = jax.eval_shape(lambda k: model.init(k, *dummy_inputs(model), **dummy_kwargs(model)),
+                         jax.random.key(0))["params"]
   return nn.unbox(boxed)
 
 
 def param_axes(model: A2VDiT) -> dict:
   """Logical axis names of every param (``nn.get_partition_spec`` of the boxed shapes)."""
-  boxed = jax.eval_shape(model.init, jax.random.key(0), *dummy_inputs(model))["params"]
+  boxed = jax.eval_shape(lambda k: model.init(k, *dummy_inputs(model), **dummy_kwargs(model)),
+                         jax.random.key(0))["params"]
   return nn.get_partition_spec(boxed)
 
 

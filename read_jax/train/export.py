@@ -3,7 +3,8 @@
   run_params(run_dir)             (stage, params) of a run's latest checkpoint, rebuilt from its config.json
   import_run(run_dir, out_dir)    the parts the run trains: vae/ (stage "vae", with latent statistics),
                                   speech_ae/ (stage 1, latents standardised on ``speech_glob``),
-                                  a2v_dit/ + speech_ae/ (stage 2)
+                                  a2v_dit/ + speech_ae/ (stage 2), a2v_dit/ + pipeline.json (a distilled
+                                  student, into a copy of its teacher's directory)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from read_jax.convert import checkpoint_dir
 from read_jax.convert.vae import export_vae
 from read_jax.data import records
-from read_jax.files import CheckpointError, read_json
+from read_jax.files import CheckpointError, read_json, write_json
 from read_jax.models import speech_ae
 from read_jax.models.vae import FRAMES_PER_LATENT, unit_latent_stats
 from read_jax.train import checkpoint as ckpt_lib
@@ -65,9 +66,21 @@ def import_run(run_dir: str, out_dir: str, *, vae_stats: dict | None = None,
     parts = {"speech_ae": (stage.model, params)}
   elif name == "a2v_dit":
     parts = {"a2v_dit": (stage.dit, params["dit"]), "speech_ae": (stage.speech_ae, params["speech_ae"])}
+  elif name == "distill":
+    written = checkpoint_dir.write_parts(out_dir, {"a2v_dit": (stage.student, params["student"])})
+    set_pipeline_settings(out_dir, stage.pipeline_settings())
+    return written
   else:
     raise CheckpointError(f"--run {run_dir}: stage {name!r} has no checkpoint-directory part")
   return checkpoint_dir.write_parts(out_dir, parts)
+
+
+def set_pipeline_settings(out_dir: str, settings: dict) -> None:
+  """Update ``out_dir``'s pipeline.json with ``settings`` (a distilled student's sampling: one pass, its steps);
+  the other settings stay as they are (the teacher's, when ``out_dir`` started as its copy)."""
+  path = os.path.join(out_dir, "pipeline.json")  # read_jax.pipeline.PIPELINE_CONFIG (a layer above; it checks the keys)
+  current = read_json(path) if os.path.isfile(path) else {}
+  write_json(path, {**current, **settings})
 
 
 def standardized_speech_ae(model, params, speech_glob: str, window_latents: int = 33):

@@ -242,6 +242,9 @@ def train(config, workdir: str, *, devices=None) -> dict[str, Any]:
   check_inputs(config, workdir)
   t, d = config.train, config.data
   stage = make_stage(config)
+  needs = getattr(stage, "needs_init_checkpoint", None)  # optional Stage attribute: why it needs one
+  if needs and not config.init_checkpoint and not _has_checkpoint(workdir):
+    raise ConfigError(f"{needs}; none given (--config.init_checkpoint=DIR)")
   train_ds, val_ds = stage.datasets(jax.process_index(), jax.process_count())
   mesh = sharding.make_mesh(config.mesh, devices)
   trainer = Trainer(config, stage, mesh)
@@ -270,8 +273,13 @@ def train(config, workdir: str, *, devices=None) -> dict[str, Any]:
       start = 0
       state = trainer.init(init_key)
       if config.init_checkpoint:
-        state = state.replace(params=ckpt_lib.restore_params(config.init_checkpoint, trainer.abstract_state.params,
-                                                                config.stage))
+        load = getattr(stage, "init_from_checkpoint", None)  # optional Stage method (the distillation's teacher)
+        if load is not None:
+          params = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding),
+                                load(config.init_checkpoint, state.params), state.params)
+        else:
+          params = ckpt_lib.restore_params(config.init_checkpoint, trainer.abstract_state.params, config.stage)
+        state = state.replace(params=params)
         adapt = getattr(stage, "adapt_init_params", None)  # optional Stage method
         if adapt is not None:
           state = state.replace(params=jax.tree.map(lambda new, old: jax.device_put(new, old.sharding),

@@ -33,7 +33,10 @@ class Stage(Protocol):
     """``(train, val)`` batched MapDatasets of this process's rows (see ``read_jax.data.records``)."""
 
   # Optional: ``adapt_init_params(params) -> params``, applied once to the params read from
-  # ``config.init_checkpoint`` (the VAE stage inflates a single-frame run for video with it).
+  # ``config.init_checkpoint`` (the VAE stage inflates a single-frame run for video with it);
+  # ``init_from_checkpoint(path, fresh_params) -> params``, used instead of the generic restore of
+  # ``config.init_checkpoint`` (the distillation reads its teacher with it); ``needs_init_checkpoint``, a
+  # message: the loop refuses a fresh run without ``config.init_checkpoint``.
 
 
 def train_val_datasets(data_config, transform, process_index: int, process_count: int):

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from read_jax.errors import ConfigError
 from read_jax.train.a2v_stage import A2VStage
+from read_jax.train.distill_stage import DistillStage
 from read_jax.train.speech_ae_stage import SpeechAEStage
 from read_jax.train.stage import Stage
 from read_jax.train.vae_stage import VAEStage
@@ -19,6 +20,7 @@ STAGES: dict[str, Callable[[Any], Stage]] = {
     "speechae": SpeechAEStage,  # stage 1 (paper §3.2)
     "a2v_dit": A2VStage,  # stage 2 (paper §3.3): A2V-DiT + SpeechAE fine-tuned jointly
     "vae": VAEStage,  # a VAE from scratch, for the demo model
+    "distill": DistillStage,  # few-step students of stage 2 (docs/distillation.md)
 }
 
 
