@@ -5,6 +5,7 @@
   configs/distill.py:demo                         the demo model's sizes (configs/demo_a2v_dit.py), as
                                                   scripts/train_demo.py's distillation steps run it
   configs/distill.py:smoke                        tiny (configs/a2v_dit.py:tiny sizes): tests
+  configs/distill.py:demo,smoke                   a few steps at the demo's sizes (the demo build's smoke test)
 
   python scripts/train.py --config distill.py:demo --workdir runs/guidance \\
       --config.init_checkpoint=assets/demo --config.data.train_glob='clips/train-*'
@@ -23,7 +24,7 @@ from read_jax.config import load_config, parse_arg
 def get_config(arg=None):
   arg = parse_arg(arg, demo=False, smoke=False, mode="guidance", student_steps=4)
   if arg.demo:
-    c = load_config("demo_a2v_dit.py")
+    c = load_config("demo_a2v_dit.py:smoke" if arg.smoke else "demo_a2v_dit.py")
   elif arg.smoke:
     c = load_config("a2v_dit.py:tiny")
   else:
@@ -42,10 +43,12 @@ def get_config(arg=None):
   )
   # The student starts as its teacher: the stage-2 learning rate, a short warmup, no decay to speak of.
   c.train.update(dict(steps=10_000, warmup_steps=200, end_lr_fraction=1.0, eval_every=1000))
-  if arg.demo:
+  if arg.demo and arg.smoke:  # the demo build's end-to-end test: a few steps at the demo's sizes
+    c.train.update(dict(steps=4, warmup_steps=1, log_every=2, eval_every=0, ckpt_every=4, progress_bar=False))
+  elif arg.demo:
     # configs/demo_a2v_dit.py trains at 1e-3 from scratch; a student that starts at its teacher takes smaller steps.
     c.train.update(dict(steps=3000, lr=3e-4, warmup_steps=50, end_lr_fraction=0.1, eval_every=0, ckpt_every=1000))
-  if arg.smoke:
+  elif arg.smoke:
     c.data.update(dict(latent_frames=3))
     c.train.update(dict(steps=40, lr=1e-3, warmup_steps=2, eval_every=20, ckpt_every=20, log_every=5))
   return c

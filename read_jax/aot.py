@@ -37,11 +37,13 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from read_jax import sharding
 from read_jax.ans import sampling
+from read_jax.ans.guidance import BRANCHES
 from read_jax.convert.prompt import load_text_embedding
 from read_jax.errors import ConfigError, InputError
 from read_jax.models import a2v_dit
@@ -323,10 +325,14 @@ def a2v_forward_flops(model_cfg, frames: int, height: int, width: int, text_len:
 
 
 def a2v_train_flops(config, examples: int) -> float:
-  """Model FLOPs of one train step on ``examples`` examples: 3 × forward (forward + 2× backward)."""
+  """Model FLOPs of one train step on ``examples`` examples: 3 × forward (forward + 2× backward), plus the
+  frozen teacher's forward rows in a distillation step (3 for Split CFG, 2 for a progressive round's substeps)."""
   d = config.data
   text_len = _text_len(config)
-  return 3.0 * examples * a2v_forward_flops(config.model, 1 + d.latent_frames, d.latent_height, d.latent_width,
+  passes = 3.0
+  if config.get("stage") == "distill":
+    passes += 3.0 if config.distill.mode == "guidance" else 2.0
+  return passes * examples * a2v_forward_flops(config.model, 1 + d.latent_frames, d.latent_height, d.latent_width,
                                             text_len)
 
 
@@ -433,6 +439,11 @@ def compile_sample_clip(config, topology: str, devices: Sequence[jax.Device] | N
   mesh = Mesh(np.asarray(devices[:1]).reshape(1, 1, 1), ("data", "fsdp", "tensor"))
   rep = NamedSharding(mesh, P())
   m, d = config.model, config.data
+  if config.get("stage") == "distill":  # the student samples: one row per step, its own step count
+    m = ml_collections.ConfigDict({**m.to_dict(), "guidance_embeds": True})
+    cfg = "distilled"
+    if config.distill.mode == "progressive":
+      steps = int(config.distill.student_steps)
   model = a2v_dit.build_model(m)
   text_len = _text_len(config) if text_len is None else text_len
   text = jax.ShapeDtypeStruct((1, text_len, m.caption_channels), jnp.float32)
@@ -452,7 +463,7 @@ def compile_sample_clip(config, topology: str, devices: Sequence[jax.Device] | N
   # No jax.set_mesh here: every argument carries its (one-chip) sharding.
   with tracing_for_tpu():
     lowered = sampling.run_clip.lower(denoise, cfg, *args)
-  branches = {"split": 3, "joint": 2, "none": 1}[cfg]
+  branches = BRANCHES[cfg]
   compiled, largest = _compile(lowered, f"the {steps}-step {cfg}-CFG sampling of one clip on one {chip.name}",
                                buffers)
   flops = steps * branches * a2v_forward_flops(m, 1 + clip_frames, h, w, text_len)

@@ -28,7 +28,7 @@ def main(argv=None) -> int:
   parser.add_argument("--seed", type=int, default=0, help="sampling seed")
   parser.add_argument("--json", default="", help="also write the scores here")
   parser.add_argument("--vae", default="", help="score this VAE's reconstructions instead (diffusers layout)")
-  parser.add_argument("--cfg", choices=("none", "joint", "split"), default=None,
+  parser.add_argument("--cfg", choices=("none", "joint", "split", "distilled"), default=None,
                       help="guidance (None: the checkpoint's)")
   parser.add_argument("--alpha", type=float, default=None, help="guidance α (None: the checkpoint's)")
   parser.add_argument("--beta", type=float, default=None, help="guidance β (split only; None: the checkpoint's)")

@@ -34,6 +34,8 @@ def main(argv=None) -> int:
                       "on a GPU) to use instead of training one here")
   parser.add_argument("--dit-steps", type=int, default=0,
                       help="stage-2 steps (0: configs/demo_a2v_dit.py's; the bundled model: 20000)")
+  parser.add_argument("--distill", action="store_true",
+                      help="then distil the teacher: a one-pass student and 4-, 2-, 1-step students (docs/distillation.md)")
   parser.add_argument("--smoke", action="store_true", help="a few steps of everything (tests)")
   args = parser.parse_args(argv)
   if args.num < 2:
@@ -41,7 +43,7 @@ def main(argv=None) -> int:
   if args.dit_steps < 0:
     parser.error(f"--dit-steps must be >= 0, got {args.dit_steps}")
   build.build(args.workdir, args.out, num=args.num, vae=args.vae, dit_steps=args.dit_steps, smoke=args.smoke,
-              whisper=args.whisper, speech_kind=args.speech)
+              whisper=args.whisper, speech_kind=args.speech, distill=args.distill)
   return 0
 
 

@@ -82,3 +82,15 @@ def test_rss_sampler_sees_a_peak_between_marks():
     after = sampler.window_max()
   assert peak > before + 48
   assert after < peak - 48
+
+
+@pytest.mark.slow
+def test_distill_bench_counts_denoiser_rows_per_clip(tmp_path):
+  """bench distill at the tiny size: the teacher's 8 steps × 3 Split-CFG rows = 24 per clip, the students' steps × 1."""
+  out = tmp_path / "distill.json"
+  assert _bench(["distill", "--config", "demo.py:tiny", "--student-steps", "2,1", "--repeats", "1",
+                 "--json", str(out)]) == 0
+  rows = json.loads(out.read_text())["rows"]
+  assert [(r["model"], r["steps"], r["cfg"], r["rows_per_clip"]) for r in rows] == [
+      ("teacher", 8, "split", 24), ("student", 2, "distilled", 2), ("student", 1, "distilled", 1)]
+  assert all(_positive(r["s_per_clip"]) and _positive(r["speedup"]) for r in rows)

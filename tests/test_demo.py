@@ -70,6 +70,31 @@ def test_sample_cli_runs_the_demo_checkpoint(demo):
 
 
 @pytest.mark.slow
+def test_distill_steps_add_students_to_the_build(demo):
+  """--distill on a finished build runs only the new steps: the guidance round, then 4-, 2- and 1-step rounds,
+  each student a whole checkpoint directory that samples with its own step count and refuses others."""
+  from read_jax.errors import ConfigError
+  from read_jax.pipeline import ReadPipeline
+  work, out = demo
+  build.build(str(work / "run"), out, num=3, smoke=True, distill=True)
+  done = list(json.load(open(os.path.join(work, "run", "done.json"))))
+  assert done[done.index("assets") + 1:] == ["distill_g", "student_g", "distill_4", "student_4", "distill_2",
+                                             "student_2", "distill_1", "student_1", "assets_2step"]
+  bundled = out + "_2step"  # the 2-step student beside the teacher: its own A2V-DiT, the rest linked
+  assert os.path.islink(os.path.join(bundled, "vae")) and not os.path.islink(os.path.join(bundled, "a2v_dit"))
+  assert ReadPipeline.from_pretrained(bundled).config.distilled_steps == (2,)
+  teacher = ReadPipeline.from_pretrained(out)
+  for name, steps in (("student_g", ()), ("student_4", (4,)), ("student_2", (2,)), ("student_1", (1,))):
+    pipe = ReadPipeline.from_pretrained(os.path.join(work, "run", name))
+    assert pipe.dit.guidance_embeds and pipe.config.cfg == "distilled" and pipe.config.distilled_steps == steps
+    assert pipe.config.resolution == teacher.config.resolution
+  frames = pipe.generate(os.path.join(out, "reference.png"), os.path.join(out, "speech.wav"))
+  assert frames.shape == (75, 64, 64, 3)
+  with pytest.raises(ConfigError, match="distilled for --steps 1"):
+    pipe.generate(os.path.join(out, "reference.png"), os.path.join(out, "speech.wav"), steps=8)
+
+
+@pytest.mark.slow
 def test_eval_scores_are_computed(demo):
   from read_jax.pipeline import ReadPipeline
   _, out = demo

@@ -64,7 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from read_jax.models.vae import FRAMES_PER_LATENT
-from read_jax.ans.guidance import CFG_MODES, DEFAULT_GUIDANCE, guidance_scales, guided_velocity
+from read_jax.ans.guidance import CFG_MODES, guidance_scales, guided_velocity
 
 ORDERS = ("stream", "clips_outer", "steps_outer")
 DEFAULT_STEPS = 8  # paper C.4: "8-step sampling"

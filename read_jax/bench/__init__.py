@@ -6,6 +6,7 @@
   long    minutes of speech through one write_video: memory as the video grows           (bench/long.py)
   gpu     one section of the GPU check (scripts/gpu_check.sh)                            (bench/gpu.py)
   serve   live sessions on one device, batched vs one clip per call: latency, device time (bench/serve.py)
+  distill teacher (8 steps × 3 CFG rows) vs one-pass students at 4, 2, 1 steps: seconds per clip (bench/distill.py)
 
 Each module has ``add_args(parser)`` and ``run(args) -> dict``: it prints its table and returns its numbers,
 which ``--json PATH`` writes. Timings belong here, not in tests (STYLE.md).
@@ -16,10 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from read_jax.bench import dit, gpu, long, sample, serve, vae
+from read_jax.bench import dit, distill, gpu, long, sample, serve, vae
 from read_jax.files import atomic_path
 
-BENCHMARKS = {"dit": dit, "vae": vae, "sample": sample, "long": long, "gpu": gpu, "serve": serve}
+BENCHMARKS = {"dit": dit, "vae": vae, "sample": sample, "long": long, "gpu": gpu, "serve": serve, "distill": distill}
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:

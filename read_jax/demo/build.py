@@ -22,6 +22,19 @@ step's output lands in the workdir, and a finished step is skipped when the buil
  11. dit.ckpt   (scripts/convert.py import-run)                           ckpt/a2v_dit (+ ckpt/speech_ae, unchanged)
  12. assets     ckpt → out, with a reference portrait and a speech clip from the held-out test seeds
 
+With ``distill`` (scripts/train_demo.py --distill), after the teacher (docs/distillation.md):
+
+ 13. distill_g  (scripts/train.py --config distill.py:demo --config.init_checkpoint=ckpt)    guidance round
+     student_g  ckpt copied, its a2v_dit/ the one-pass student (scripts/convert.py import-run)
+ 14. distill_4, distill_2, distill_1   progressive rounds (distill.py:demo,mode=progressive,student_steps=n),
+     student_4, student_2, student_1   each from the previous student: n-step students
+
+15. assets_2step  ``<out>_2step``: the 2-step student's a2v_dit/ and pipeline.json, its other parts linked to
+     ``out``'s (``python scripts/sample.py --ckpt assets/demo_2step``)
+
+Each student is a whole checkpoint directory in the workdir (``student_g``, ``student_4`` …: the teacher's parts
+with the student's a2v_dit/ and pipeline.json), so ``scripts/sample.py --ckpt WORKDIR/student_2`` runs it.
+
 ``smoke=True`` runs the same steps at a few-step, few-clip size (the end-to-end test), on formant speech
 with the config's random Whisper unless ``whisper`` is given.
 """
@@ -147,8 +160,60 @@ def import_whisper_fp16(whisper_dir: str, ckpt: str) -> None:
   log(f"whisper: {sum(a.size for a in jax.tree.leaves(params)):,} parameters from {whisper_dir}")
 
 
+STUDENT_STEPS = (4, 2, 1)  # the progressive rounds after the guidance round: 8 → 4 → 2 → 1
+BUNDLED_STUDENTS = (2,)  # the students bundled beside the teacher (assets/demo_2step)
+
+
+def distill_students(step, train_stage, path, teacher: str) -> dict[str, str]:
+  """Steps 13–14 (module docstring): the guidance round from ``teacher``, then one progressive round per
+  entry of STUDENT_STEPS, each from the previous student. Returns {name: student checkpoint directory}."""
+  students = {}
+
+  def student(name, run, base):
+    def make():
+      tmp = path(name + ".tmp")
+      shutil.rmtree(tmp, ignore_errors=True)
+      shutil.copytree(base, tmp)  # the teacher's VAE, Whisper and SpeechAE; a2v_dit/ and pipeline.json replaced
+      import_run(path(run), tmp)
+      shutil.rmtree(path(name), ignore_errors=True)
+      os.replace(tmp, path(name))
+    step(name, make)
+    students[name] = path(name)
+    return path(name)
+
+  step("distill_g", lambda: train_stage("distill.py:demo", "distill_g", "clips", f"--config.init_checkpoint={teacher}"))
+  previous = student("student_g", "distill_g", teacher)
+  for n in STUDENT_STEPS:
+    step(f"distill_{n}", lambda n=n, previous=previous: train_stage(
+        f"distill.py:demo,mode=progressive,student_steps={n}", f"distill_{n}", "clips",
+        f"--config.init_checkpoint={previous}"))
+    previous = student(f"student_{n}", f"distill_{n}", previous)
+  return students
+
+
+SHARED_PARTS = ("vae", "whisper", "speech_ae")  # a student's parts that are its teacher's, unchanged
+
+
+def bundle_student(student: str, teacher_out: str, dest: str) -> None:
+  """``dest``: the student's own files (a2v_dit/, pipeline.json) and relative links to the bundled teacher's
+  unchanged parts and inputs, so a bundled student adds only its A2V-DiT (1.5 MB for the demo)."""
+  tmp = dest.rstrip("/") + ".tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  shutil.copytree(os.path.join(student, "a2v_dit"), os.path.join(tmp, "a2v_dit"))
+  shutil.copyfile(os.path.join(student, PIPELINE_CONFIG), os.path.join(tmp, PIPELINE_CONFIG))
+  for name in SHARED_PARTS + ("reference.png", "speech.wav"):
+    target = os.path.join(teacher_out, name)
+    if not os.path.exists(target):
+      raise FileNotFoundError(f"{target}: the bundled teacher lacks it")
+    os.symlink(os.path.relpath(os.path.abspath(target), os.path.abspath(dest)), os.path.join(tmp, name))
+  if os.path.isdir(dest):
+    shutil.rmtree(dest)
+  os.replace(tmp, dest)
+
+
 def build(workdir: str, out: str, *, num: int = 320, vae: str = "", dit_steps: int = 0, smoke: bool = False,
-          whisper: str = "", speech_kind: str | None = None) -> dict:
+          whisper: str = "", speech_kind: str | None = None, distill: bool = False) -> dict:
   """Run the build's steps (module docstring) in ``workdir``, the finished model into ``out``; returns the
   wall seconds of each step (``done.json``). ``vae``: a trained demo VAE directory used instead of training one;
   ``dit_steps``: stage-2 steps (0: configs/demo_a2v_dit.py's); ``whisper``: a Whisper directory (transformers or
@@ -238,5 +303,9 @@ def build(workdir: str, out: str, *, num: int = 320, vae: str = "", dit_steps: i
       shutil.rmtree(out)
     os.replace(tmp, out)
   step("assets", assets)
+  if distill:
+    students = distill_students(step, train_stage, path, ckpt)
+    for n in BUNDLED_STUDENTS:  # beside the teacher: <out>_2step
+      step(f"assets_{n}step", lambda n=n: bundle_student(students[f"student_{n}"], out, f"{out.rstrip('/')}_{n}step"))
   log(f"demo model in {out} ({sum(step.done.values()) / 60:.1f} min of steps)")
   return dict(step.done)

@@ -2,6 +2,7 @@
 (Table 3's drift), and the face measures dlib makes possible (LMD, identity, mouth sync, silence).
 
   report = evaluate("gen/", "ref/", weights="metric_weights/", out="report.json")   # scripts/evaluate.py
+  write_steps_report({"steps": [1, 2, ...], "runs": {...}, ...}, "fig3.json")     # Fig. 3: quality vs steps
 
 Videos are paired by file name (``gen/a.mp4`` ↔ ``ref/a.mp4``); each carries its speech track. Per video:
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -56,6 +58,9 @@ WEIGHTS = {
 }
 CONVERT_FLAG = {"fid": "--fid", "fvd": "--i3d", "sync": "--syncnet"}
 COLUMNS = (("fid", "FID↓"), ("fvd", "FVD↓"), ("sync_c", "Sync-C↑"), ("sync_d", "Sync-D↓"), ("e_fid", "E-FID↓"))
+FACE_COLUMNS = (("lmd", "LMD↓"), ("identity", "identity↑"), ("mouth_sync_r", "mouth–speech r↑"),
+                ("silence_ratio", "mouth in pauses / in speech↓"),
+                ("expression_fd_landmarks", "landmark expression FD↓"))
 CROP_SCALE = 1.4  # SyncNet's pipeline: the detection box grown by crop_scale 0.4
 _INCEPTION_BATCH = 16
 
@@ -82,6 +87,16 @@ def load_video(path: str, name: str | None = None) -> Video:
   except InputError:
     wave = None
   return Video(name or os.path.splitext(os.path.basename(path))[0], path, frames, wave, file_sha256(path))
+
+
+def first_frames(video: Video, frames: int) -> Video:
+  """The first ``frames`` frames of a video and the speech under them, a video of its own (its own cache key);
+  the video itself when it is not longer."""
+  if len(video.frames) <= frames:
+    return video
+  wave = None if video.audio is None else video.audio[:frames * audio_lib.SAMPLE_RATE // FPS]
+  sha = hashlib.sha256(f"{video.sha256}:first{frames}".encode()).hexdigest()
+  return dataclasses.replace(video, frames=video.frames[:frames], audio=wave, sha256=sha)
 
 
 def pair_videos(generated: str, reference: str | None) -> list[tuple[str, str | None]]:
@@ -234,16 +249,23 @@ def _sync_of(variables, crops: np.ndarray, wave: np.ndarray) -> dict:
           "confidence": np.float64(r["confidence"])}
 
 
-def evaluate(generated: str, reference: str | None = None, *, weights: str | None = None,
-             metrics: Sequence[str] = METRICS, window_s: float = 5.0, fid_every: int = 1, cache: str | None = None,
-             progress: Callable | None = None, log: Callable[[str], None] = print) -> dict:
-  """Score the videos of ``generated`` (against ``reference``, paired by name); the report (module docstring).
-
-  ``progress(iterable, total=, desc=)`` wraps the loop over videos (a progress bar); ``log`` gets the skip
-  lines."""
+def check_metrics(metrics: Sequence[str]) -> None:
+  """InputError naming the ``--metrics`` this suite does not know."""
   unknown = sorted(set(metrics) - set(METRICS))
   if unknown:
     raise InputError(f"--metrics: unknown {unknown}; choose from {list(METRICS)}")
+
+
+def evaluate(generated: str, reference: str | None = None, *, weights: str | None = None,
+             metrics: Sequence[str] = METRICS, window_s: float = 5.0, fid_every: int = 1, cache: str | None = None,
+             progress: Callable | None = None, log: Callable[[str], None] = print, cut_to_shorter: bool = False
+             ) -> dict:
+  """Score the videos of ``generated`` (against ``reference``, paired by name); the report (module docstring).
+
+  ``progress(iterable, total=, desc=)`` wraps the loop over videos (a progress bar); ``log`` gets the skip
+  lines. ``cut_to_shorter``: each pair is scored on the frames both have (:func:`first_frames`), as a set
+  generated from the references' speech needs: its length is the speech's, or the first seconds of it."""
+  check_metrics(metrics)
   pairs = pair_videos(generated, reference)
   if reference is None and any(m in metrics for m in ("fid", "fvd")):
     raise InputError("FID and FVD compare two sets: give --reference (or --metrics sync)")
@@ -259,10 +281,12 @@ def evaluate(generated: str, reference: str | None = None, *, weights: str | Non
   frames_total = {"gen": 0, "ref": 0}
   for gen_path, ref_path in wrap(pairs, total=len(pairs), desc="videos"):
     row, videos = {}, {}
-    for side, path in (("gen", gen_path), ("ref", ref_path)):
-      if path is None:
-        continue
-      video = load_video(path)
+    loaded = {side: load_video(path) for side, path in (("gen", gen_path), ("ref", ref_path)) if path is not None}
+    if cut_to_shorter and len(loaded) == 2:
+      shorter = min(len(v.frames) for v in loaded.values())
+      loaded = {side: first_frames(v, shorter) for side, v in loaded.items()}
+    for side, video in loaded.items():
+      path = video.path
       frames_total[side] += len(video.frames)
       spans = _windows(len(video.frames), window_s)
       if nets.has("fid"):
@@ -357,7 +381,7 @@ def evaluate(generated: str, reference: str | None = None, *, weights: str | Non
                "sync_videos": {s: len(sync[s]) for s in sync}},
     "settings": {"fps": FPS, "fid_every": fid_every, "fvd_clip_frames": i3d.CLIP_FRAMES,
                  "sync_vshift": syncnet.VSHIFT, "sync_crop_scale": CROP_SCALE, "window_s": window_s,
-                 "metrics": list(metrics)},
+                 "metrics": list(metrics), "cut_to_shorter": cut_to_shorter},
     "weights": nets.hashes,
     "metrics": results,
     "skipped": skipped,
@@ -399,9 +423,7 @@ def markdown(report: dict) -> str:
            "| generated | " + " | ".join(cell(k) for k, _ in COLUMNS) + " |"]
   if "sync_c_reference" in m:
     lines.append("| reference (GT) | — | — | " + f"{m['sync_c_reference']:.3f} | {m['sync_d_reference']:.3f} | — |")
-  extra = [(k, label) for k, label in (("lmd", "LMD↓"), ("identity", "identity↑"), ("mouth_sync_r", "mouth–speech r↑"),
-                                       ("silence_ratio", "mouth in pauses / in speech↓"),
-                                       ("expression_fd_landmarks", "landmark expression FD↓")) if k in m]
+  extra = [(k, label) for k, label in FACE_COLUMNS if k in m]
   if extra:
     lines += ["", "| | " + " | ".join(label for _, label in extra) + " |", "|---" * (len(extra) + 1) + "|",
               "| generated | " + " | ".join(cell(k) for k, _ in extra) + " |"]
@@ -447,3 +469,85 @@ def write_report(report: dict, out: str) -> list[str]:
     plot_windows(report, stem + ".png")
     paths.append(stem + ".png")
   return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Quality against sampling steps (the paper's Fig. 3): one run of generation and scoring per step count
+
+
+# The columns of the steps report, in this order (then any other metric, by name).
+_STEPS_LABELS = {**dict(COLUMNS), "sync_c_reference": "Sync-C↑ (GT)", "sync_d_reference": "Sync-D↓ (GT)",
+                 **dict(FACE_COLUMNS), "face_found": "face found↑"}
+
+
+def _steps_metrics(combined: dict) -> list[str]:
+  """Every metric some run has, in the order of ``_STEPS_LABELS``."""
+  present = {k for run in combined["runs"].values() for k in run["metrics"]}
+  order = list(_STEPS_LABELS)
+  return sorted(present, key=lambda k: (order.index(k) if k in order else len(order), k))
+
+
+def steps_markdown(combined: dict) -> str:
+  """One row per step count: wall and denoiser seconds per clip, then every metric any run has."""
+  keys = _steps_metrics(combined)
+  first = combined["runs"][str(combined["steps"][0])]["generation"]
+  head = (f"{first['videos']} videos ({first['video_s']:.1f} s, {first['clips']} clips) per step count; "
+          f"checkpoint {combined['ckpt']} ({combined['ckpt_id']}).")
+  header = ["steps", "wall s / clip", "denoiser s / clip", *(_STEPS_LABELS.get(k, k) for k in keys)]
+  lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+  for s in combined["steps"]:
+    run = combined["runs"][str(s)]
+    g, m = run["generation"], run["metrics"]
+    cells = [str(s), f"{g['wall_s_per_clip']:.3f}", f"{g['denoise_s_per_clip']:.3f}",
+             *(f"{m[k]:.3f}" if k in m else "—" for k in keys)]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join([head, "", *lines]) + "\n"
+
+
+def plot_steps(combined: dict, path: str) -> None:
+  """Fig. 3 as a PNG: each metric against the sampling steps (log2 axis), wall seconds per clip on a second axis."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  steps = combined["steps"]
+  runs = [combined["runs"][str(s)] for s in steps]
+  wall = [run["generation"]["wall_s_per_clip"] for run in runs]
+  panels = _steps_metrics(combined) or [None]  # no metric: the wall time alone
+  cols = min(len(panels), 4)
+  rows = -(-len(panels) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
+  for ax in axes.flat[len(panels):]:
+    ax.set_visible(False)
+  for ax, key in zip(axes.flat, panels):
+    if key is not None:
+      points = [(s, run["metrics"][key]) for s, run in zip(steps, runs) if key in run["metrics"]]
+      ax.plot(*zip(*points), marker="o", color="C0")
+      ax.set_title(_STEPS_LABELS.get(key, key))
+      ax.tick_params(axis="y", colors="C0")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(steps, [str(s) for s in steps])
+    ax.minorticks_off()
+    ax.set_xlabel("sampling steps")
+    twin = ax.twinx()
+    twin.plot(steps, wall, marker="s", linestyle="--", color="C1")
+    twin.set_ylabel("wall s / clip", color="C1")
+    twin.tick_params(axis="y", colors="C1")
+  fig.tight_layout()
+  with atomic_path(path) as tmp:
+    fig.savefig(tmp, dpi=120, format="png")
+  plt.close(fig)
+
+
+def write_steps_report(combined: dict, out: str) -> list[str]:
+  """The runs over step counts: ``out`` (JSON), its .md table and its .png (Fig. 3) beside it; the paths."""
+  stem = os.path.splitext(out)[0]
+  with atomic_path(out) as tmp:
+    with open(tmp, "w") as f:
+      json.dump(combined, f, indent=1, sort_keys=True)
+  with atomic_path(stem + ".md") as tmp:
+    with open(tmp, "w") as f:
+      f.write(steps_markdown(combined))
+  plot_steps(combined, stem + ".png")
+  return [out, stem + ".md", stem + ".png"]

@@ -16,20 +16,14 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from read_jax import ans
 from read_jax.convert.prompt import load_text_embedding
 from read_jax.models import a2v_dit
 from read_jax.models.speech_ae import SpeechAE, num_latents
 from read_jax.nn.dtypes import DTYPES
-from read_jax.train.stage import train_val_datasets
+from read_jax.train.stage import as_float32, train_val_datasets
 
-
-
-def _as_float32(example, rng):
-  del rng
-  return {k: np.asarray(v, np.float32) for k, v in example.items()}
 
 
 class A2VStage:
@@ -91,4 +85,4 @@ class A2VStage:
             "speech_ae": jax.tree.map(lambda _: False, params["speech_ae"])}
 
   def datasets(self, process_index, process_count):
-    return train_val_datasets(self.config.data, _as_float32, process_index, process_count)
+    return train_val_datasets(self.config.data, as_float32, process_index, process_count)

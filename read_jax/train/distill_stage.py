@@ -30,8 +30,7 @@ from read_jax.errors import CheckpointError, ConfigError
 from read_jax.models import a2v_dit
 from read_jax.models.speech_ae import SpeechAE
 from read_jax.nn.dtypes import DTYPES
-from read_jax.train.a2v_stage import _as_float32
-from read_jax.train.stage import train_val_datasets
+from read_jax.train.stage import as_float32, train_val_datasets
 
 MODES = ("guidance", "progressive")
 
@@ -126,7 +125,7 @@ class DistillStage:
             "speech_ae": jax.tree.map(lambda _: False, params["speech_ae"])}
 
   def datasets(self, process_index, process_count):
-    return train_val_datasets(self.config.data, _as_float32, process_index, process_count)
+    return train_val_datasets(self.config.data, as_float32, process_index, process_count)
 
   # -- Teacher loading (the loop calls it once, on a fresh run, instead of restoring config.init_checkpoint) --
 

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import grain
 import jax
+import numpy as np
 
 from read_jax.data import records
 from read_jax.errors import ConfigError
@@ -37,6 +38,12 @@ class Stage(Protocol):
   # ``init_from_checkpoint(path, fresh_params) -> params``, used instead of the generic restore of
   # ``config.init_checkpoint`` (the distillation reads its teacher with it); ``needs_init_checkpoint``, a
   # message: the loop refuses a fresh run without ``config.init_checkpoint``.
+
+
+def as_float32(example, rng):
+  """A record's arrays as float32 (the clips are stored as float16): the stage-2 and distillation transform."""
+  del rng
+  return {k: np.asarray(v, np.float32) for k, v in example.items()}
 
 
 def train_val_datasets(data_config, transform, process_index: int, process_count: int):
