@@ -47,7 +47,11 @@ def get_config(arg=None):
     c.train.update(dict(steps=4, warmup_steps=1, log_every=2, eval_every=0, ckpt_every=4, progress_bar=False))
   elif arg.demo:
     # configs/demo_a2v_dit.py trains at 1e-3 from scratch; a student that starts at its teacher takes smaller steps.
-    c.train.update(dict(steps=3000, lr=3e-4, warmup_steps=50, end_lr_fraction=0.1, eval_every=0, ckpt_every=1000))
+    c.train.update(dict(steps=2000, lr=3e-4, warmup_steps=50, end_lr_fraction=0.1, eval_every=0, ckpt_every=1000))
+  if arg.demo:
+    # The demo samples with one branch (configs/demo.py: cfg "none"), Eq. 17 at (α, β) = (0, 1): its students
+    # learn that sampler, and the build skips the guidance round (read_jax/demo/build.py).
+    c.distill.update(dict(alpha=[0.0, 0.0], beta=[1.0, 1.0]))
   elif arg.smoke:
     c.data.update(dict(latent_frames=3))
     c.train.update(dict(steps=40, lr=1e-3, warmup_steps=2, eval_every=20, ckpt_every=20, log_every=5))

@@ -1,6 +1,6 @@
 """Broken read_jax checkpoint directories: every way one can be wrong is one clear error at load.
 
-A copy of the bundled demo checkpoint (assets/demo, 15 MB) is broken one way per case — a truncated or
+A copy of the bundled demo checkpoint (assets/demo, 32 MB) is broken one way per case — a truncated or
 corrupt safetensors file, a missing part, parts of different widths, a NaN/inf weight, a config.json of
 a newer format or with unknown fields, weights that do not match their own config — and loaded by the
 two readers a user meets: ``scripts/convert.py export-torch`` (in this process, under
@@ -59,17 +59,12 @@ def base(tmp_path_factory):
     pytest.skip("assets/demo checkpoint not bundled")
   root = tmp_path_factory.mktemp("ckpts")
   shutil.copytree(DEMO, root / "demo")
-  # A SpeechAE of another width: the tiny config's (latent [2, 16], features 12) vs the demo's ([2, 64], 24).
+  # A SpeechAE of another width: the tiny config's (latent [2, 16], features 12) vs the demo's ([2, 64], 384).
   _random_part(root / "other" / "speech_ae", "speech_ae", dict(load_config("speechae.py:tiny").model), 1)
   # An A2V-DiT that fits the demo's SpeechAE but not its VAE (8 latent channels vs 16).
   dit = native.read_config(os.path.join(DEMO, "a2v_dit"), "a2v_dit")
   _random_part(root / "other" / "a2v_dit", "a2v_dit", dict(dit, in_channels=8, out_channels=8), 2)
   return root
-
-
-def _largest_safetensors(ckpt) -> str:
-  files = [os.path.join(d, f) for d, _, fs in os.walk(ckpt) for f in fs if f.endswith(".safetensors")]
-  return max(files, key=os.path.getsize)
 
 
 def _edit_json(path, edit):
@@ -88,7 +83,7 @@ def _set_value(path, key, value):
 
 
 def truncated(ckpt, other):
-  path = _largest_safetensors(ckpt)
+  path = os.path.join(ckpt, "vae", "diffusion_pytorch_model.safetensors")  # the first part every reader loads
   with open(path, "rb") as fh:
     data = fh.read()
   with open(path, "wb") as fh:
@@ -156,7 +151,7 @@ CASES = [
                   r"corrupt\?"),
   (part_missing, PIPELINE, r"{ckpt}: missing speech_ae/ \(from a stage-1 training run.*\)"),
   (speech_ae_of_another_width, PIPELINE, r"{ckpt}: parts do not fit together: speech_ae latent \[2, 16\] vs "
-                                         r"a2v_dit audio \[2, 64\].*speech_ae feature_dim 12 vs whisper d_model 24"),
+                                         r"a2v_dit audio \[2, 64\].*speech_ae feature_dim 12 vs whisper d_model 384"),
   (dit_of_other_latent_channels, PIPELINE, r"{ckpt}: parts do not fit together: a2v_dit in_channels 8 vs vae "
                                            r"latent_channels 16.*"),
   (nan_weight, BOTH, r"{ckpt}/speech_ae/model\.safetensors: tensor encoder/proj_in/kernel holds 1 NaN/inf "
@@ -226,7 +221,7 @@ def test_fit_problems_name_both_parts(base):
   other_dit = native.read_config(str(base / "other" / "a2v_dit"), "a2v_dit")
   assert native.fit_problems({**demo, "speech_ae": other_sae, "whisper": whisper}) == [
       "speech_ae latent [2, 16] vs a2v_dit audio [2, 64] (audio_tokens, audio_dim)",
-      "speech_ae feature_dim 12 vs whisper d_model 24"]
+      "speech_ae feature_dim 12 vs whisper d_model 384"]
   assert native.fit_problems({**demo, "a2v_dit": other_dit, "vae": vae}) == [
       "a2v_dit in_channels 8 vs vae latent_channels 16", "a2v_dit out_channels 8 vs vae latent_channels 16"]
   assert native.fit_problems({"a2v_dit": other_dit}) == []  # one part alone always fits

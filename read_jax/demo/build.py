@@ -24,8 +24,10 @@ step's output lands in the workdir, and a finished step is skipped when the buil
 
 With ``distill`` (scripts/train_demo.py --distill), after the teacher (docs/distillation.md):
 
- 13. distill_g  (scripts/train.py --config distill.py:demo --config.init_checkpoint=ckpt)    guidance round
-     student_g  ckpt copied, its a2v_dit/ the one-pass student (scripts/convert.py import-run)
+ 13. distill_g  (scripts/train.py --config distill.py:demo --config.init_checkpoint=ckpt)    guidance round,
+                only for a teacher that samples with CFG branches (the demo's cfg is "none": skipped)
+     student_g  ckpt copied, its a2v_dit/ the one-pass student (scripts/convert.py import-run; for the demo:
+                the teacher plus a zero guidance embedding, at (α, β) = (0, 1), exactly the teacher's sampler)
  14. distill_4, distill_2, distill_1   progressive rounds (distill.py:demo,mode=progressive,student_steps=n),
      student_4, student_2, student_1   each from the previous student: n-step students
 
@@ -63,7 +65,7 @@ from read_jax.files import atomic_path, read_json, write_json
 from read_jax.pipeline import PIPELINE_CONFIG, PipelineConfig, ReadPipeline
 from read_jax.speech import speech_features
 from read_jax.train import train, vae_stage
-from read_jax.train.export import import_run, run_params
+from read_jax.train.export import import_run, one_pass_student, run_params
 
 DEMO_CLIP_SECONDS = 6.0  # synthetic clip length: 150 frames, two 57-frame training clips and then some
 SYNTHETIC_WORKERS = 2  # processes drawing and encoding the synthetic set
@@ -164,9 +166,11 @@ STUDENT_STEPS = (4, 2, 1)  # the progressive rounds after the guidance round: 8 
 BUNDLED_STUDENTS = (2,)  # the students bundled beside the teacher (assets/demo_2step)
 
 
-def distill_students(step, train_stage, path, teacher: str) -> dict[str, str]:
-  """Steps 13–14 (module docstring): the guidance round from ``teacher``, then one progressive round per
-  entry of STUDENT_STEPS, each from the previous student. Returns {name: student checkpoint directory}."""
+def distill_students(step, train_stage, path, teacher: str, teacher_cfg: str) -> dict[str, str]:
+  """Steps 13–14 (module docstring): the guidance round from ``teacher`` (none when it samples with one branch,
+  ``teacher_cfg="none"`` as the demo does: the one-pass student is then the teacher plus a zero guidance
+  embedding), then one progressive round per entry of STUDENT_STEPS, each from the previous student.
+  Returns {name: student checkpoint directory}."""
   students = {}
 
   def student(name, run, base):
@@ -174,15 +178,22 @@ def distill_students(step, train_stage, path, teacher: str) -> dict[str, str]:
       tmp = path(name + ".tmp")
       shutil.rmtree(tmp, ignore_errors=True)
       shutil.copytree(base, tmp)  # the teacher's VAE, Whisper and SpeechAE; a2v_dit/ and pipeline.json replaced
-      import_run(path(run), tmp)
+      if run is None:
+        one_pass_student(base, tmp)
+      else:
+        import_run(path(run), tmp)
       shutil.rmtree(path(name), ignore_errors=True)
       os.replace(tmp, path(name))
     step(name, make)
     students[name] = path(name)
     return path(name)
 
-  step("distill_g", lambda: train_stage("distill.py:demo", "distill_g", "clips", f"--config.init_checkpoint={teacher}"))
-  previous = student("student_g", "distill_g", teacher)
+  if teacher_cfg == "none":
+    previous = student("student_g", None, teacher)
+  else:
+    step("distill_g", lambda: train_stage("distill.py:demo", "distill_g", "clips",
+                                          f"--config.init_checkpoint={teacher}"))
+    previous = student("student_g", "distill_g", teacher)
   for n in STUDENT_STEPS:
     step(f"distill_{n}", lambda n=n, previous=previous: train_stage(
         f"distill.py:demo,mode=progressive,student_steps={n}", f"distill_{n}", "clips",
@@ -304,7 +315,7 @@ def build(workdir: str, out: str, *, num: int = 320, vae: str = "", dit_steps: i
     os.replace(tmp, out)
   step("assets", assets)
   if distill:
-    students = distill_students(step, train_stage, path, ckpt)
+    students = distill_students(step, train_stage, path, ckpt, demo.pipeline.cfg)
     for n in BUNDLED_STUDENTS:  # beside the teacher: <out>_2step
       step(f"assets_{n}step", lambda n=n: bundle_student(students[f"student_{n}"], out, f"{out.rstrip('/')}_{n}step"))
   log(f"demo model in {out} ({sum(step.done.values()) / 60:.1f} min of steps)")

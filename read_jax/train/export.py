@@ -16,11 +16,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from read_jax.convert import checkpoint_dir
+from read_jax.convert import checkpoint_dir, native
 from read_jax.convert.vae import export_vae
 from read_jax.data import records
 from read_jax.files import CheckpointError, read_json, write_json
-from read_jax.models import speech_ae
+from read_jax.models import a2v_dit, speech_ae
 from read_jax.models.vae import FRAMES_PER_LATENT, unit_latent_stats
 from read_jax.train import checkpoint as ckpt_lib
 from read_jax.train.stages import make_stage
@@ -73,6 +73,18 @@ def import_run(run_dir: str, out_dir: str, *, vae_stats: dict | None = None,
   else:
     raise CheckpointError(f"--run {run_dir}: stage {name!r} has no checkpoint-directory part")
   return checkpoint_dir.write_parts(out_dir, parts)
+
+
+def one_pass_student(teacher_dir: str, out_dir: str, *, seed: int = 0) -> None:
+  """Turn ``out_dir`` (a copy of ``teacher_dir``) into the one-pass student of a teacher that samples with one
+  branch (cfg "none"): the teacher's A2V-DiT plus a fresh guidance embedding, whose last layer is zero, so it
+  computes exactly what the teacher samples with; ``pipeline.json``: cfg "distilled" at (α, β) = (0, 1), which
+  is Eq. 17's full branch. A guidance round would have nothing to learn (docs/distillation.md)."""
+  config, params = native.load_module(os.path.join(teacher_dir, "a2v_dit"), "a2v_dit")
+  student = a2v_dit.build_model({**config, "guidance_embeds": True})
+  fresh = jax.tree.map(np.asarray, a2v_dit.init_params(student, jax.random.key(seed)))
+  checkpoint_dir.write_parts(out_dir, {"a2v_dit": (student, {**params, "guidance_embedder": fresh["guidance_embedder"]})})
+  set_pipeline_settings(out_dir, {"cfg": "distilled", "alpha": 0.0, "beta": 1.0, "distilled_steps": []})
 
 
 def set_pipeline_settings(out_dir: str, settings: dict) -> None:
