@@ -38,6 +38,7 @@ from read_jax import audio as audio_lib
 from read_jax import media
 from read_jax import speech as speech_lib
 from read_jax.ans import sampling
+from read_jax.ans.guidance import guidance_scales
 from read_jax.convert import checkpoint_dir, native
 from read_jax.convert.prompt import load_text_embedding
 from read_jax.convert.vae import export_vae, load_vae
@@ -300,11 +301,14 @@ class ReadPipeline:
 
   def velocity(self, z, t, speech) -> jax.Array:
     """The A2V-DiT's prediction v [1+f, h, w, C] for one clip z [1+f, h, w, C] (z_R first) at per-frame
-    timesteps t [1+f], with speech latents [f, S, D] (``speech_latents``), no guidance."""
+    timesteps t [1+f], with speech latents [f, S, D] (``speech_latents``), no CFG branches (a distilled student:
+    its one pass at the checkpoint's (α, β))."""
     text_kv = self._encode_text(self.dit_params, self.text, self.text_mask)
-    v = self._velocity((self.dit_params, text_kv), jnp.asarray(z)[None], jnp.asarray(t, jnp.float32)[None],
-                       jnp.asarray(speech)[None])
-    return v[0]
+    args = [(self.dit_params, text_kv), jnp.asarray(z)[None], jnp.asarray(t, jnp.float32)[None],
+            jnp.asarray(speech)[None]]
+    if self.dit.guidance_embeds:
+      args.append(guidance_scales("distilled", self.config.alpha, self.config.beta)[None])
+    return self._velocity(*args)[0]
 
   # ------------------------------------------------------------------------------------------
   # Generation

@@ -71,15 +71,17 @@ def test_sample_cli_runs_the_demo_checkpoint(demo):
 
 @pytest.mark.slow
 def test_distill_steps_add_students_to_the_build(demo):
-  """--distill on a finished build runs only the new steps: the guidance round, then 4-, 2- and 1-step rounds,
-  each student a whole checkpoint directory that samples with its own step count and refuses others."""
+  """--distill on a finished build runs only the new steps. The demo samples with one branch (cfg "none"), so
+  there is no guidance round: the one-pass student is the teacher plus a zero guidance embedding and generates
+  exactly the teacher's frames. Then come the 4-, 2- and 1-step rounds, each student a whole checkpoint
+  directory that samples with its own step count and refuses others."""
   from read_jax.errors import ConfigError
   from read_jax.pipeline import ReadPipeline
   work, out = demo
   build.build(str(work / "run"), out, num=3, smoke=True, distill=True)
   done = list(json.load(open(os.path.join(work, "run", "done.json"))))
-  assert done[done.index("assets") + 1:] == ["distill_g", "student_g", "distill_4", "student_4", "distill_2",
-                                             "student_2", "distill_1", "student_1", "assets_2step"]
+  assert done[done.index("assets") + 1:] == ["student_g", "distill_4", "student_4", "distill_2", "student_2",
+                                             "distill_1", "student_1", "assets_2step"]
   bundled = out + "_2step"  # the 2-step student beside the teacher: its own A2V-DiT, the rest linked
   assert os.path.islink(os.path.join(bundled, "vae")) and not os.path.islink(os.path.join(bundled, "a2v_dit"))
   assert ReadPipeline.from_pretrained(bundled).config.distilled_steps == (2,)
@@ -88,7 +90,11 @@ def test_distill_steps_add_students_to_the_build(demo):
     pipe = ReadPipeline.from_pretrained(os.path.join(work, "run", name))
     assert pipe.dit.guidance_embeds and pipe.config.cfg == "distilled" and pipe.config.distilled_steps == steps
     assert pipe.config.resolution == teacher.config.resolution
-  frames = pipe.generate(os.path.join(out, "reference.png"), os.path.join(out, "speech.wav"))
+  ref, speech = os.path.join(out, "reference.png"), os.path.join(out, "speech.wav")
+  one_pass = ReadPipeline.from_pretrained(os.path.join(work, "run", "student_g"))
+  assert (one_pass.config.alpha, one_pass.config.beta) == (0.0, 1.0)
+  np.testing.assert_array_equal(one_pass.generate(ref, speech), teacher.generate(ref, speech))
+  frames = pipe.generate(ref, speech)
   assert frames.shape == (75, 64, 64, 3)
   with pytest.raises(ConfigError, match="distilled for --steps 1"):
     pipe.generate(os.path.join(out, "reference.png"), os.path.join(out, "speech.wav"), steps=8)
