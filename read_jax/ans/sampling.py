@@ -64,7 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from read_jax.models.vae import FRAMES_PER_LATENT
-from read_jax.ans.guidance import CFG_MODES, guidance_scales, guided_velocity
+from read_jax.ans.guidance import CFG_MODES, DEFAULT_GUIDANCE, guidance_scales, guided_velocity
 
 ORDERS = ("stream", "clips_outer", "steps_outer")
 DEFAULT_STEPS = 8  # paper C.4: "8-step sampling"
@@ -355,5 +355,5 @@ def sample(denoise: Denoise, key: Array, z_ref, speech, num_frames: int, clip_fr
   return z[:num_frames]
 
 
-__all__ = ["CFG_MODES", "ORDERS", "ClipCarry", "latent_frames_for_video", "num_clips", "padded_frames",
+__all__ = ["CFG_MODES", "DEFAULT_GUIDANCE", "ORDERS", "ClipCarry", "latent_frames_for_video", "num_clips", "padded_frames",
            "sample", "stream", "stream_clips", "timesteps"]
