@@ -38,7 +38,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from read_jax.ans import sampling
-from read_jax.ans.training import noise_latents
 
 Velocity = Callable[..., jax.Array]
 
@@ -101,15 +100,17 @@ def progressive_example(key, latents, student_steps: int, *, shift: float = 1.0,
   frame = jnp.arange(num_frames)
   t_own = jnp.where(frame[None] == 0, 0.0, t_a[:, None])  # [B, 1+f]: z_R clean, the rest at T'_i
   motion = (frame[None] == 1) & ~is_sync[:, None]  # [B, 1+f]
-  # One ε per frame for every time: the owned frames at T'_i, the motion frame at T_m and T'_{i+1}.
-  x_a, _ = noise_latents(k_noise, latents, t_own)
+  # One ε per frame for every time (Eq. 13): the owned frames at T'_i, the motion frame at T_m and T'_{i+1}.
+  z0 = latents.astype(jnp.float32)
+  eps = jax.random.normal(k_noise, z0.shape, jnp.float32)
+  def at(t):  # Z(t) per frame, t [B, 1+f]
+    t = t.reshape(t.shape + (1,) * (z0.ndim - 2))
+    return (1.0 - t) * z0 + t * eps
+
   t_student = jnp.where(motion, t_b[:, None], t_own)
-  x, _ = noise_latents(k_noise, latents, t_student)
-  t_mid = jnp.where(motion, t_m[:, None], t_own)
-  x_mid, _ = noise_latents(k_noise, latents, t_mid)
   owned = ((frame[None] > 0) & ~motion).astype(jnp.float32)
-  return dict(x=x.astype(jnp.float32), t=t_student, motion_mid=x_mid[:, 1].astype(jnp.float32),
-              t_a=t_a, t_m=t_m, t_b=t_b, owned=owned, is_sync=is_sync, x_a=x_a.astype(jnp.float32))
+  return dict(x=at(t_student), t=t_student, motion_mid=at(jnp.where(motion, t_m[:, None], t_own))[:, 1],
+              t_a=t_a, t_m=t_m, t_b=t_b, owned=owned, is_sync=is_sync, x_a=at(t_own))
 
 
 def progressive_target(velocity: Velocity, ex: dict, speech, guidance) -> jax.Array:

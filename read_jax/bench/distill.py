@@ -9,6 +9,8 @@ pipeline.json allows. ``--config a2v_dit.py`` with ``--latent 16`` times the pap
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,7 +49,7 @@ def _model_and_sizes(args):
 
 
 def _time_clip(model, params, *, clip_frames, latent, steps, cfg, repeats):
-  denoise = lambda p, x, t, s, g=None: a2v_dit.denoise(model, p, x, t, s, g)  # noqa: E731
+  denoise = functools.partial(a2v_dit.denoise, model)
   text, mask = a2v_dit.null_text(model.caption_channels)
   kv = model.apply({"params": params}, text, mask, method=a2v_dit.A2VDiT.encode_text)
   h = w = latent

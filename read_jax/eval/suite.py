@@ -449,6 +449,24 @@ def plot_windows(report: dict, path: str) -> None:
     ax.plot(xs, [v for v in curve[key] if v is not None], marker="o")
     ax.set_title(dict(COLUMNS).get(key, key))
     ax.set_xlabel(f"window start (s), {report['settings']['window_s']:g} s windows")
+  _save_png(fig, path)
+
+
+def _write_json_and_md(obj: dict, out: str, text: str) -> str:
+  """``out`` (JSON) and ``<stem>.md`` (``text``), each written atomically; returns the stem."""
+  stem = os.path.splitext(out)[0]
+  with atomic_path(out) as tmp:
+    with open(tmp, "w") as f:
+      json.dump(obj, f, indent=1, sort_keys=True)
+  with atomic_path(stem + ".md") as tmp:
+    with open(tmp, "w") as f:
+      f.write(text)
+  return stem
+
+
+def _save_png(fig, path: str) -> None:
+  import matplotlib.pyplot as plt
+
   fig.tight_layout()
   with atomic_path(path) as tmp:
     fig.savefig(tmp, dpi=120, format="png")
@@ -457,13 +475,7 @@ def plot_windows(report: dict, path: str) -> None:
 
 def write_report(report: dict, out: str) -> list[str]:
   """report.json, report.md and report.png (the windows) beside it; the paths written."""
-  stem = os.path.splitext(out)[0]
-  with atomic_path(out) as tmp:
-    with open(tmp, "w") as f:
-      json.dump(report, f, indent=1, sort_keys=True)
-  with atomic_path(stem + ".md") as tmp:
-    with open(tmp, "w") as f:
-      f.write(markdown(report))
+  stem = _write_json_and_md(report, out, markdown(report))
   paths = [out, stem + ".md"]
   if report["windows"]["start_s"]:
     plot_windows(report, stem + ".png")
@@ -534,20 +546,11 @@ def plot_steps(combined: dict, path: str) -> None:
     twin.plot(steps, wall, marker="s", linestyle="--", color="C1")
     twin.set_ylabel("wall s / clip", color="C1")
     twin.tick_params(axis="y", colors="C1")
-  fig.tight_layout()
-  with atomic_path(path) as tmp:
-    fig.savefig(tmp, dpi=120, format="png")
-  plt.close(fig)
+  _save_png(fig, path)
 
 
 def write_steps_report(combined: dict, out: str) -> list[str]:
   """The runs over step counts: ``out`` (JSON), its .md table and its .png (Fig. 3) beside it; the paths."""
-  stem = os.path.splitext(out)[0]
-  with atomic_path(out) as tmp:
-    with open(tmp, "w") as f:
-      json.dump(combined, f, indent=1, sort_keys=True)
-  with atomic_path(stem + ".md") as tmp:
-    with open(tmp, "w") as f:
-      f.write(steps_markdown(combined))
+  stem = _write_json_and_md(combined, out, steps_markdown(combined))
   plot_steps(combined, stem + ".png")
   return [out, stem + ".md", stem + ".png"]

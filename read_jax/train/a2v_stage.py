@@ -26,6 +26,17 @@ from read_jax.train.stage import as_float32, train_val_datasets
 
 
 
+def clip_batch_spec(config) -> dict[str, jax.ShapeDtypeStruct]:
+  """One global batch of stage-2 clips (module docstring) for ``config``'s data, model and SpeechAE sizes."""
+  d, m, s = config.data, config.model, config.speech_ae
+  num_video_frames = 1 + 8 * (d.latent_frames - 1)
+  return {
+      "latents": jax.ShapeDtypeStruct((d.batch_size, 1 + d.latent_frames, d.latent_height, d.latent_width,
+                                       m.in_channels), jnp.float32),
+      "speech": jax.ShapeDtypeStruct((d.batch_size, num_video_frames, s.window, s.feature_dim), jnp.float32),
+  }
+
+
 class A2VStage:
   """Stage 2 (``config.stage = "a2v_dit"``)."""
 
@@ -44,13 +55,7 @@ class A2VStage:
                              p_drop_audio=a.p_drop_audio)
 
   def batch_spec(self):
-    d, m, s = self.config.data, self.config.model, self.config.speech_ae
-    num_video_frames = 1 + 8 * (d.latent_frames - 1)
-    return {
-        "latents": jax.ShapeDtypeStruct((d.batch_size, 1 + d.latent_frames, d.latent_height, d.latent_width,
-                                         m.in_channels), jnp.float32),
-        "speech": jax.ShapeDtypeStruct((d.batch_size, num_video_frames, s.window, s.feature_dim), jnp.float32),
-    }
+    return clip_batch_spec(self.config)
 
   def init(self, key, batch_spec):
     k_dit, k_sae = jax.random.split(key)

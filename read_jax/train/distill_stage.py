@@ -30,6 +30,7 @@ from read_jax.errors import CheckpointError, ConfigError
 from read_jax.models import a2v_dit
 from read_jax.models.speech_ae import SpeechAE
 from read_jax.nn.dtypes import DTYPES
+from read_jax.train.a2v_stage import clip_batch_spec
 from read_jax.train.stage import as_float32, train_val_datasets
 
 MODES = ("guidance", "progressive")
@@ -70,13 +71,7 @@ class DistillStage:
   # -- Stage protocol -------------------------------------------------------------------------------------
 
   def batch_spec(self):
-    d, m, s = self.config.data, self.config.model, self.config.speech_ae
-    num_video_frames = 1 + 8 * (d.latent_frames - 1)
-    return {
-        "latents": jax.ShapeDtypeStruct((d.batch_size, 1 + d.latent_frames, d.latent_height, d.latent_width,
-                                         m.in_channels), jnp.float32),
-        "speech": jax.ShapeDtypeStruct((d.batch_size, num_video_frames, s.window, s.feature_dim), jnp.float32),
-    }
+    return clip_batch_spec(self.config)  # stage 2's clips
 
   def init(self, key, batch_spec):
     k_student, k_teacher, k_sae = jax.random.split(key, 3)
