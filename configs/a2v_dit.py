@@ -65,6 +65,10 @@ def get_config(arg=None):
     p_sync=0.5,  # motion prior dropout: synchronous timesteps [0, t2, …, t2]
     p_drop_identity=0.1,  # identity dropout: zero z_R
     p_drop_audio=0.1,  # audio dropout: zero C
+    # Rolling-window patterns [0, 0 × c, τ_0 … τ_{W−1}] for the low-latency sampler (read_jax.ans.rolling); off in
+    # the paper's training. p_rolling: their share of examples; rolling_noisy: the noisy-frame counts W drawn.
+    p_rolling=0.0,
+    rolling_noisy=(1, 2),
   ))
   config.data = ml_collections.ConfigDict(dict(
     train_glob="data/clips/train-*.array_record",  # shards from scripts/preprocess.py

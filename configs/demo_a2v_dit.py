@@ -3,6 +3,8 @@
   configs/demo_a2v_dit.py          the demo run (scripts/train_demo.py): clips of 8 latent frames (57 video
                                    frames) of 4×4 latents, batch 8
   configs/demo_a2v_dit.py:smoke    a few steps (the end-to-end test)
+  configs/demo_a2v_dit.py:rolling  the fine-tune of the bundled stage 2 for the rolling window (docs/serving.md):
+                                   half the examples with rolling-window timesteps, from --config.init_checkpoint
 
 Everything else is configs/a2v_dit.py (the paper's stage 2: the ANS forward process) but the sizes, the
 schedule and two choices for this toy size and its 1e-3 learning rate: stage 1's SpeechAE stays frozen, and
@@ -13,7 +15,7 @@ from read_jax.config import load_config, parse_arg
 
 
 def get_config(arg=None):
-  arg = parse_arg(arg, smoke=False)
+  arg = parse_arg(arg, smoke=False, rolling=False)
   demo = load_config("demo.py")
   c = load_config("a2v_dit.py")
   c.unlock()
@@ -28,6 +30,10 @@ def get_config(arg=None):
   c.train.update(dict(steps=5000, lr=1e-3, end_lr_fraction=0.1, warmup_steps=50, accum_steps=1, log_every=50,
                       eval_every=750, ckpt_every=2500, keep_checkpoints=2))
   c.mesh.update(dict(data=-1, fsdp=1))
+  if arg.rolling:
+    c.ans.p_rolling = 0.5  # the other half keeps the ANS patterns, so clip mode stays as trained
+    c.ans.rolling_noisy = (1, 2)
+    c.train.update(dict(steps=4000, lr=3e-4, warmup_steps=50, ckpt_every=2000))
   if arg.smoke:
     c.data.update(dict(batch_size=4, workers=1))
     c.train.update(dict(steps=4, warmup_steps=1, log_every=2, eval_every=0, ckpt_every=4, progress_bar=False))

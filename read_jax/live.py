@@ -23,6 +23,12 @@ gives it, so the session's frames equal the offline ones (up to float rounding o
 ``finish()`` pads the stream with silence to whole clips exactly as :meth:`ReadPipeline.speech_features` does and
 trims the video to F = floor(25 · seconds) frames. Silence fed in the middle is just audio: frames keep coming.
 
+Rolling mode (``mode="rolling"``, :mod:`read_jax.ans.rolling`): the window advances as soon as one latent frame's
+speech latent is final, so each block is one latent frame (8 video frames) and comes out ``noisy − 1`` latent
+frames after its audio instead of a whole clip after. The session starts by feeding the pre-roll's silence
+(not counted as input, nor in the timestamps) and runs the same :class:`rolling.RollingSampler` as
+:meth:`ReadPipeline.stream` with ``mode="rolling"``, so its frames equal the offline ones too.
+
 A session holds only its own state (portrait latent, feature buffer, SpeechAE history, carry, key, counters,
 timings); sessions sharing one pipeline are independent. :func:`run_live` replays a waveform at real speed
 and measures the latency of each frame.
@@ -45,7 +51,7 @@ import numpy as np
 from read_jax import audio as audio_lib
 from read_jax import media
 from read_jax import speech as speech_lib
-from read_jax.ans import sampling
+from read_jax.ans import rolling, sampling
 from read_jax.ans.guidance import CFG_MODES, guidance_scales
 from read_jax.errors import AudioError, ConfigError
 from read_jax.models.speech_ae import SpeechAE
@@ -122,12 +128,13 @@ class LiveSession:
 
   ``policy``: the speech window policy ("live", "live:<seconds>" or a ``WindowPolicy``); None takes
   ``pipe.config.speech_window`` when that is a live policy, else "live" (or the encoder's whole window when
-  that is under 4 s). ``steps``/``cfg``/``alpha``/``beta``
+  that is under 4 s). ``steps``/``cfg``/``alpha``/``beta``, ``mode``/``noisy``/``decode_context``
   default to the pipeline's config as in :meth:`ReadPipeline.stream`; ``seed`` as there.
   """
 
   def __init__(self, pipe: ReadPipeline, portrait, *, steps: int | None = None, cfg: str | None = None,
-               alpha: float | None = None, beta: float | None = None, seed: int = 0, policy=None):
+               alpha: float | None = None, beta: float | None = None, seed: int = 0, policy=None,
+               mode: str | None = None, noisy: int | None = None, decode_context: int | None = None):
     c = pipe.config
     if c.fps != speech_lib.FPS:
       raise ConfigError(f"LiveSession: fps must be {speech_lib.FPS} (two Whisper states per frame), got {c.fps}")
@@ -143,7 +150,7 @@ class LiveSession:
     steps, cfg, alpha, beta = pipe.sampling_settings(steps, cfg, alpha, beta)
     if cfg not in CFG_MODES:
       raise ConfigError(f"cfg: must be one of {CFG_MODES}, got {cfg!r}")
-    self._cfg = cfg
+    self._cfg, self._steps = cfg, steps
     self._guidance = guidance_scales(cfg, alpha, beta)
     self._schedule = jnp.asarray(sampling.timesteps(steps, c.shift))
     self._params = (pipe.dit_params, pipe.text_states())
@@ -166,6 +173,25 @@ class LiveSession:
     self._num_video = None  # F, known at finish
     self._num_clips = None  # clips in all, known at finish
     self._finished = False
+
+    self.mode = c.mode if mode is None else mode
+    if self.mode not in rolling.MODES:
+      raise ConfigError(f"mode: must be one of {rolling.MODES}, got {self.mode!r}")
+    self._pre_samples = 0
+    if self.mode == "rolling":
+      self.noisy, self.decode_context = pipe.rolling_settings(noisy, decode_context)
+      try:
+        rolling.check_noisy(steps, self.noisy, self.clip_frames)
+      except ValueError as e:
+        raise ConfigError(f"LiveSession: {e}") from None
+      t0 = time.perf_counter()
+      self._pre_roll = pipe.pre_roll_latents(portrait)  # [f − 1, h, w, C]
+      self.timings.reference += time.perf_counter() - t0
+      self._history_decode = rolling.DecodeHistory(self._pre_roll, self.decode_context)
+      self._sampler = None  # made once the pre-roll's speech latents are final
+      self._num_latents = None  # stream latents in all, known at finish
+      self._pre_samples = rolling.pre_roll_frames(self.clip_frames) * audio_lib.SAMPLE_RATE // self.fps
+      self._add_rows(self._features.feed(np.zeros(self._pre_samples, np.float32)))
 
   # ------------------------------------------------------------------------------------------
   # Audio in
@@ -196,11 +222,15 @@ class LiveSession:
         raise AudioError(f"LiveSession: {self.num_samples} samples is shorter than one video frame "
                          f"({audio_lib.SAMPLE_RATE // self.fps} samples)")
       num_latents = sampling.latent_frames_for_video(num_video)
-      n_pad = sampling.padded_frames(num_latents, self.clip_frames)
+      if self.mode == "rolling":
+        n_pad = self._num_latents = rolling.stream_latents(num_video, self.clip_frames, self.noisy)
+      else:
+        n_pad = sampling.padded_frames(num_latents, self.clip_frames)
       # ReadPipeline.speech_features: the wave padded with silence to the video frames of n_pad latent frames.
       samples = int(np.ceil((1 + FRAMES_PER_LATENT * (n_pad - 1)) * audio_lib.SAMPLE_RATE / self.fps))
       t0 = time.perf_counter()
-      self._add_rows(self._features.feed(np.zeros(max(0, samples - self.num_samples), np.float32)))
+      fed = self._pre_samples + self.num_samples
+      self._add_rows(self._features.feed(np.zeros(max(0, samples - fed), np.float32)))
       self._add_rows(self._features.finish())
       self.timings.speech += time.perf_counter() - t0
       self._num_video, self._num_clips = num_video, sampling.num_clips(num_latents, self.clip_frames)
@@ -209,7 +239,11 @@ class LiveSession:
   # Frames out
 
   def frames(self) -> Iterator[FrameBlock]:
-    """Run and yield each clip whose speech latents are all final (none may be ready: an empty iterator)."""
+    """Run and yield each clip whose speech latents are all final (none may be ready: an empty iterator); in
+    rolling mode each latent frame the window frees."""
+    if self.mode == "rolling":
+      yield from self._rolling_frames()
+      return
     while (job := self.next_clip()) is not None:
       t0 = time.perf_counter()
       carry, clip = sampling.run_clip(self.pipe.denoiser, self._cfg, self._params, job.carry, job.noise, job.z_ref,
@@ -223,6 +257,35 @@ class LiveSession:
       if block is not None:
         yield block
 
+  def _rolling_frames(self) -> Iterator[FrameBlock]:
+    f = self.clip_frames
+    available = self._latents_start + len(self._latents)  # speech latents final so far (stream indexing)
+    if self._sampler is None:
+      if available < f - 1:
+        return
+      self._sampler = rolling.RollingSampler(self.pipe.denoiser, self._cfg, self._params, self._z_ref,
+                                             self._guidance, self._pre_roll, np.stack(self._latents[:f - 1]),
+                                             self._key, steps=self._steps, noisy=self.noisy, shift=self.pipe.config.shift)
+    sampler = self._sampler
+    while sampler.q < available and (self._num_latents is None or sampler.q < self._num_latents):
+      t0 = time.perf_counter()
+      out = sampler.push(self._latents[sampler.q - self._latents_start])
+      self._latents, self._latents_start = self._latents[1:], self._latents_start + 1  # no later advance reads it
+      if out is None:
+        self.timings.denoise += time.perf_counter() - t0
+        continue
+      jax.block_until_ready(out.latent)
+      self.timings.denoise += time.perf_counter() - t0
+      t0 = time.perf_counter()
+      frames = self.pipe.decode_rolling(self._history_decode.window(out.latent), self._key, out.q)
+      self.timings.vae_decode += time.perf_counter() - t0
+      first = FRAMES_PER_LATENT * out.r
+      if self._num_video is not None:
+        frames = frames[:max(0, self._num_video - first)]
+      if frames.shape[0]:
+        self._emitted = first + frames.shape[0]
+        yield FrameBlock(out.r, first, frames, np.arange(first, first + frames.shape[0]) / self.fps)
+
   @property
   def frames_out(self) -> int:
     """Video frames handed out so far."""
@@ -231,6 +294,8 @@ class LiveSession:
   @property
   def done(self) -> bool:
     """Ended and every clip run."""
+    if self.mode == "rolling":
+      return self._num_latents is not None and self._sampler is not None and self._sampler.q >= self._num_latents
     return self._num_clips is not None and self._clip >= self._num_clips
 
   @property

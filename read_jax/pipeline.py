@@ -37,7 +37,7 @@ import numpy as np
 from read_jax import audio as audio_lib
 from read_jax import media
 from read_jax import speech as speech_lib
-from read_jax.ans import sampling
+from read_jax.ans import rolling, sampling
 from read_jax.ans.guidance import guidance_scales
 from read_jax.convert import checkpoint_dir, native
 from read_jax.convert.prompt import load_text_embedding
@@ -76,9 +76,18 @@ class PipelineConfig:
   # A step-distilled student (docs/distillation.md): the step counts it was distilled for, the only ones it
   # samples with; empty: any (the teacher, and a guidance-only student).
   distilled_steps: tuple = ()
+  # How latent frames are sampled (docs/serving.md, "Clip and rolling mode"): "clip", the ANS clips of clip_frames
+  # (Algorithm 1), or "rolling", a window of clip_frames advancing one latent frame at a time with noisy_frames of
+  # them noisy (read_jax.ans.rolling: a frame comes out noisy_frames − 1 latent frames after its audio, not a clip);
+  # decode_context: latent frames each rolling frame is decoded with (0: clip_frames).
+  mode: str = "clip"
+  noisy_frames: int = 2
+  decode_context: int = 0
 
   def __post_init__(self):
     object.__setattr__(self, "distilled_steps", tuple(int(n) for n in self.distilled_steps))
+    if self.mode not in rolling.MODES:
+      raise CheckpointError(f"{PIPELINE_CONFIG}: mode: must be one of {rolling.MODES}, got {self.mode!r}")
     try:
       speech_lib.window_policy(self.speech_window)  # a bad value fails when pipeline.json loads
     except ValueError as e:
@@ -263,9 +272,31 @@ class ReadPipeline:
 
   def encode_reference(self, image) -> jax.Array:
     """:meth:`reference_latent` without touching ``self.timings`` (a live session keeps its own)."""
+    return self._encode_image(self.vae_variables, jnp.asarray(self._reference_pixels(image))[None, None])[0, 0]
+
+  def _reference_pixels(self, image) -> np.ndarray:
     detector = {} if self.config.face_crop else {"detector": None}  # {}: the default face detector
-    pixels = media.load_reference_image(image, self.config.resolution, **detector)  # [S, S, 3] in [-1, 1]
-    return self._encode_image(self.vae_variables, jnp.asarray(pixels)[None, None])[0, 0]
+    return media.load_reference_image(image, self.config.resolution, **detector)  # [S, S, 3] in [-1, 1]
+
+  def pre_roll_latents(self, image) -> np.ndarray:
+    """The rolling window's pre-roll [f − 1, h, w, C]: the latents of the portrait held still for 1 + 8(f − 2)
+    video frames (``read_jax.ans.rolling``)."""
+    pixels = jnp.asarray(self._reference_pixels(image))
+    still = jnp.broadcast_to(pixels, (rolling.pre_roll_frames(self.config.clip_frames),) + pixels.shape)
+    return np.asarray(self._encode_image(self.vae_variables, still[None])[0], np.float32)
+
+  def rolling_settings(self, noisy: int | None = None, decode_context: int | None = None) -> tuple[int, int]:
+    """(noisy frames W, decode context D) of the rolling mode, the config's where None."""
+    c = self.config
+    noisy = c.noisy_frames if noisy is None else noisy
+    decode_context = (c.decode_context or c.clip_frames) if decode_context is None else decode_context
+    return noisy, decode_context
+
+  def decode_rolling(self, window, key, q: int) -> np.ndarray:
+    """uint8 [8, H, W, 3]: the video frames of the last latent of ``window`` [D, h, w, C] (stream latent ``q``),
+    decoded with the D − 1 frames before it (``rolling.DecodeHistory``)."""
+    frames = self._decode(self.vae_variables, jnp.asarray(window)[None], jax.random.fold_in(key, 1_000_000 + q))[0]
+    return np.asarray(jnp.round((jnp.clip(frames[-FRAMES_PER_LATENT:], -1, 1) + 1) * 127.5).astype(jnp.uint8))
 
   def encode_video(self, frames) -> np.ndarray:
     """Normalised latents [1 + k, h, w, C] of uint8 frames [1 + 8k, H, W, 3] at the model's resolution (the
@@ -327,12 +358,8 @@ class ReadPipeline:
     c = self.config
     steps, cfg, alpha, beta = self.sampling_settings(steps, cfg, alpha, beta)
     self.timings = Timings()
-    wave = audio_lib.load_audio(audio) if isinstance(audio, (str, os.PathLike)) else audio_lib.check_wave(
-        np.asarray(audio, np.float32), "audio")
+    wave = self._load_wave(audio)
     num_video = audio_lib.num_video_frames(wave.shape[0], c.fps)
-    if num_video < 1:
-      raise audio_lib.AudioError(f"audio {audio if isinstance(audio, str) else '(array)'}: {wave.shape[0]} samples is shorter "
-                       f"than one video frame ({audio_lib.SAMPLE_RATE // c.fps} samples)")
     self.timings.video_seconds = num_video / c.fps
     num_latents = sampling.latent_frames_for_video(num_video)  # rounds up; the video is trimmed to F
     n_pad = sampling.padded_frames(num_latents, c.clip_frames)
@@ -390,13 +417,25 @@ class ReadPipeline:
 
   def stream(self, image, audio, *, steps: int | None = None, cfg: str | None = None, alpha: float | None = None,
              beta: float | None = None, seed: int = 0, progress: Callable[[int, int], None] | None = None,
-             motion_prior: bool = True) -> Iterator[np.ndarray]:
+             motion_prior: bool = True, mode: str | None = None, noisy: int | None = None,
+             decode_context: int | None = None) -> Iterator[np.ndarray]:
     """Yield uint8 frames [n, H, W, 3] clip by clip (the first clip's frames before the rest is computed).
 
     ``audio``: a path librosa reads, or a 16 kHz mono float array. The frames together are exactly
     F = floor(25 · seconds) frames, the audio's length. ``progress(done, total)`` is called per clip.
     ``motion_prior=False``: clips sampled independently (the ablation of ANS; see ``sampling.stream_clips``).
+    ``mode``: "clip" or "rolling" (the config's when None); rolling yields 8 frames per latent frame, with
+    ``noisy`` noisy frames in the window and ``decode_context`` latents decoded together (``read_jax.ans.rolling``).
     """
+    mode = self.config.mode if mode is None else mode
+    if mode not in rolling.MODES:
+      raise ValueError(f"mode: must be one of {rolling.MODES}, got {mode!r}")
+    if mode == "rolling":
+      if not motion_prior:
+        raise ValueError("motion_prior=False is the clip mode's ablation; the rolling window always has one")
+      yield from self._stream_rolling(image, audio, steps=steps, cfg=cfg, alpha=alpha, beta=beta, seed=seed,
+                                      progress=progress, noisy=noisy, decode_context=decode_context)
+      return
     clips, total, num_video, key = self._latent_clips(image, audio, steps=steps, cfg=cfg, alpha=alpha, beta=beta,
                                                       seed=seed, motion_prior=motion_prior)
     emitted = 0
@@ -413,6 +452,52 @@ class ReadPipeline:
         progress(j + 1, total)
       if frames.shape[0]:
         yield frames
+
+  def _stream_rolling(self, image, audio, *, steps, cfg, alpha, beta, seed, progress, noisy, decode_context):
+    """The rolling window offline (``read_jax.ans.rolling``): the live session's frames from a whole waveform."""
+    c = self.config
+    steps, cfg, alpha, beta = self.sampling_settings(steps, cfg, alpha, beta)
+    noisy, decode_context = self.rolling_settings(noisy, decode_context)
+    rolling.check_noisy(steps, noisy, c.clip_frames)
+    self.timings = Timings()
+    wave = self._load_wave(audio)
+    num_video = audio_lib.num_video_frames(wave.shape[0], c.fps)
+    self.timings.video_seconds = num_video / c.fps
+    f = c.clip_frames
+    n = rolling.stream_latents(num_video, f, noisy)
+    pre_samples = rolling.pre_roll_frames(f) * audio_lib.SAMPLE_RATE // c.fps
+    speech = np.asarray(self.speech_latents(np.concatenate([np.zeros(pre_samples, np.float32), wave]), n))
+    z_ref = self.reference_latent(image)
+    pre = self.pre_roll_latents(image)
+    key = jax.random.key(seed)
+    text_kv = self._encode_text(self.dit_params, self.text, self.text_mask)
+    sampler = rolling.RollingSampler(self._denoise, cfg, (self.dit_params, text_kv), z_ref,
+                                     guidance_scales(cfg, alpha, beta), pre, speech[:f - 1], key, steps=steps,
+                                     noisy=noisy, shift=c.shift)
+    history = rolling.DecodeHistory(pre, decode_context)
+    emitted, total = 0, n - (f - 1)
+    for i, q in enumerate(range(f - 1, n)):
+      t0 = time.perf_counter()
+      out = sampler.push(speech[q])
+      if out is None:
+        continue
+      self.timings.denoise += _block(out.latent, t0)
+      t0 = time.perf_counter()
+      frames = self.decode_rolling(history.window(out.latent), key, out.q)[:num_video - emitted]
+      self.timings.vae_decode += time.perf_counter() - t0
+      emitted += frames.shape[0]
+      if progress is not None:
+        progress(i + 1, total)
+      if frames.shape[0]:
+        yield frames
+
+  def _load_wave(self, audio) -> np.ndarray:
+    wave = audio_lib.load_audio(audio) if isinstance(audio, (str, os.PathLike)) else audio_lib.check_wave(
+        np.asarray(audio, np.float32), "audio")
+    if audio_lib.num_video_frames(wave.shape[0], self.config.fps) < 1:
+      raise audio_lib.AudioError(f"audio {audio if isinstance(audio, str) else '(array)'}: {wave.shape[0]} samples is "
+                                 f"shorter than one video frame ({audio_lib.SAMPLE_RATE // self.config.fps} samples)")
+    return wave
 
   def generate(self, image, audio, **kwargs) -> np.ndarray:
     """All frames at once, uint8 [F, H, W, 3]; keyword arguments as :meth:`stream`."""

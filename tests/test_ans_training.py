@@ -38,7 +38,7 @@ def test_sample_pair_follows_shifted_logit_normal():
 
 
 def test_frame_timesteps_structure_and_sync_rate():
-  t, is_sync = ans.frame_timesteps(jax.random.key(1), N, 5, ans.ANSConfig())
+  t, is_sync, _ = ans.frame_timesteps(jax.random.key(1), N, 5, ans.ANSConfig())
   t, is_sync = np.asarray(t), np.asarray(is_sync)
   assert t.shape == (N, 5) and is_sync.shape == (N,) and is_sync.dtype == bool
   assert (t[:, 0] == 0).all()  # the reference frame is clean
@@ -55,7 +55,7 @@ def test_frame_timesteps_structure_and_sync_rate():
 
 @pytest.mark.parametrize("p_sync", [0.0, 1.0])
 def test_frame_timesteps_sync_extremes(p_sync):
-  t, is_sync = ans.frame_timesteps(jax.random.key(2), 64, 3, ans.ANSConfig(p_sync=p_sync))
+  t, is_sync, _ = ans.frame_timesteps(jax.random.key(2), 64, 3, ans.ANSConfig(p_sync=p_sync))
   assert bool(np.all(np.asarray(is_sync))) == (p_sync == 1.0)
   assert np.all((np.asarray(t[:, 1]) == np.asarray(t[:, 2])) == (p_sync == 1.0))
 

@@ -17,6 +17,7 @@ from read_jax.ans.training import (
     ANSConfig,
     flow_matching_loss,
     frame_timesteps,
+    rolling_timesteps,
     noise_latents,
     sample_pair,
     training_example,
@@ -24,7 +25,7 @@ from read_jax.ans.training import (
 )
 
 __all__ = [
-    "ANSConfig", "CFG_MODES", "DEFAULT_GUIDANCE", "guided_velocity", "flow_matching_loss", "frame_timesteps", "noise_latents", "num_clips",
+    "ANSConfig", "CFG_MODES", "DEFAULT_GUIDANCE", "guided_velocity", "flow_matching_loss", "frame_timesteps", "noise_latents", "rolling_timesteps", "num_clips",
     "padded_frames", "sample", "sample_pair", "stream", "stream_clips", "timesteps", "training_example",
     "zero_where",
 ]

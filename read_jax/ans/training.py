@@ -10,7 +10,12 @@ Sequence ``[z_R, z_1, …, z_f]`` (reference frame first, Eq. 11), one timestep 
     frame has t = 0, so it stays clean, and it is not a target: the loss (Eq. 15) is the MSE over
     frames 1 … f only;
   * identity dropout (zero z_R) and audio dropout (zero the speech condition C), 0.1 each,
-    drawn independently per example.
+    drawn independently per example;
+  * rolling-window patterns (a switch, ``p_rolling`` > 0; off in the paper's configs): with probability
+    ``p_rolling`` an example has the timesteps the rolling sampler (:mod:`read_jax.ans.rolling`) produces,
+    [0, 0 × c, τ_0, …, τ_{W−1}]: c = f − W clean context frames (the motion prior, not targets, so outside
+    the loss) and W noisy frames at evenly spaced levels τ_w = (w + φ)/W, oldest first, φ = sigmoid(n)
+    as above and W drawn uniformly from ``rolling_noisy``. W = 1 is one new frame after f − 1 clean ones.
 
 Everything is a pure function of (key, arrays); batch examples draw independent values from one key.
 
@@ -36,11 +41,16 @@ class ANSConfig:
   p_sync: float = 0.5  # motion prior dropout: probability of synchronous timesteps [0, t2, …, t2]
   p_drop_identity: float = 0.1  # probability of zeroing the reference latent z_R
   p_drop_audio: float = 0.1  # probability of zeroing the speech condition
+  p_rolling: float = 0.0  # probability of a rolling-window pattern [0, 0 × c, τ_0 … τ_{W−1}] (module docstring)
+  rolling_noisy: tuple = (1, 2)  # the noisy-frame counts W a rolling pattern draws from (uniformly)
 
   def __post_init__(self):
     if not self.sigma > 0:
       raise ValueError(f"ANSConfig: sigma={self.sigma} must be > 0")
-    for name in ("p_sync", "p_drop_identity", "p_drop_audio"):
+    object.__setattr__(self, "rolling_noisy", tuple(int(w) for w in self.rolling_noisy))
+    if not self.rolling_noisy or min(self.rolling_noisy) < 1:
+      raise ValueError(f"ANSConfig: rolling_noisy={self.rolling_noisy} must be noisy-frame counts ≥ 1")
+    for name in ("p_sync", "p_drop_identity", "p_drop_audio", "p_rolling"):
       p = getattr(self, name)
       if not 0.0 <= p <= 1.0:
         raise ValueError(f"ANSConfig: {name}={p} must be a probability in [0, 1]")
@@ -59,19 +69,48 @@ def sample_pair(key, shape, mu: float = 2.05, sigma: float = 1.0):
 
 
 def frame_timesteps(key, batch: int, num_frames: int, cfg: ANSConfig = ANSConfig()):
-  """Per-frame timesteps ``t [B, T]`` for ``[z_R, z_1, …, z_f]`` (T = 1 + f) and ``is_sync [B]``.
+  """Per-frame timesteps ``t [B, T]`` for ``[z_R, z_1, …, z_f]`` (T = 1 + f), ``is_sync [B]`` and ``context [B, T]``.
 
-  t[:, 0] = 0 (clean reference), t[:, 2:] = t2, t[:, 1] = t2 where ``is_sync`` else t1.
+  ANS examples: t[:, 0] = 0 (clean reference), t[:, 2:] = t2, t[:, 1] = t2 where ``is_sync`` else t1.
+  Rolling examples (probability ``cfg.p_rolling``): :func:`rolling_timesteps`; ``context`` marks their clean
+  context frames (all False in ANS examples), which are not targets.
   """
   if num_frames < 2:
     raise ValueError(f"frame_timesteps: num_frames={num_frames}; need the reference frame plus ≥ 1 latent frame")
-  key_t, key_sync = jax.random.split(key)
+  key_t, key_sync = jax.random.split(key)  # (the draws of configs without rolling patterns stay as they were)
   t1, t2 = sample_pair(key_t, (batch,), cfg.mu, cfg.sigma)  # [B], [B]
   is_sync = jax.random.bernoulli(key_sync, cfg.p_sync, (batch,))  # [B]
   motion = jnp.where(is_sync, t2, t1)  # [B]: z_1's timestep
   t = jnp.concatenate([jnp.zeros((batch, 1), jnp.float32), motion[:, None],
                        jnp.broadcast_to(t2[:, None], (batch, num_frames - 2))], axis=1)  # [B, T]
-  return t, is_sync
+  context = jnp.zeros((batch, num_frames), bool)
+  if cfg.p_rolling > 0:
+    key_roll, key_which = jax.random.split(jax.random.fold_in(key, 1))
+    t_roll, ctx_roll = rolling_timesteps(key_roll, batch, num_frames, cfg)
+    rolling = jax.random.bernoulli(key_which, cfg.p_rolling, (batch,))[:, None]  # [B, 1]
+    t, context = jnp.where(rolling, t_roll, t), rolling & ctx_roll
+    is_sync = is_sync & ~rolling[:, 0]
+  return t, is_sync, context
+
+
+def rolling_timesteps(key, batch: int, num_frames: int, cfg: ANSConfig = ANSConfig()):
+  """The rolling sampler's patterns: ``t [B, T]`` = [0, 0 × c, τ_0 … τ_{W−1}] and ``context [B, T]`` (the c frames).
+
+  τ_w = (w + φ)/W (w = 0 the oldest noisy frame), φ = sigmoid(N(μ, σ)) ∈ (0, 1), W uniform over
+  ``cfg.rolling_noisy`` (capped at f). These are exactly the times :mod:`read_jax.ans.rolling` gives a window
+  in the middle of an advance, φ = 1 − s/S at substep s (with the schedule's shift 1).
+  """
+  key_w, key_phi = jax.random.split(key)
+  f = num_frames - 1
+  choices = jnp.asarray([min(w, f) for w in cfg.rolling_noisy], jnp.int32)
+  w_count = jax.random.choice(key_w, choices, (batch,))  # [B]: W
+  phi = jax.nn.sigmoid(cfg.mu + cfg.sigma * jax.random.normal(key_phi, (batch,), jnp.float32))  # [B]
+  frame = jnp.arange(1, num_frames)[None]  # [1, f]: latent frames 1 … f
+  w = frame - (f - w_count[:, None]) - 1  # [B, f]: noisy index, < 0 on the context frames
+  tau = (w.astype(jnp.float32) + phi[:, None]) / w_count[:, None].astype(jnp.float32)
+  t = jnp.concatenate([jnp.zeros((batch, 1), jnp.float32), jnp.where(w >= 0, tau, 0.0)], axis=1)  # [B, T]
+  context = jnp.concatenate([jnp.zeros((batch, 1), bool), w < 0], axis=1)
+  return t, context
 
 
 def noise_latents(key, z0, t):
@@ -106,8 +145,8 @@ def training_example(key, latents, speech=None, cfg: ANSConfig = ANSConfig()):
     t            [B, T]           per-frame timesteps, t[:, 0] = 0
     speech       as given, zeroed where ``drop_audio`` (None if None was given)
     target       [B, T, H, W, C]  v = ε − Z(0), float32 (row 0 is not a target)
-    loss_mask    [B, T]           0 for the reference frame, 1 for frames 1 … f
-    is_sync, drop_identity, drop_audio   [B] booleans
+    loss_mask    [B, T]           0 for the reference frame (and a rolling pattern's context), else 1
+    is_sync, drop_identity, drop_audio, is_rolling   [B] booleans
   """
   if latents.ndim < 3:
     raise ValueError(f"training_example: latents has shape {tuple(latents.shape)}; expected [B, T, ...] "
@@ -116,14 +155,15 @@ def training_example(key, latents, speech=None, cfg: ANSConfig = ANSConfig()):
   if speech is not None and speech.shape[0] != b:
     raise ValueError(f"training_example: speech batch {speech.shape[0]} differs from latents batch {b}")
   key_t, key_noise, key_id, key_audio = jax.random.split(key, 4)
-  t, is_sync = frame_timesteps(key_t, b, num_frames, cfg)
+  t, is_sync, context = frame_timesteps(key_t, b, num_frames, cfg)
   zt, v = noise_latents(key_noise, latents, t)
   drop_identity = jax.random.bernoulli(key_id, cfg.p_drop_identity, (b,))  # [B]
   drop_audio = jax.random.bernoulli(key_audio, cfg.p_drop_audio, (b,))  # [B]
   x = zt.at[:, 0].set(zero_where(zt[:, 0], drop_identity))  # identity dropout: zero z_R
-  loss_mask = jnp.broadcast_to((jnp.arange(num_frames) > 0).astype(jnp.float32), (b, num_frames))
+  loss_mask = ((jnp.arange(num_frames) > 0)[None] & ~context).astype(jnp.float32)  # [B, T]
   return dict(x=x, t=t, speech=None if speech is None else zero_where(speech, drop_audio), target=v,
-              loss_mask=loss_mask, is_sync=is_sync, drop_identity=drop_identity, drop_audio=drop_audio)
+              loss_mask=loss_mask, is_sync=is_sync, drop_identity=drop_identity, drop_audio=drop_audio,
+              is_rolling=context.any(axis=1))
 
 
 def flow_matching_loss(v_pred, target, loss_mask):

@@ -123,7 +123,8 @@ class Engine:
     self.pipe = pipe
     self.batch_sizes = sizes
     self.max_sessions = max_sessions
-    self.settings = dict(steps=steps, cfg=cfg, alpha=alpha, beta=beta, policy=policy)
+    # Clip mode: the engine batches whole clips of sessions (rolling sessions run alone, through LiveSession).
+    self.settings = dict(steps=steps, cfg=cfg, alpha=alpha, beta=beta, policy=policy, mode="clip")
     self.steps = pipe.sampling_settings(steps)[0]
     self.realtime_margin = realtime_margin
     f = pipe.config.clip_frames

@@ -52,7 +52,8 @@ class A2VStage:
     self.text, self.text_mask = load_text_embedding(config.text.path, m.caption_channels)
     a = config.ans
     self.ans = ans.ANSConfig(mu=a.mu, sigma=a.sigma, p_sync=a.p_sync, p_drop_identity=a.p_drop_identity,
-                             p_drop_audio=a.p_drop_audio)
+                             p_drop_audio=a.p_drop_audio, p_rolling=a.get("p_rolling", 0.0),
+                             rolling_noisy=tuple(a.get("rolling_noisy", (1, 2))))
 
   def batch_spec(self):
     return clip_batch_spec(self.config)
@@ -80,6 +81,7 @@ class A2VStage:
     v = self.dit.apply({"params": params["dit"]}, ex["x"], ex["t"], ex["speech"], self.text, self.text_mask)
     loss = ans.flow_matching_loss(v.astype(jnp.float32), ex["target"], ex["loss_mask"])
     metrics = {"sync_fraction": jnp.mean(ex["is_sync"].astype(jnp.float32)),
+               "rolling_fraction": jnp.mean(ex["is_rolling"].astype(jnp.float32)),
                "t_mean": jnp.sum(ex["t"] * ex["loss_mask"]) / jnp.maximum(jnp.sum(ex["loss_mask"]), 1.0)}
     return loss, metrics
 
