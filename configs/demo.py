@@ -59,7 +59,10 @@ def get_config(arg=None):
       fps=25, resolution=64, clip_frames=8, steps=8, cfg="none", alpha=None, beta=None, shift=1.0,
       decode_timestep=0.0, decode_noise_scale=None,
       face_crop=False,  # trained on whole 64² frames of the drawn faces: the reference is used as it is
-      speech_window="live"))  # features a live session reproduces exactly (read_jax.speech, "live")
+      speech_window="live",  # features a live session reproduces exactly (read_jax.speech, "live")
+      # Files in ANS clips; live sessions in the rolling window, one noisy frame (docs/serving.md, "Clip mode and
+      # the rolling window": first frame 0.57 s vs 2.5 s, lip sync 0.727 vs 0.744).
+      mode="clip", live_mode="rolling", noisy_frames=1, decode_context=0))
   if arg.tiny:
-    c.pipeline.update(dict(clip_frames=3, steps=2, speech_window="whole"))
+    c.pipeline.update(dict(clip_frames=3, steps=2, speech_window="whole", live_mode="clip"))
   return c

@@ -128,8 +128,8 @@ class LiveSession:
 
   ``policy``: the speech window policy ("live", "live:<seconds>" or a ``WindowPolicy``); None takes
   ``pipe.config.speech_window`` when that is a live policy, else "live" (or the encoder's whole window when
-  that is under 4 s). ``steps``/``cfg``/``alpha``/``beta``, ``mode``/``noisy``/``decode_context``
-  default to the pipeline's config as in :meth:`ReadPipeline.stream`; ``seed`` as there.
+  that is under 4 s). ``mode`` defaults to the config's ``live_mode``; ``steps``/``cfg``/``alpha``/``beta``,
+  ``noisy``/``decode_context`` to the pipeline's config as in :meth:`ReadPipeline.stream`; ``seed`` as there.
   """
 
   def __init__(self, pipe: ReadPipeline, portrait, *, steps: int | None = None, cfg: str | None = None,
@@ -174,7 +174,7 @@ class LiveSession:
     self._num_clips = None  # clips in all, known at finish
     self._finished = False
 
-    self.mode = c.mode if mode is None else mode
+    self.mode = c.live_mode if mode is None else mode
     if self.mode not in rolling.MODES:
       raise ConfigError(f"mode: must be one of {rolling.MODES}, got {self.mode!r}")
     self._pre_samples = 0

@@ -76,18 +76,22 @@ class PipelineConfig:
   # A step-distilled student (docs/distillation.md): the step counts it was distilled for, the only ones it
   # samples with; empty: any (the teacher, and a guidance-only student).
   distilled_steps: tuple = ()
-  # How latent frames are sampled (docs/serving.md, "Clip and rolling mode"): "clip", the ANS clips of clip_frames
-  # (Algorithm 1), or "rolling", a window of clip_frames advancing one latent frame at a time with noisy_frames of
-  # them noisy (read_jax.ans.rolling: a frame comes out noisy_frames − 1 latent frames after its audio, not a clip);
-  # decode_context: latent frames each rolling frame is decoded with (0: clip_frames).
+  # How latent frames are sampled (docs/serving.md, "Clip mode and the rolling window"): "clip", the ANS clips of
+  # clip_frames (Algorithm 1), or "rolling", a window of clip_frames advancing one latent frame at a time with
+  # noisy_frames of them noisy (read_jax.ans.rolling: a frame comes out noisy_frames − 1 latent frames after its
+  # audio, not a clip after; the model must be trained for it, ANSConfig.p_rolling). ``mode`` is for generation
+  # from files, ``live_mode`` for live sessions; decode_context: latent frames each rolling frame is decoded with
+  # (0: clip_frames).
   mode: str = "clip"
+  live_mode: str = "clip"
   noisy_frames: int = 2
   decode_context: int = 0
 
   def __post_init__(self):
     object.__setattr__(self, "distilled_steps", tuple(int(n) for n in self.distilled_steps))
-    if self.mode not in rolling.MODES:
-      raise CheckpointError(f"{PIPELINE_CONFIG}: mode: must be one of {rolling.MODES}, got {self.mode!r}")
+    for name in ("mode", "live_mode"):
+      if getattr(self, name) not in rolling.MODES:
+        raise CheckpointError(f"{PIPELINE_CONFIG}: {name}: must be one of {rolling.MODES}, got {getattr(self, name)!r}")
     try:
       speech_lib.window_policy(self.speech_window)  # a bad value fails when pipeline.json loads
     except ValueError as e:

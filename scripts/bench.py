@@ -7,6 +7,7 @@
   python scripts/bench.py long     # 1, 5, 10 min of video in one run: memory stays flat, frame count exact
   python scripts/bench.py serve    # live sessions on one device: batched vs one clip per call (latency, device time)
   python scripts/bench.py distill  # teacher (8 steps × 3 CFG rows) vs distilled students (4, 2, 1 steps × 1 row) per clip
+  python scripts/bench.py live     # live latency and real-time factor: clip mode vs the rolling window
   python scripts/bench.py gpu --section dit --out DIR                  # one section of scripts/gpu_check.sh
   python scripts/bench.py NAME --help; python scripts/bench.py NAME ... --json out.json
 

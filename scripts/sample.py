@@ -48,6 +48,10 @@ def main(argv=None) -> int:
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                  help="compute dtype of every model (bfloat16 on accelerators)")
   p.add_argument("--live", action="store_true", help="feed the audio into a live session at real speed")
+  p.add_argument("--mode", choices=("clip", "rolling"), default=None,
+                 help="clip: ANS clips; rolling: a window advancing one latent frame (0.32 s) at a time, for low "
+                      "latency (default: the checkpoint's mode, with --live its live_mode)")
+  p.add_argument("--noisy", type=int, default=None, help="rolling: noisy frames in the window (default: the checkpoint's)")
   p.add_argument("--no-cache", action="store_true", help="no persistent compilation cache")
   args = p.parse_args(argv)
 
@@ -71,7 +75,7 @@ def main(argv=None) -> int:
       bar.update(done - bar.n)
 
     timings = pipe.write_video(args.ref, args.audio, args.out, steps=args.steps, cfg=args.cfg, alpha=args.alpha,
-                               beta=args.beta, seed=args.seed, progress=progress)
+                               beta=args.beta, seed=args.seed, progress=progress, mode=args.mode, noisy=args.noisy)
   wall = time.perf_counter() - start
   video = timings.video_seconds
   print(f"wrote {args.out}: {video:.2f} s of video in {wall:.2f} s wall "
@@ -81,13 +85,15 @@ def main(argv=None) -> int:
 
 def _live(pipe: ReadPipeline, args) -> int:
   wave = audio.load_audio(args.audio)
+  session_mode = args.mode or pipe.config.live_mode
 
   def on_block(block, latencies):
-    print(f"clip {block.index}: frames {block.first_frame}–{block.first_frame + block.frames.shape[0] - 1}, "
+    print(f"{'block' if session_mode == 'rolling' else 'clip'} {block.index}: frames {block.first_frame}–{block.first_frame + block.frames.shape[0] - 1}, "
           f"latency {latencies.min():.2f}–{latencies.max():.2f} s", flush=True)
 
   stats = live.run_live(pipe, args.ref, wave, args.out, realtime=True, on_block=on_block, steps=args.steps,
-                        cfg=args.cfg, alpha=args.alpha, beta=args.beta, seed=args.seed)
+                        cfg=args.cfg, alpha=args.alpha, beta=args.beta, seed=args.seed, mode=args.mode,
+                        noisy=args.noisy)
   print(f"wrote {args.out}: {stats.frames / pipe.config.fps:.2f} s of video, live, in {stats.wall:.2f} s wall")
   print(f"latency: first frame {stats.first:.2f} s, worst {stats.worst:.2f} s, mean {stats.mean:.2f} s")
   return 0

@@ -33,7 +33,8 @@ def pipe():
   if not os.path.isdir(DEMO):
     pytest.skip("assets/demo (the bundled demo checkpoint) is missing")
   p = ReadPipeline.from_pretrained(DEMO)
-  p.config = dataclasses.replace(p.config, speech_window=POLICY)  # the offline reference uses the same windows
+  # The offline reference uses the same windows; these tests are clip mode's (the rolling window: test_rolling.py).
+  p.config = dataclasses.replace(p.config, speech_window=POLICY, live_mode="clip")
   return p
 
 

@@ -62,7 +62,7 @@ def _serve(engine, waves, portraits, chunk=1234, timeout=120):
 
 
 def _alone(pipe, wave, portrait, seed):
-  session = LiveSession(pipe, portrait, seed=seed)
+  session = LiveSession(pipe, portrait, seed=seed, mode="clip")  # the engine batches clips
   session.feed(wave)
   return np.concatenate([b.frames for b in session.finish()])
 

@@ -7,6 +7,7 @@
   gpu     one section of the GPU check (scripts/gpu_check.sh)                            (bench/gpu.py)
   serve   live sessions on one device, batched vs one clip per call: latency, device time (bench/serve.py)
   distill teacher (8 steps × 3 CFG rows) vs one-pass students at 4, 2, 1 steps: seconds per clip (bench/distill.py)
+  live    live latency (first, worst, mean) and real-time factor, clip mode vs rolling window (bench/live.py)
 
 Each module has ``add_args(parser)`` and ``run(args) -> dict``: it prints its table and returns its numbers,
 which ``--json PATH`` writes. Timings belong here, not in tests (STYLE.md).
@@ -17,10 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from read_jax.bench import dit, distill, gpu, long, sample, serve, vae
+from read_jax.bench import dit, distill, gpu, live, long, sample, serve, vae
 from read_jax.files import atomic_path
 
-BENCHMARKS = {"dit": dit, "vae": vae, "sample": sample, "long": long, "gpu": gpu, "serve": serve, "distill": distill}
+BENCHMARKS = {"dit": dit, "vae": vae, "sample": sample, "long": long, "gpu": gpu, "serve": serve, "distill": distill,
+              "live": live}
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:

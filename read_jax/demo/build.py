@@ -20,6 +20,9 @@ step's output lands in the workdir, and a finished step is skipped when the buil
   9. clips      (scripts/preprocess.py --ckpt ckpt --resolution 64 --speech_window live)   stage-2 data
  10. a2v_dit    (scripts/train.py --config demo_a2v_dit.py --config.init_checkpoint=ckpt)   stage 2 (SpeechAE frozen)
  11. dit.ckpt   (scripts/convert.py import-run)                           ckpt/a2v_dit (+ ckpt/speech_ae, unchanged)
+     a2v_rolling  (scripts/train.py --config demo_a2v_dit.py:rolling --config.init_checkpoint=ckpt)   the fine-tune
+                for the live sessions' rolling window (half the examples with its timestep patterns)
+     rolling.ckpt (scripts/convert.py import-run)                         ckpt/a2v_dit, the fine-tuned DiT
  12. assets     ckpt → out, with a reference portrait and a speech clip from the held-out test seeds
 
 With ``distill`` (scripts/train_demo.py --distill), after the teacher (docs/distillation.md):
@@ -300,6 +303,11 @@ def build(workdir: str, out: str, *, num: int = 320, vae: str = "", dit_steps: i
   step("a2v_dit", lambda: train_stage("demo_a2v_dit.py", "a2v_dit", "clips", f"--config.init_checkpoint={ckpt}",
                                       *overrides))
   step("dit.ckpt", lambda: import_run(path("a2v_dit"), ckpt))
+  # The rolling-window fine-tune (configs/demo_a2v_dit.py:rolling): half the examples with the rolling sampler's
+  # timestep patterns, so the live sessions' low-latency mode runs on a model trained for it.
+  step("a2v_rolling", lambda: train_stage("demo_a2v_dit.py:rolling", "a2v_rolling", "clips",
+                                          f"--config.init_checkpoint={ckpt}"))
+  step("rolling.ckpt", lambda: import_run(path("a2v_rolling"), ckpt))
 
   def assets():
     checkpoint_dir.check_complete(ckpt)

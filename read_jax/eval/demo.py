@@ -16,7 +16,11 @@ language in unseen voices (``"seen-language"``); :func:`suite` scores all three.
   identity      mean RGB distance (0–255) of the face region's colour to the portrait's; control: the
                 distance between the portraits of two different test identities
   boundaries    mean |frame difference| at clip boundaries / within clips, ANS vs the same model with
-                the motion prior off (plain clip concatenation, the paper's Fig. 2 ablation)
+                the motion prior off (plain clip concatenation, the paper's Fig. 2 ablation); in rolling
+                mode (``mode="rolling"``) the boundaries are every latent frame's (each is a block of its own).
+                For both modes: the same ratio at every latent-frame boundary ("latent boundaries")
+  flicker       mean |second temporal difference| of the frames (0–255) / the ground-truth video's: jitter
+                that frame-to-frame motion does not explain (1 = as steady as the truth)
   speech effect how much the A2V-DiT listens: mean |v(speech) − v(another clip's speech)| / mean |v| of
                 its prediction for one noised clip at t = 0.9, 0.5, 0.2 (0 at initialisation; the cause
                 to check first when lip sync equals the other-audio control)
@@ -58,7 +62,8 @@ from read_jax.files import atomic_path
 from read_jax.models.vae import FRAMES_PER_LATENT, to_pixels
 from read_jax.pipeline import ReadPipeline
 
-SAMPLING_KEYS = ("cfg", "alpha", "beta", "steps")  # keywords of ReadPipeline.generate that eval may override
+# Keywords of ReadPipeline.generate that eval may override.
+SAMPLING_KEYS = ("cfg", "alpha", "beta", "steps", "mode", "noisy", "decode_context")
 
 
 def _bar(items, progress: bool, desc: str):
@@ -78,6 +83,9 @@ def evaluate(pipe, *, num: int = 8, seconds: float = 8.0, first: int = 100, seed
   portraits = [synthetic.render_face(c.identity, mouth_open=0.0, size=size) for c in clips]
   rows = []
   t0 = time.perf_counter()
+  if sample.get("mode", pipe.config.mode) == "rolling" and not light:
+    raise ValueError("evaluate: the rolling mode is scored with light=True (the probes and the plain-concatenation "
+                     "ablation are clip mode's)")
   if not light:
     probe = probes.latent_mouth_probe(pipe, num=probe_clips)
     # Fitted on clips as long as the test clips: a read-out fitted on 4 s clips scores 0.83 on any 4 s of a test
@@ -90,7 +98,9 @@ def evaluate(pipe, *, num: int = 8, seconds: float = 8.0, first: int = 100, seed
     other = clips[(i + 1) % len(clips)]
     video = pipe.generate(portrait, clip.audio, seed=seed, **sample)
     crossed = pipe.generate(portrait, other.audio, seed=seed, **sample)
-    bounds = talking.clip_boundaries(len(video), pipe.config.clip_frames)
+    rolling_mode = sample.get("mode", pipe.config.mode) == "rolling"
+    latent_bounds = talking.latent_boundaries(len(video), first=FRAMES_PER_LATENT if rolling_mode else 1)
+    bounds = latent_bounds if rolling_mode else talking.clip_boundaries(len(video), pipe.config.clip_frames)
     envelope = synthetic.audio_envelope(clip.audio, len(video))
     row = {
         "seed": clip.seed,
@@ -103,6 +113,8 @@ def evaluate(pipe, *, num: int = 8, seconds: float = 8.0, first: int = 100, seed
         "colour_error": talking.face_colour_error(video, portrait),
         "colour_error_other_identity": talking.face_colour_error(portraits[(i + 1) % len(clips)][None], portrait),
         "boundary_ratio_ans": talking.boundary_ratio(video, bounds),
+        "boundary_ratio_latent": talking.boundary_ratio(video, latent_bounds),
+        "flicker": talking.flicker(video) / max(talking.flicker(clip.frames[:len(video)]), 1e-12),
         **talking.silence_scores(video, clip.frames, clip.mouth),
     }
     rows.append(row)
@@ -209,7 +221,9 @@ def report(summary: dict) -> list[str]:
           f"{s['mouth_silence_truth_p95']:.3f}; {s['silence_frames']} pause frames)",
           f"boundary ratio      ANS {s['boundary_ratio_ans']:.3f}"
           + (f"   plain concatenation {s['boundary_ratio_plain']:.3f}" if "boundary_ratio_plain" in s else "")
-          + "   (1 = as smooth as within a clip)"]
+          + "   (1 = as smooth as within a clip)",
+          f"latent boundaries   {s['boundary_ratio_latent']:.3f}   flicker {s['flicker']:.3f}   (1 = as steady as "
+          "the ground truth)"]
   if "speech_effect" not in s:
     return lines
   return lines + [

@@ -87,6 +87,22 @@ def clip_boundaries(num_video_frames: int, clip_frames: int, temporal_ratio: int
   return list(range(first, num_video_frames, step))
 
 
+def latent_boundaries(num_video_frames: int, first: int = 1,
+                      temporal_ratio: int = FRAMES_PER_LATENT) -> list[int]:
+  """First video frame of every latent frame after the first: ``first``, first + 8, … (clip mode's latent 0 is
+  frame 0 alone, so its latent frames start at 1, 9, …; the rolling mode's at 0, 8, 16, …)."""
+  return list(range(first, num_video_frames, temporal_ratio))
+
+
+def flicker(frames) -> float:
+  """Mean |x[i+1] − 2·x[i] + x[i−1]| over pixels and frames (0–255): the jitter that steady motion does not
+  explain (smooth motion has a small second difference, a frame that jumps and comes back a large one)."""
+  x = to_rgb255(frames)
+  if len(x) < 3:
+    raise ValueError(f"flicker: need at least 3 frames, got {len(x)}")
+  return float(np.abs(x[2:] - 2 * x[1:-1] + x[:-2]).mean())
+
+
 def silence_mask(mouth, min_frames: int = 12, closed: float = 0.02, margin: int = 2) -> np.ndarray:
   """bool [F]: frames inside a pause, i.e. a run of at least ``min_frames`` (0.48 s at 25 fps) frames whose true
   opening is under ``closed``, less ``margin`` frames at each end of the run (the mouth closing and opening)."""
