@@ -36,9 +36,9 @@ def test_train_demo_writes_a_complete_checkpoint(demo):
     assert os.path.isfile(os.path.join(out, name)), name
   done = json.load(open(os.path.join(work, "run", "done.json")))
   assert list(done) == ["synthetic", "init", "frames", "vae_image", "vae", "vae.ckpt", "speech", "speechae", "sae.ckpt", "clips",
-                        "a2v_dit", "dit.ckpt", "assets"]
+                        "a2v_dit", "dit.ckpt", "a2v_rolling", "rolling.ckpt", "assets"]
   # Every training stage ran its steps and the latents were normalised with measured statistics.
-  for run in ("vae_image", "vae", "speechae", "a2v_dit"):
+  for run in ("vae_image", "vae", "speechae", "a2v_dit", "a2v_rolling"):
     steps = [json.loads(line)["step"] for line in open(os.path.join(work, "run", run, "metrics.jsonl"))]
     assert max(steps) == 4, run
   # The VAE's video run starts from its single-frame warm-up.

