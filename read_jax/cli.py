@@ -160,3 +160,14 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     if previous is not None:
       signal.signal(signal.SIGTERM, previous)
       sys.unraisablehook = unraisable
+
+
+def step_counts(text: str, flag: str = "--steps") -> list[int]:
+  """``--steps 1,2,4`` → [1, 2, 4] (ascending, each once); anything else is the user's mistake."""
+  try:
+    counts = [int(x) for x in text.split(",") if x.strip()]
+  except ValueError:
+    counts = []
+  if not counts or min(counts) < 1:
+    raise InputError(f"{flag} {text}: need comma-separated positive integers, e.g. 1,2,4,8,16")
+  return sorted(set(counts))

@@ -314,6 +314,8 @@ class LiveSession:
   def next_clip(self) -> ClipJob | None:
     """The inputs of the next clip if its speech latents are all final, else None (nothing changes until
     :meth:`complete_clip` takes its result)."""
+    if self.mode == "rolling":
+      raise ValueError("LiveSession.next_clip: a rolling-window session has no clips (use frames())")
     if not self.clip_ready:
       return None
     j, f = self._clip, self.clip_frames

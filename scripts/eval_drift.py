@@ -29,17 +29,6 @@ from read_jax.pipeline import ReadPipeline, check_checkpoint_sampling
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _step_counts(text: str) -> list[int]:
-  """``--steps 1,2,4`` → [1, 2, 4] (ascending, each once)."""
-  try:
-    counts = [int(x) for x in text.split(",") if x.strip()]
-  except ValueError:
-    counts = []
-  if not counts or min(counts) < 1:
-    raise InputError(f"--steps {text}: need comma-separated positive integers, e.g. 1,2,4,8,16")
-  return sorted(set(counts))
-
-
 def main(argv=None) -> int:
   p = cli.parser(__doc__)
   p.add_argument("--ckpt", default=os.path.join(ROOT, "assets", "demo"), help="read_jax checkpoint directory")
@@ -75,9 +64,9 @@ def main(argv=None) -> int:
     raise CheckpointError(f"--ckpt {args.ckpt}: no such checkpoint directory")
   checkpoint_dir.check_complete(args.ckpt)
   if curve:
-    steps = _step_counts(args.steps or ",".join(map(str, drift.STEPS)))
+    steps = cli.step_counts(args.steps or ",".join(map(str, drift.STEPS)))
   else:
-    steps = _step_counts(args.steps) if args.steps else [None]
+    steps = cli.step_counts(args.steps) if args.steps else [None]
     if len(steps) > 1:
       raise InputError(f"--steps {args.steps}: the drift curve samples at one step count (the steps curve: "
                        "--steps-curve)")

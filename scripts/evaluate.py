@@ -117,17 +117,6 @@ def apply_protocol(args, argv) -> None:
       setattr(args, key, value)
 
 
-def _step_counts(text: str) -> list[int]:
-  """``--steps 1,2,4`` → [1, 2, 4] (ascending, each once)."""
-  try:
-    counts = [int(x) for x in text.split(",") if x.strip()]
-  except ValueError:
-    counts = []
-  if not counts or min(counts) < 1:
-    raise InputError(f"--steps {text}: need comma-separated positive integers, e.g. 1,2,4,8,16")
-  return sorted(set(counts))
-
-
 def _from_checkpoint(args, out: str, score: dict) -> int:
   """--ckpt: generate the test set per step count, score each run, and for several counts the Fig. 3 report."""
   if args.reference is None:
@@ -137,7 +126,7 @@ def _from_checkpoint(args, out: str, score: dict) -> int:
   checkpoint_dir.check_complete(args.ckpt)
   if args.max_seconds is not None and not args.max_seconds > 0:
     raise InputError(f"--max-seconds: need seconds > 0, got {args.max_seconds}")
-  steps = _step_counts(args.steps) if args.steps is not None else [generate.checkpoint_settings(args.ckpt).steps]
+  steps = cli.step_counts(args.steps) if args.steps is not None else [generate.checkpoint_settings(args.ckpt).steps]
   for s in steps:  # e.g. a count a distilled student refuses: before any weight loads
     check_checkpoint_sampling(args.ckpt, s)
   suite.check_metrics(score["metrics"])
