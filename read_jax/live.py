@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -375,13 +374,8 @@ class LiveSession:
       # Later latents start their windows 8 frames further on: keep only from the next one's first frame.
       keep = lo + FRAMES_PER_LATENT
       self._rows, self._rows_start = self._rows[keep:], self._rows_start + keep
-    c = _encode_speech(self.pipe.speech_ae, self.pipe.speech_ae_params, jnp.asarray(window)[None])
+    c = self.pipe.encode_speech(jnp.asarray(window)[None])
     return np.asarray(c, np.float32)[0, index]  # [hw, dA] (indexed on the host: one program for every k)
-
-
-@functools.partial(jax.jit, static_argnames=("speech_ae",))
-def _encode_speech(speech_ae: SpeechAE, params, s):
-  return speech_ae.apply({"params": params}, s, method=SpeechAE.encode)  # [B, f, hw, dA]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ import os
 import time
 from collections.abc import Callable, Iterator
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -166,24 +165,17 @@ class ReadPipeline:
       raise ValueError(f"{PIPELINE_CONFIG}: resolution {config.resolution} is not a multiple of the VAE's {ks}")
     if kt != FRAMES_PER_LATENT:
       raise ValueError(f"the VAE compresses time {kt}×; the SpeechAE and sampler assume {FRAMES_PER_LATENT}×")
-    # Stable callables: jit caches by their identity, so every generation reuses the compiled programs.
-    self._denoise = functools.partial(a2v_dit.denoise, dit)
-    self._velocity = jax.jit(self._denoise)
-    self._encode_text = jax.jit(lambda p, text, mask: dit.apply({"params": p}, text, mask,
-                                                                method=a2v_dit.A2VDiT.encode_text))
-    self._encode_speech = jax.jit(lambda p, s: speech_ae.apply({"params": p}, s, method=SpeechAE.encode))
-    self._encode_image = jax.jit(lambda v, x: vae.apply(v, vae.apply(v, x, method=vae.encode).mode(),
-                                                        method=vae.normalize_latents))
-    self._decode = jax.jit(lambda v, z, key: vae.apply(v, z, config.decode_timestep, config.decode_noise_scale,
-                                                       key=key, method=vae.decode_latents))
-    # One clip per key, batched (the serving engine): each element draws its decode noise from its own key.
-    self._decode_each = jax.jit(jax.vmap(lambda v, z, key: vae.apply(v, z[None], config.decode_timestep,
-                                                                     config.decode_noise_scale, key=key,
-                                                                     method=vae.decode_latents)[0],
-                                         in_axes=(None, 0, 0)))
+    self._denoise = a2v_dit.Denoiser(dit)  # a value: programs compiled for one pipeline serve every equal one
 
   def _vae_ratios(self):
     return compression_ratios(self.vae.config)
+
+  def _decode_settings(self) -> dict:
+    return dict(timestep=self.config.decode_timestep, noise_scale=self.config.decode_noise_scale)
+
+  def _decode_pixels(self, z, key):
+    """Pixels [B, 1 + 8(t − 1), H, W, 3] of normalised latents z [B, t, h, w, C] (``vae.decode_latents``)."""
+    return _decode(self.vae, self.vae_variables, z, key, **self._decode_settings())
 
   # ------------------------------------------------------------------------------------------
   # Loading and saving
@@ -229,20 +221,15 @@ class ReadPipeline:
     k_vae, k_whisper, k_sae, k_dit = jax.random.split(jax.random.key(seed, impl="rbg"), 4)
     vae_module = AutoencoderKLLTXVideo.from_config(vae)
     ks, _ = compression_ratios(vae_module.config)
-    vae_variables = jax.jit(vae_module.init)(k_vae, jnp.zeros((1, 1, ks, ks, vae_module.config.in_channels)))
+    vae_variables = _init(vae_module, k_vae, ((1, 1, ks, ks, vae_module.config.in_channels),))
     encoder = whisper.encoder_from_config(whisper_encoder)
-    whisper_params = jax.jit(encoder.init)(k_whisper, jnp.zeros((1, encoder.num_input_frames,
-                                                                  encoder.num_mel_bins)))["params"]
+    whisper_params = _init(encoder, k_whisper, ((1, encoder.num_input_frames, encoder.num_mel_bins),))["params"]
     sae = SpeechAE(**speech_ae)
-    sae_params = jax.jit(sae.init)(k_sae, jnp.zeros((1, 1, sae.window, sae.feature_dim)))["params"]
+    sae_params = _init(sae, k_sae, ((1, 1, sae.window, sae.feature_dim),))["params"]
     dit_module = a2v_dit.build_model(dit)
     if text is None:
       text, text_mask = load_text_embedding(None, dit_module.caption_channels)
-    x = jnp.zeros((1, 2, 1, 1, dit_module.in_channels))
-    speech = jnp.zeros((1, 1, dit_module.audio_tokens, dit_module.audio_dim))
-    dit_params = jax.jit(lambda k: dit_module.init(k, x, jnp.zeros((1, 2)), speech, text, text_mask,
-                                                   **a2v_dit.dummy_kwargs(dit_module)))(k_dit)["params"]
-    dit_params = nn.meta.unbox(dit_params)  # drop the logical-axis boxes: plain arrays for inference
+    dit_params = a2v_dit.init_params(dit_module, k_dit)  # unboxed: plain arrays for inference
     return cls(vae=vae_module, vae_variables=vae_variables, whisper_encoder=encoder, whisper_params=whisper_params,
                speech_ae=sae, speech_ae_params=sae_params, dit=dit_module, dit_params=dit_params, text=text,
                text_mask=text_mask, config=config)
@@ -276,7 +263,7 @@ class ReadPipeline:
 
   def encode_reference(self, image) -> jax.Array:
     """:meth:`reference_latent` without touching ``self.timings`` (a live session keeps its own)."""
-    return self._encode_image(self.vae_variables, jnp.asarray(self._reference_pixels(image))[None, None])[0, 0]
+    return _encode_image(self.vae, self.vae_variables, jnp.asarray(self._reference_pixels(image))[None, None])[0, 0]
 
   def _reference_pixels(self, image) -> np.ndarray:
     detector = {} if self.config.face_crop else {"detector": None}  # {}: the default face detector
@@ -287,7 +274,7 @@ class ReadPipeline:
     video frames (``read_jax.ans.rolling``)."""
     pixels = jnp.asarray(self._reference_pixels(image))
     still = jnp.broadcast_to(pixels, (rolling.pre_roll_frames(self.config.clip_frames),) + pixels.shape)
-    return np.asarray(self._encode_image(self.vae_variables, still[None])[0], np.float32)
+    return np.asarray(_encode_image(self.vae, self.vae_variables, still[None])[0], np.float32)
 
   def rolling_settings(self, noisy: int | None = None, decode_context: int | None = None) -> tuple[int, int]:
     """(noisy frames W, decode context D) of the rolling mode, the config's where None."""
@@ -299,7 +286,7 @@ class ReadPipeline:
   def decode_rolling(self, window, key, q: int) -> np.ndarray:
     """uint8 [8, H, W, 3]: the video frames of the last latent of ``window`` [D, h, w, C] (stream latent ``q``),
     decoded with the D − 1 frames before it (``rolling.DecodeHistory``)."""
-    frames = self._decode(self.vae_variables, jnp.asarray(window)[None], jax.random.fold_in(key, 1_000_000 + q))[0]
+    frames = self._decode_pixels(jnp.asarray(window)[None], jax.random.fold_in(key, 1_000_000 + q))[0]
     return np.asarray(jnp.round((jnp.clip(frames[-FRAMES_PER_LATENT:], -1, 1) + 1) * 127.5).astype(jnp.uint8))
 
   def encode_video(self, frames) -> np.ndarray:
@@ -311,7 +298,7 @@ class ReadPipeline:
     if frames.ndim != 4 or frames.shape[1:] != (res, res, 3) or frames.dtype != np.uint8:
       raise ValueError(f"encode_video: need uint8 frames [1 + 8k, {res}, {res}, 3], got {frames.dtype} {frames.shape}")
     x = jnp.asarray(frames, jnp.float32) / 127.5 - 1
-    return np.asarray(self._encode_image(self.vae_variables, x[None])[0])
+    return np.asarray(_encode_image(self.vae, self.vae_variables, x[None])[0])
 
   def speech_features(self, wave: np.ndarray, num_latents: int) -> jax.Array:
     """S [1 + 8(num_latents − 1), Hw, DA]: one Whisper window per video frame of ``num_latents`` latent
@@ -326,11 +313,15 @@ class ReadPipeline:
     self.timings.whisper += _block(s, t0)
     return s
 
+  def encode_speech(self, s) -> jax.Array:
+    """The SpeechAE encoder: speech features S [B, F, Hw, DA] → speech latents C [B, f, hw, dA]."""
+    return _encode_speech(self.speech_ae, self.speech_ae_params, s)
+
   def speech_latents(self, wave: np.ndarray, num_latents: int) -> jax.Array:
     """C [num_latents, hw, dA] from 16 kHz audio, padded with silence to ``num_latents`` latent frames."""
     s = self.speech_features(wave, num_latents)
     t0 = time.perf_counter()
-    c = self._encode_speech(self.speech_ae_params, jnp.asarray(s)[None])[0]
+    c = self.encode_speech(jnp.asarray(s)[None])[0]
     self.timings.speech_ae += _block(c, t0)
     return c
 
@@ -338,12 +329,12 @@ class ReadPipeline:
     """The A2V-DiT's prediction v [1+f, h, w, C] for one clip z [1+f, h, w, C] (z_R first) at per-frame
     timesteps t [1+f], with speech latents [f, S, D] (``speech_latents``), no CFG branches (a distilled student:
     its one pass at the checkpoint's (α, β))."""
-    text_kv = self._encode_text(self.dit_params, self.text, self.text_mask)
+    text_kv = _encode_text(self.dit, self.dit_params, self.text, self.text_mask)
     args = [(self.dit_params, text_kv), jnp.asarray(z)[None], jnp.asarray(t, jnp.float32)[None],
             jnp.asarray(speech)[None]]
     if self.dit.guidance_embeds:
       args.append(guidance_scales("distilled", self.config.alpha, self.config.beta)[None])
-    return self._velocity(*args)[0]
+    return _velocity(self._denoise, *args)[0]
 
   # ------------------------------------------------------------------------------------------
   # Generation
@@ -369,7 +360,7 @@ class ReadPipeline:
     n_pad = sampling.padded_frames(num_latents, c.clip_frames)
     z_ref = self.reference_latent(image)
     speech = self.speech_latents(wave, n_pad)
-    text_kv = self._encode_text(self.dit_params, self.text, self.text_mask)
+    text_kv = _encode_text(self.dit, self.dit_params, self.text, self.text_mask)
     key = jax.random.key(seed)
     total = sampling.num_clips(num_latents, c.clip_frames)
     clips = sampling.stream_clips(self._denoise, key, z_ref, speech, num_latents, c.clip_frames, steps=steps,
@@ -391,12 +382,12 @@ class ReadPipeline:
 
   def text_states(self):
     """The encoded prompt the denoiser takes with its weights: ``params = (dit_params, text_states())``."""
-    return self._encode_text(self.dit_params, self.text, self.text_mask)
+    return _encode_text(self.dit, self.dit_params, self.text, self.text_mask)
 
   def decode_clip(self, clip, key, j: int) -> np.ndarray:
     """uint8 frames of latent clip ``j`` [f, h, w, C] sampled with ``key``: [1 + 8(f−1)] for clip 0, [8(f−1)] after
     (clip j > 0 decodes its shared first latent as a lone first frame; that frame belongs to clip j−1)."""
-    frames = self._decode(self.vae_variables, clip[None], jax.random.fold_in(key, 1_000_000 + j))[0]
+    frames = self._decode_pixels(clip[None], jax.random.fold_in(key, 1_000_000 + j))[0]
     frames = frames if j == 0 else frames[1:]
     return np.asarray(jnp.round((jnp.clip(frames, -1, 1) + 1) * 127.5).astype(jnp.uint8))
 
@@ -404,7 +395,7 @@ class ReadPipeline:
     """:meth:`decode_clip` of several sessions' clips in one call: clips [B, f, h, w, C], one key and clip
     number per row; one compiled program per batch size B."""
     keys = jnp.stack([jax.random.fold_in(k, 1_000_000 + j) for k, j in zip(keys, js)])
-    frames = self._decode_each(self.vae_variables, clips, keys)  # [B, 1 + 8(f−1), H, W, 3]
+    frames = _decode_each(self.vae, self.vae_variables, clips, keys, **self._decode_settings())  # [B, 1 + 8(f−1), …]
     pixels = np.asarray(jnp.round((jnp.clip(frames, -1, 1) + 1) * 127.5).astype(jnp.uint8))
     return [pixels[b] if j == 0 else pixels[b, 1:] for b, j in enumerate(js)]
 
@@ -474,7 +465,7 @@ class ReadPipeline:
     z_ref = self.reference_latent(image)
     pre = self.pre_roll_latents(image)
     key = jax.random.key(seed)
-    text_kv = self._encode_text(self.dit_params, self.text, self.text_mask)
+    text_kv = _encode_text(self.dit, self.dit_params, self.text, self.text_mask)
     sampler = rolling.RollingSampler(self._denoise, cfg, (self.dit_params, text_kv), z_ref,
                                      guidance_scales(cfg, alpha, beta), pre, speech[:f - 1], key, steps=steps,
                                      noisy=noisy, shift=c.shift)
@@ -516,6 +507,49 @@ class ReadPipeline:
         writer.write(frames)
         self.timings.write += time.perf_counter() - t0
     return self.timings
+
+
+# The pipeline's programs, jitted once per module config (flax modules hash by value): a second pipeline of the
+# same config, or one copied to another device, compiles nothing.
+
+
+@functools.partial(jax.jit, static_argnames=("module", "shapes"))
+def _init(module, key, shapes):
+  """``module.init`` on zeros of ``shapes``."""
+  return module.init(key, *(jnp.zeros(shape) for shape in shapes))
+
+
+@functools.partial(jax.jit, static_argnames=("denoise",))
+def _velocity(denoise, params, x, t, speech, guidance=None):
+  return denoise(params, x, t, speech, guidance)
+
+
+@functools.partial(jax.jit, static_argnames=("dit",))
+def _encode_text(dit, params, text, mask):
+  return dit.apply({"params": params}, text, mask, method=a2v_dit.A2VDiT.encode_text)
+
+
+@functools.partial(jax.jit, static_argnames=("speech_ae",))
+def _encode_speech(speech_ae, params, s):
+  return speech_ae.apply({"params": params}, s, method=SpeechAE.encode)
+
+
+@functools.partial(jax.jit, static_argnames=("vae",))
+def _encode_image(vae, variables, x):
+  return vae.apply(variables, vae.apply(variables, x, method=vae.encode).mode(), method=vae.normalize_latents)
+
+
+@functools.partial(jax.jit, static_argnames=("vae", "timestep", "noise_scale"))
+def _decode(vae, variables, z, key, *, timestep, noise_scale):
+  return vae.apply(variables, z, timestep, noise_scale, key=key, method=vae.decode_latents)
+
+
+@functools.partial(jax.jit, static_argnames=("vae", "timestep", "noise_scale"))
+def _decode_each(vae, variables, z, keys, *, timestep, noise_scale):
+  """One clip per key, batched (the serving engine): each element draws its decode noise from its own key."""
+  one = lambda z, key: vae.apply(variables, z[None], timestep, noise_scale, key=key,  # noqa: E731
+                                 method=vae.decode_latents)[0]
+  return jax.vmap(one)(z, keys)
 
 
 def _block(x, t0: float) -> float:

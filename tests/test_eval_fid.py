@@ -44,6 +44,23 @@ def test_matches_pytorch_fid_on_random_features():
   assert abs(frechet_from_features(a, b) - expected) <= 1e-6 * abs(expected)
 
 
+@pytest.mark.parametrize("n, m", [(9, 23), (40, 17)])
+def test_fewer_vectors_than_dimensions_use_the_exact_low_rank_trace(n, m, monkeypatch):
+  """min(N, M) < D: the closed form through the N × M cross products equals sqrtm of the D × D product (which
+  the low-rank path never forms), and its own features give 0; the SVD is what runs, not sqrtm."""
+  d = 31
+  a, b = _features(6, n, d), 0.7 * _features(7, m, d) + 0.3
+  (mu1, s1), (mu2, s2) = feature_stats(a), feature_stats(b)
+  root = linalg.sqrtm(s1 @ s2)
+  expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(root).real
+  small = a if n < m else b
+  assert abs(frechet_from_features(small, small)) <= 1e-9 * np.trace(np.cov(small, rowvar=False))
+  monkeypatch.setattr(frechet.linalg, "sqrtm", lambda m: pytest.fail("the D × D root was formed"))
+  assert abs(frechet_from_features(a, b) - expected) <= 1e-6 * abs(expected)
+  swapped = frechet_from_features(b, a)
+  assert swapped == pytest.approx(frechet_from_features(a, b), rel=1e-12)
+
+
 def test_singular_product_is_retried_with_eps_on_the_diagonals(monkeypatch):
   """pytorch-fid's fallback: a non-finite root → the root of (Σ₁ + εI)(Σ₂ + εI), traces unchanged."""
   (mu1, s1), (mu2, s2) = feature_stats(_features(4, 30, 5)), feature_stats(_features(5, 30, 5))

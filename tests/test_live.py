@@ -88,7 +88,7 @@ def test_speech_latents_equal_the_whole_encode(pipe, pcm):
   assert live.history_groups(pipe.speech_ae) == 1  # K = 3: latent k reads groups k − 1 and k
   n = 15
   s = np.asarray(pipe.speech_features(_float(pcm), n))  # [1 + 8·14, 10, D]
-  whole = np.asarray(pipe._encode_speech(pipe.speech_ae_params, jnp.asarray(s)[None])[0])  # [n, hw, dA]
+  whole = np.asarray(pipe.encode_speech(jnp.asarray(s)[None])[0])  # [n, hw, dA]
   session = live.LiveSession(pipe, PORTRAIT)
   for lo in range(0, s.shape[0], 5):  # rows arriving in pieces that cut across latent groups
     session._add_rows(s[lo:lo + 5])
@@ -98,7 +98,7 @@ def test_speech_latents_equal_the_whole_encode(pipe, pcm):
   # A too-short history would break it: latent k re-encoded from group k alone differs.
   k = 5
   window = np.concatenate([s[8 * k - 8:8 * k - 7], s[8 * k - 7:8 * k + 1]])  # stand-in frame + group k
-  alone = np.asarray(pipe._encode_speech(pipe.speech_ae_params, jnp.asarray(window)[None])[0, 1])
+  alone = np.asarray(pipe.encode_speech(jnp.asarray(window)[None])[0, 1])
   assert np.abs(alone - whole[k]).max() > 1e-3
 
 

@@ -65,8 +65,8 @@ def test_stream_yields_first_clip_before_the_rest(pipe):
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_sample_latents_are_the_latents_stream_decodes(pipe, monkeypatch):
-  decoded, decode = [], pipe._decode
-  monkeypatch.setattr(pipe, "_decode", lambda v, z, key: decoded.append(np.asarray(z[0])) or decode(v, z, key))
+  decoded, decode = [], pipe._decode_pixels
+  monkeypatch.setattr(pipe, "_decode_pixels", lambda z, key: decoded.append(np.asarray(z[0])) or decode(z, key))
   frames = pipe.generate(_face(), _speech(2.0), seed=5)  # 50 frames: 8 latent frames (the last one part-used)
   z = pipe.sample_latents(_face(), _speech(2.0), seed=5)
   assert z.shape == (1 + (len(frames) - 1 + 7) // 8,) + decoded[0].shape[1:] and len(decoded) > 2

@@ -54,9 +54,23 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
 
 
 def frechet_from_features(a, b) -> float:
-  """d² between the Gaussians fitted to features a [N, D] and b [M, D] (FID when they are pool3 features)."""
+  """d² between the Gaussians fitted to features a [N, D] and b [M, D] (FID when they are pool3 features).
+
+  With fewer vectors than dimensions (min(N, M) < D: a time window, a small test set) both covariances are
+  singular, and the trace of the root has an exact closed form that needs no D × D root: with the centred
+  features A [N, D] and B [M, D], Σ₁ = AᵀA/(N − 1) and Σ₂ = BᵀB/(M − 1), the non-zero eigenvalues of Σ₁Σ₂ are
+  those of (AB ᵀ)(ABᵀ)ᵀ / ((N − 1)(M − 1)), so Tr (Σ₁Σ₂)^½ is the sum of the singular values of ABᵀ over
+  √((N − 1)(M − 1)). Exact where sqrtm only approximates a singular product, and an N × M SVD instead of
+  a D × D Schur root (2048²: ~6 s each). Otherwise :func:`frechet_distance`, as pytorch-fid computes it.
+  """
   a, b = np.asarray(a), np.asarray(b)
   if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
     raise ValueError(f"frechet_from_features: features must be [N, D] and [M, D] with the same D, "
                      f"got {a.shape} and {b.shape}")
-  return frechet_distance(*feature_stats(a), *feature_stats(b))
+  (mu1, sigma1), (mu2, sigma2) = feature_stats(a), feature_stats(b)
+  if min(a.shape[0], b.shape[0]) >= a.shape[1]:
+    return frechet_distance(mu1, sigma1, mu2, sigma2)
+  ca, cb = np.asarray(a, np.float64) - mu1, np.asarray(b, np.float64) - mu2
+  root_trace = np.linalg.svd(ca @ cb.T, compute_uv=False).sum() / np.sqrt((a.shape[0] - 1) * (b.shape[0] - 1))
+  diff = mu1 - mu2
+  return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * root_trace)

@@ -54,6 +54,7 @@ masked, so they always use "xla".
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -439,11 +440,21 @@ class A2VDiT(nn.Module):
 def denoise(model: A2VDiT, params, x, t, speech, guidance=None):
   """The ANS sampler's denoiser (``read_jax.ans.sampling``): ``params = (A2V-DiT params, the constant
   prompt's per-block text K/V from :meth:`A2VDiT.encode_text`)``, so the prompt is projected once per
-  generation, not once per step. Bind the model once (``functools.partial(denoise, model)``) and reuse it:
-  the sampler caches its compiled programs by the callable's identity. ``guidance [B, 2]``: a distilled
-  student's (α, β) (CFG mode "distilled")."""
+  generation, not once per step. ``guidance [B, 2]``: a distilled student's (α, β) (CFG mode "distilled")."""
   dit_params, text_kv = params
   return model.apply({"params": dit_params}, x, t, speech, text_kv, guidance=guidance)
+
+
+@dataclasses.dataclass(frozen=True)
+class Denoiser:
+  """:func:`denoise` bound to a model, as a value: equal models give equal (and equally hashed) denoisers, so
+  the sampler's jitted programs, which take the denoiser as a static argument, are compiled once per model
+  config and shared by every pipeline and session of that config."""
+
+  model: A2VDiT
+
+  def __call__(self, params, x, t, speech, guidance=None):
+    return denoise(self.model, params, x, t, speech, guidance)
 
 
 def full_size_fields(**overrides) -> dict:
@@ -478,9 +489,10 @@ def dummy_kwargs(model: A2VDiT, *, batch: int = 1) -> dict:
   return {"guidance": jnp.zeros((batch, 2), jnp.float32)} if model.guidance_embeds else {}
 
 
+@functools.partial(jax.jit, static_argnames=("model",))
 def init_params(model: A2VDiT, key) -> dict:
-  """Unboxed float params (``nn.Partitioned`` metadata removed)."""
-  return nn.unbox(jax.jit(lambda k: model.init(k, *dummy_inputs(model), **dummy_kwargs(model)))(key)["params"])
+  """Unboxed float params (``nn.Partitioned`` metadata removed); jitted once per model config."""
+  return nn.unbox(model.init(key, *dummy_inputs(model), **dummy_kwargs(model))["params"])
 
 
 def param_shapes(model: A2VDiT) -> dict:
