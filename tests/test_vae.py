@@ -1,4 +1,4 @@
-"""The LTX-Video VAE port: parity with diffusers, full-size parameter counts, input checks, tiling."""
+"""The LTX-Video VAE port: parity with diffusers, full-size parameter counts, input checks, decode noise."""
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +8,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from configs.vae_ltx import get_config
 from read_jax.convert.vae import state_dict_to_variables
-from read_jax.models.vae import (AutoencoderKLLTXVideo, inflate_image_params, make_config, motion_weights, tiled_decode,
+from read_jax.models.vae import (AutoencoderKLLTXVideo, inflate_image_params, make_config, motion_weights,
                                  training_loss)
 
 torch = pytest.importorskip("torch")
@@ -191,7 +191,8 @@ def test_encoder_is_causal(tiny091):
 
 @pytest.mark.slow
 def test_decode_noise(tiny091):
-  """decode_latents mixes z ← (1 − s)·z + s·ε (the LTX pipeline); injected noise needs a key."""
+  """decode_latents mixes z ← (1 − s)·z + s·ε (the LTX pipeline), ε drawn latent frame by latent frame from a
+  key chain (what a stream draws: tests/test_vae_streaming.py); injected noise needs a key."""
   model, variables = tiny091
   z = np.random.RandomState(0).randn(1, 2, 1, 2, 8).astype(np.float32)
   key = jax.random.key(3)
@@ -205,41 +206,13 @@ def test_decode_noise(tiny091):
   # decode_latents: denormalise, mix noise with s = decode_noise_scale, decode at decode_timestep
   got = jax.jit(lambda v, z, k: model.apply(v, z, method=model.decode_latents, decode_timestep=0.05,
                                             decode_noise_scale=0.3, key=k))(variables, z, key)
-  key2, sub = jax.random.split(key)
+  key2, chain = jax.random.split(key)
+  eps = []
+  for _ in range(z.shape[1]):
+    chain, sub = jax.random.split(chain)
+    eps.append(jax.random.normal(sub, z[:, :1].shape))
   zz = model.apply(variables, z, method=model.denormalize_latents)
-  zz = 0.7 * zz + 0.3 * jax.random.normal(sub, zz.shape)
+  zz = 0.7 * zz + 0.3 * jnp.concatenate(eps, axis=1)
   np.testing.assert_allclose(got, dec(variables, zz, key2), atol=1e-5)
   with pytest.raises(ValueError, match="needs a key"):
     model.apply(variables, z, method=model.decode_latents, decode_timestep=0.05)
-
-
-def _pointwise(variables, eps):
-  """Scale every off-centre tap of the 3×3×3 convs by ``eps`` (eps = 0: a decoder with no spatial/temporal reach)."""
-  flat = flatten_dict(variables["params"])
-  for k, a in flat.items():
-    if k[-1] == "kernel" and a.ndim == 5 and a.shape[:3] == (3, 3, 3):
-      mask = np.full((3, 3, 3), eps, np.float32)
-      mask[1, 1, 1] = 1.0  # the non-causal decoder's centre tap
-      flat[k] = a * mask[..., None, None]
-  return {**variables, "params": unflatten_dict(flat)}
-
-
-@pytest.mark.slow
-def test_tiled_decode_matches_untiled(tiny091):
-  """Tiled (time, and time + space) vs one-shot decode of the same latents.
-
-  Tolerance: relative error ≤ 1e-5 for a decoder without reach (off-centre taps zeroed): that checks
-  exactly the tile ↔ pixel bookkeeping (a tile starting at latent s gives frames 8s…) and that the
-  cross-fade weights sum to one. With reach the tiles differ near their edges by the decoder's own
-  boundary effects, which the blending only hides (for random weights that difference is not small).
-  """
-  model, variables = tiny091
-  z = np.random.RandomState(0).randn(1, 6, 3, 4, 8).astype(np.float32)
-  dec = jax.jit(lambda v, z: model.apply(v, z, 0.05, method=model.decode))
-  local = _pointwise(variables, 0.0)
-  full = np.asarray(dec(local, z))
-  time_tiled = tiled_decode(model, local, z, 0.05, tile_frames=3, overlap_frames=1)  # tiles at 0, 2, 3
-  assert time_tiled.shape == full.shape == (1, 41, 96, 128, 3)
-  assert _rel(time_tiled, full) < 1e-5
-  both = tiled_decode(model, local, z, 0.05, tile_frames=3, overlap_frames=1, tile_hw=2, overlap_hw=1)
-  assert _rel(both, full) < 1e-5

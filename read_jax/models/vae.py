@@ -21,14 +21,30 @@ Usage::
   posterior = model.apply(params, x, method=model.encode)         # DiagonalGaussian
   z = model.apply(params, posterior.mode(), method=model.normalize_latents)
   video = model.apply(params, z, method=model.decode_latents, decode_timestep=0.05, key=key)
-  video = tiled_decode(model, params, z_raw, tile_frames=8, overlap_frames=2)   # long videos
+
+Streaming decode (DESIGN §3.10): a live session decodes one latent frame at a time, carrying each temporal
+conv's last k − 1 inputs (and, for a non-causal decoder, the skip paths' frames still to be met) in an
+explicit :class:`DecodeState`, so a step computes only the new frame: about one latent frame's share of a
+window decode, one compiled shape after the first::
+
+  state = stream_decode_init(model, batch, h, w, decode_timestep=0.05, key=key)   # per session
+  for z in latents:                                    # z [B, 1, h, w, C] normalised, as decode_latents takes
+    state, frames = stream_decode_step(model, params, state, z)    # frames [B, n, 32h, 32w, 3]: 8 per latent
+  frames = stream_decode_flush(model, params, state)   # at the end: what a non-causal decoder held back
+
+The frames over a stream are those of ``decode_latents`` on the whole video with the same key. A causal
+decoder (``decoder_causal=True``) gives latent 0's frame at the first step and 8 frames per step after; a
+non-causal one holds back its future receptive field, ``stream_lookahead(config)`` latent frames
+(``stream_plan`` gives the counts in video frames too). ``causal_decoder_params`` starts a causal decoder's
+fine-tune from a non-causal one (configs/demo_vae.py:causal, configs/vae_ltx_causal.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import flax.struct
@@ -36,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from read_jax.nn.causal_conv import CausalConv3d
+from read_jax.nn.causal_conv import CausalConv3d, stream_delay
 from read_jax.nn.embeddings import TimestepEmbedding
 from read_jax.nn.norms import rms_normalize
 
@@ -112,14 +128,16 @@ class ResnetBlock3d(nn.Module):
   eps: float = 1e-6  # LayerNorm eps of the shortcut norm
   inject_noise: bool = False  # add per-channel-scaled spatial noise after each conv
   timestep_conditioning: bool = False  # per-block scale/shift table added to the timestep embedding
+  stream: str = ""  # "" the whole video, else a streaming step (read_jax.nn.causal_conv.STREAM_MODES)
   dtype: jnp.dtype = jnp.float32  # compute dtype
   param_dtype: jnp.dtype = jnp.float32  # storage dtype
 
   @nn.compact
   def __call__(self, x, temb=None, key=None):  # x [B, T, H, W, C], temb [B, 4·C] embedded timestep
     c_in = x.shape[-1]
-    conv = lambda name, k=3: CausalConv3d(self.features, k, causal=self.causal, dtype=self.dtype,
-                                          param_dtype=self.param_dtype, name=name)
+    conv = lambda name, k=3: CausalConv3d(self.features, k, causal=self.causal, stream=self.stream,
+                                          dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+    skip = _delayed(self, x, 2 * stream_delay(3, self.causal))  # meets h, which went through two convs
     h = _pixel_norm(x)
     if self.timestep_conditioning:
       table = self.param("scale_shift_table", lambda k, s, d: jax.random.normal(k, s, d) / c_in ** 0.5, (4, c_in),
@@ -142,10 +160,10 @@ class ResnetBlock3d(nn.Module):
     if self.inject_noise and key is not None:
       h = h + (_spatial_noise(k2, h) * s2[:, 0, 0]).astype(h.dtype)
     if c_in != self.features:
-      x = nn.LayerNorm(epsilon=self.eps, use_fast_variance=False, dtype=jnp.float32, param_dtype=self.param_dtype,
-                       name="norm3")(x).astype(self.dtype)
-      x = conv("conv_shortcut", 1)(x)
-    return h + x
+      skip = nn.LayerNorm(epsilon=self.eps, use_fast_variance=False, dtype=jnp.float32,
+                          param_dtype=self.param_dtype, name="norm3")(skip).astype(self.dtype)
+      skip = conv("conv_shortcut", 1)(skip)
+    return h + skip
 
 
 def _space_to_depth(x, stride):
@@ -196,26 +214,52 @@ class Upsampler3d(nn.Module):
   causal: bool = True  # causal time padding
   residual: bool = False  # add the depth-to-space of the input, channels tiled to match (0.9.1+)
   upscale_factor: int = 1  # the conv gives C·s0s1s2 / upscale_factor channels
+  stream: str = ""  # "" the whole video, else a streaming step (read_jax.nn.causal_conv.STREAM_MODES)
   dtype: jnp.dtype = jnp.float32  # compute dtype
   param_dtype: jnp.dtype = jnp.float32  # storage dtype
 
   @nn.compact
   def __call__(self, x):  # x [B, T, H, W, C]
-    s0 = self.stride[0]
     prod = int(np.prod(self.stride))
+    # The video's first frame unfolds to s0 frames of which the last is kept (1 + 8k frames ↔ 1 + k latents);
+    # a stream drops them in its first step only.
+    drop = self.stride[0] - 1 if self.stream in ("", "first") else 0
     c = x.shape[-1]
-    h = CausalConv3d(c * prod // self.upscale_factor, 3, causal=self.causal, dtype=self.dtype,
+    h = CausalConv3d(c * prod // self.upscale_factor, 3, causal=self.causal, stream=self.stream, dtype=self.dtype,
                      param_dtype=self.param_dtype, name="conv")(x)
-    h = _depth_to_space(h, self.stride)[:, s0 - 1:]
+    if self.stream == "first" and h.shape[1] == 0:
+      raise ValueError("Upsampler3d: a stream's first step must unfold at least one frame (its first frame is "
+                       "dropped once)")
+    h = _depth_to_space(h, self.stride)[:, drop:]
     if self.residual:
-      res = _depth_to_space(x, self.stride)[:, s0 - 1:]
+      res = _depth_to_space(_delayed(self, x, stream_delay(3, self.causal)), self.stride)[:, drop:]
       res = jnp.tile(res, (1, 1, 1, 1, prod // self.upscale_factor))
       h = h + res
-    return h  # [B, s0·T − s0 + 1, s1·H, s2·W, C·s0s1s2 / (upscale_factor·prod)]
+    return h  # [B, s0·T − s0 + 1 (a stream's later steps: s0·T), s1·H, s2·W, C·s0s1s2 / (upscale_factor·prod)]
 
 
 def _split_keys(key, n):
   return [None] * n if key is None else list(jax.random.split(key, n))
+
+
+def _delayed(module: nn.Module, x, delay: int):
+  """``x`` [B, T, H, W, C] in a streaming step, delayed by ``delay`` frames to meet a path through non-causal
+  convs, which lag their input by that much (read_jax.nn.causal_conv); the frames not yet met wait in the
+  module's ``"cache"`` collection, variable ``delayed``. The whole video (``stream`` "") and causal paths
+  (delay 0) pass through."""
+  mode = module.stream
+  if not mode or not delay:
+    return x
+  if mode == "first":
+    if x.shape[1] < delay:
+      raise ValueError(f"{type(module).__name__}: a stream's first step needs at least {delay} frames here")
+    buf, keep = x, x.shape[1] - delay
+  else:
+    buf = jnp.concatenate([module.get_variable("cache", "delayed"), x], axis=1)
+    keep = buf.shape[1] if mode == "last" else x.shape[1]
+  if mode != "last":
+    module.put_variable("cache", "delayed", buf[:, keep:])  # [B, delay, H, W, C]
+  return buf[:, :keep]
 
 
 class DownBlock3d(nn.Module):
@@ -256,6 +300,7 @@ class MidBlock3d(nn.Module):
   eps: float = 1e-6  # shortcut LayerNorm eps
   inject_noise: bool = False  # spatial noise in the resnets
   timestep_conditioning: bool = False  # scale/shift from the timestep
+  stream: str = ""  # "" the whole video, else a streaming step (read_jax.nn.causal_conv.STREAM_MODES)
   dtype: jnp.dtype = jnp.float32  # compute dtype
   param_dtype: jnp.dtype = jnp.float32  # storage dtype
 
@@ -267,7 +312,7 @@ class MidBlock3d(nn.Module):
       temb = TimestepEmbedder(4 * c, dtype=self.dtype, param_dtype=self.param_dtype, name="time_embedder")(t)
     for i, k in enumerate(_split_keys(key, self.num_layers)):
       x = ResnetBlock3d(c, causal=self.causal, eps=self.eps, inject_noise=self.inject_noise,
-                        timestep_conditioning=self.timestep_conditioning, dtype=self.dtype,
+                        timestep_conditioning=self.timestep_conditioning, stream=self.stream, dtype=self.dtype,
                         param_dtype=self.param_dtype, name=f"resnets_{i}")(x, temb, k)
     return x
 
@@ -285,12 +330,13 @@ class UpBlock3d(nn.Module):
   timestep_conditioning: bool = False  # scale/shift from the timestep
   upsample_residual: bool = False  # residual depth-to-space around the upsampler
   upscale_factor: int = 1  # channel reduction of the upsampler
+  stream: str = ""  # "" the whole video, else a streaming step (read_jax.nn.causal_conv.STREAM_MODES)
   dtype: jnp.dtype = jnp.float32  # compute dtype
   param_dtype: jnp.dtype = jnp.float32  # storage dtype
 
   @nn.compact
   def __call__(self, x, t=None, key=None):  # x [B, T, H, W, C], t [B] scaled timestep
-    kw = dict(causal=self.causal, dtype=self.dtype, param_dtype=self.param_dtype)
+    kw = dict(causal=self.causal, stream=self.stream, dtype=self.dtype, param_dtype=self.param_dtype)
     keys = _split_keys(key, self.num_layers + 1)
     if self.in_features != self.features:
       x = ResnetBlock3d(self.features, eps=self.eps, inject_noise=self.inject_noise, name="conv_in", **kw)(
@@ -365,16 +411,25 @@ class Encoder3d(nn.Module):
 
 
 class Decoder3d(nn.Module):
-  """diffusers' LTXVideoDecoder3d: latents (+ timestep) → pixels."""
+  """diffusers' LTXVideoDecoder3d: latents (+ timestep) → pixels.
+
+  ``stream`` "first" | "next" | "last" decodes a video a few latent frames at a time (:func:`stream_decode_step`):
+  every temporal conv and every skip path around non-causal convs keeps what it needs of the frames before in
+  the ``"cache"`` collection, so a step computes only the new frames. Everything else in the decoder is
+  per frame (pixel norms, the timestep's scale/shift, the injected noise: one spatial field for all frames).
+  """
 
   config: Any  # the VAE config (configs/vae_ltx.py)
   dtype: jnp.dtype = jnp.float32  # compute dtype
   param_dtype: jnp.dtype = jnp.float32  # storage dtype
+  stream: str = ""  # "" the whole video, else a streaming step (read_jax.nn.causal_conv.STREAM_MODES)
 
   @nn.compact
   def __call__(self, z, t=None, key=None):  # z [B, t, h, w, latent], t [B] decode timestep
     cfg = self.config
-    kw = dict(causal=cfg.decoder_causal, dtype=self.dtype, param_dtype=self.param_dtype)
+    if self.stream and cfg.patch_size_t != 1:
+      raise ValueError(f"VAE config: streaming decodes patch_size_t=1 only, got {cfg.patch_size_t}")
+    kw = dict(causal=cfg.decoder_causal, stream=self.stream, dtype=self.dtype, param_dtype=self.param_dtype)
     channels = tuple(reversed(cfg.decoder_block_out_channels))
     scaling = tuple(reversed(cfg.decoder_spatio_temporal_scaling))
     layers = tuple(reversed(cfg.decoder_layers_per_block))
@@ -515,12 +570,28 @@ class AutoencoderKLLTXVideo(nn.Module):
       s = decode_timestep if decode_noise_scale is None else decode_noise_scale
       if key is not None:
         key, sub = jax.random.split(key)
-        s = jnp.asarray(s, jnp.float32).reshape(-1, 1, 1, 1, 1)
-        z = (1 - s) * z + s * jax.random.normal(sub, z.shape, z.dtype)
+        z, _ = mix_latent_noise(z, s, sub)
       elif not (isinstance(s, (int, float)) and s == 0):
         raise ValueError("VAE decode_latents: a decode noise scale other than 0 needs a key to draw the noise")
       timestep = jnp.broadcast_to(jnp.asarray(decode_timestep, jnp.float32).reshape(-1), (z.shape[0],))
     return self.decode(z, timestep, key=key)
+
+
+def mix_latent_noise(z, scale, key):
+  """``(z ← (1 − s)·z + s·ε, the key after)`` for raw latents ``z`` [B, t, h, w, C], ``scale`` s (scalar or [B]).
+
+  ε is drawn one latent frame at a time from a chain of keys (``key, sub = split(key)`` per frame), so that
+  a stream decoding one frame per step (:func:`stream_decode_step`, which carries the key) draws the same ε
+  as a decode of the whole video.
+  """
+  s = jnp.asarray(scale, jnp.float32).reshape(-1, 1, 1, 1, 1)
+  eps = []
+  for _ in range(z.shape[1]):
+    key, sub = jax.random.split(key)
+    eps.append(jax.random.normal(sub, z[:, :1].shape, z.dtype))
+  if eps:
+    z = (1 - s) * z + s * jnp.concatenate(eps, axis=1)
+  return z, key
 
 
 def unit_latent_stats(channels: int) -> dict[str, np.ndarray]:
@@ -676,104 +747,173 @@ def make_config(config: Mapping) -> VAEConfig:
   return cfg
 
 
+
+
 # ----------------------------------------------------------------------------------------------
-# Tiled decoding
+# Streaming decode
 
 
-def _tile_starts(n: int, tile: int, overlap: int, what: str) -> list[int]:
-  """Starts of equal tiles of ``tile`` covering [0, n), consecutive ones overlapping by ≥ ``overlap``."""
-  if tile >= n:
-    return [0]
-  if not 0 <= overlap < tile:
-    raise ValueError(f"tiled_decode: {what} overlap {overlap} must be in [0, tile size {tile})")
-  starts = list(range(0, n - tile + 1, tile - overlap))
-  if starts[-1] != n - tile:
-    starts.append(n - tile)  # the last tile is shifted back so every tile has one shape (one compile)
-  return starts
+class StreamPlan(NamedTuple):
+  """How a decoder streams (:func:`stream_plan`); frames counted as in the whole decode (latent 0 → frame 0,
+  latent q ≥ 1 → frames 8q − 7 … 8q)."""
+
+  prime_latents: int  # latent frames the first decoder step takes (1 for a causal decoder)
+  prime_frames: int  # video frames that step gives (1 for a causal decoder); each later step gives 8
+  lookahead: int  # latent frames held back: once latent q is in, all frames of latents ≤ q − lookahead are out
+  lag_frames: int  # video frames held back: once latent q is in, frames ≤ 8q − lag_frames are out
 
 
-def _blend_weights(ranges: list[tuple[int, int]], j: int) -> np.ndarray:
-  """Weights of tile j over its own pixel range [a, b): linear ramps across the overlaps with its neighbours,
-  so that two overlapping tiles cross-fade and the weights of all tiles sum to 1 after normalisation."""
-  a, b = ranges[j]
-  w = np.ones(b - a, np.float32)
-  idx = np.arange(a, b)
-  if j > 0 and ranges[j - 1][1] > a:  # overlap with the previous tile: [a, prev_end)
-    n = ranges[j - 1][1] - a
-    w = np.minimum(w, (idx - a + 1) / (n + 1))
-  if j + 1 < len(ranges) and ranges[j + 1][0] < b:  # overlap with the next tile: [next_start, b)
-    n = b - ranges[j + 1][0]
-    w = np.minimum(w, (b - idx) / (n + 1))
-  return w.astype(np.float32)
+@functools.lru_cache(maxsize=None)
+def _stream_plan(cfg: "VAEConfig") -> StreamPlan:
+  decoder = lambda stream: Decoder3d(cfg, stream=stream)  # noqa: E731
+  t = jnp.zeros((1,), jnp.float32) if cfg.timestep_conditioning else None
+  z = lambda n: jnp.zeros((1, n, 1, 1, cfg.latent_channels), jnp.float32)  # noqa: E731
+  params = jax.eval_shape(decoder("").init, jax.random.key(0), z(2), t)["params"]
+  _, kt = compression_ratios(cfg)
+
+  def first(n):  # (frames, cache) shapes of a first step on n latent frames; None if a layer gets too few
+    try:
+      return jax.eval_shape(lambda p: decoder("first").apply({"params": p}, z(n), t, mutable=["cache"]), params)
+    except ValueError:  # some layer has too few frames to pad its front or to meet its skip path
+      return None
+
+  hi = 1  # n fits iff n ≥ prime_latents: double, then bisect
+  while first(hi) is None:
+    if hi >= 1024:
+      raise ValueError("VAE config: no first streaming step of up to 1024 latent frames fits this decoder")
+    hi *= 2
+  lo = hi // 2  # does not fit (or 0)
+  while hi - lo > 1:
+    mid = (lo + hi) // 2
+    lo, hi = (lo, mid) if first(mid) is not None else (mid, hi)
+  out, cache = first(hi)
+  step = jax.eval_shape(lambda p, c: decoder("next").apply({"params": p, **c}, z(1), t, mutable=["cache"])[0],
+                        params, cache)
+  if step.shape[1] != kt:
+    raise ValueError(f"VAE config: a streaming step gives {step.shape[1]} frames per latent, not {kt}")
+  e = out.shape[1]
+  return StreamPlan(hi, e, (hi - 1) - (e - 1) // kt, kt * (hi - 1) - (e - 1))
 
 
-def _decode_apply(variables, z, timestep, key, *, module):
-  return module.apply(variables, z, timestep, key=key, method=module.decode)
+def stream_plan(config) -> StreamPlan:
+  """How the decoder of ``config`` (a VAEConfig or its keys) streams, from its structure: found by tracing
+  the first streaming step with 1, 2, … latent frames until every layer gets the frames it needs (no
+  computation). A causal decoder: (1, 1, 0, 0). A non-causal one holds back its future receptive field."""
+  return _stream_plan(make_config(config))
 
 
-_decode_jit = jax.jit(_decode_apply, static_argnames=("module",))
+def stream_lookahead(config) -> int:
+  """Latent frames a live stream holds back before the frames of a latent are out: 0 for a causal decoder,
+  the future receptive field of a non-causal one (:class:`StreamPlan`)."""
+  return stream_plan(config).lookahead
 
 
-def tiled_decode(module: AutoencoderKLLTXVideo, variables, z, timestep=None, *, key=None, tile_frames: int = 8,
-                 overlap_frames: int = 2, tile_hw: int | tuple[int, int] | None = None,
-                 overlap_hw: int | tuple[int, int] = 4, out: np.ndarray | None = None) -> np.ndarray:
-  """Decode raw latents ``z`` [B, t, h, w, C] tile by tile, with bounded memory whatever t is.
+class DecodeState(NamedTuple):
+  """One stream's carry between :func:`stream_decode_step` calls: a pytree, of fixed shapes once primed."""
 
-  Tiles are ``tile_frames`` latent frames long (and ``tile_hw`` latent pixels square, if given),
-  consecutive tiles overlapping by at least ``overlap_frames`` / ``overlap_hw``; all tiles have one
-  shape, so the jitted decoder compiles once. A tile starting at latent frame s decodes to pixel
-  frames 8s … 8(s + n − 1): the decoder treats its first latent like the video's first one, which
-  yields one frame, the last of that latent's 8. Overlaps are cross-faded linearly, in time and
-  space, so seams do not show. Output is written into ``out`` (e.g. a np.memmap) if given.
+  cache: Any  # the decoder's "cache" collection (each temporal conv's last kT − 1 inputs, each delayed skip's
+  #             frames); None until the first decoder step
+  pending: jax.Array  # [B, m, h, w, C] latents received before the first decoder step (m < prime_latents)
+  timestep: jax.Array  # [B] decode timestep (timestep-conditioned decoders)
+  noise_scale: jax.Array  # [B] s of z ← (1 − s)·z + s·ε (timestep-conditioned decoders)
+  noise_key: jax.Array | None  # the next latent frame's ε (mix_latent_noise's key chain); None: no ε
+  decoder_key: jax.Array | None  # the decoder's injected noise: the same spatial fields at every step
 
-  Returns the video as a float32 numpy array [B, 1 + 8(t − 1), 32h, 32w, 3].
-  """
+
+def stream_decode_init(module: "AutoencoderKLLTXVideo", batch: int, height: int, width: int, *,
+                       decode_timestep=0.0, decode_noise_scale=None, key=None) -> DecodeState:
+  """The state of a new stream of ``batch`` videos with latents ``height`` × ``width``; the decode settings
+  and ``key`` as :meth:`AutoencoderKLLTXVideo.decode_latents` takes them (the same key gives the same
+  frames as decoding the whole video)."""
   cfg = module.config
-  ks, kt = compression_ratios(cfg)
-  b, t, h, w, _ = z.shape
-  if tile_hw is None:
-    tile_hw = (h, w)
-  th, tw = (tile_hw, tile_hw) if isinstance(tile_hw, int) else tuple(tile_hw)
-  oh, ow = (overlap_hw, overlap_hw) if isinstance(overlap_hw, int) else tuple(overlap_hw)
-  th, tw = min(th, h), min(tw, w)
-  nt = min(tile_frames, t)
-  t_starts = _tile_starts(t, nt, overlap_frames, "time")
-  y_starts = _tile_starts(h, th, oh, "height")
-  x_starts = _tile_starts(w, tw, ow, "width")
-  # pixel ranges [a, b) of each tile along each axis
-  t_ranges = [(kt * s, kt * (s + nt - 1) + 1) for s in t_starts]
-  y_ranges = [(ks * s, ks * (s + th)) for s in y_starts]
-  x_ranges = [(ks * s, ks * (s + tw)) for s in x_starts]
-  wt = [_blend_weights(t_ranges, j) for j in range(len(t_ranges))]
-  wy = [_blend_weights(y_ranges, j) for j in range(len(y_ranges))]
-  wx = [_blend_weights(x_ranges, j) for j in range(len(x_ranges))]
-  shape = (b, kt * (t - 1) + 1, ks * h, ks * w, cfg.out_channels)
-  if out is None:
-    out = np.zeros(shape, np.float32)
-  elif tuple(out.shape) != shape:
-    raise ValueError(f"tiled_decode: out has shape {tuple(out.shape)}, expected {shape}")
-  else:
-    out[...] = 0
-  norm_t, norm_y, norm_x = np.zeros(shape[1], np.float32), np.zeros(shape[2], np.float32), np.zeros(shape[3],
-                                                                                                       np.float32)
-  for j, (a, e) in enumerate(t_ranges):
-    norm_t[a:e] += wt[j]
-  for j, (a, e) in enumerate(y_ranges):
-    norm_y[a:e] += wy[j]
-  for j, (a, e) in enumerate(x_ranges):
-    norm_x[a:e] += wx[j]
-  if timestep is not None:
-    timestep = jnp.broadcast_to(jnp.asarray(timestep, jnp.float32).reshape(-1), (b,))
-  n_tile = 0
-  for jt, s in enumerate(t_starts):
-    for jy, y0 in enumerate(y_starts):
-      for jx, x0 in enumerate(x_starts):
-        tile_key = None if key is None else jax.random.fold_in(key, n_tile)
-        n_tile += 1
-        tile = _decode_jit(variables, jnp.asarray(z[:, s:s + nt, y0:y0 + th, x0:x0 + tw]), timestep, tile_key,
-                           module=module)
-        weight = wt[jt][:, None, None, None] * wy[jy][None, :, None, None] * wx[jx][None, None, :, None]
-        (a, e), (ya, ye), (xa, xe) = t_ranges[jt], y_ranges[jy], x_ranges[jx]
-        out[:, a:e, ya:ye, xa:xe] += np.asarray(tile, np.float32) * weight
-  out /= (norm_t[:, None, None, None] * norm_y[None, :, None, None] * norm_x[None, None, :, None])
-  return out
+  s = decode_timestep if decode_noise_scale is None else decode_noise_scale
+  decoder_key, noise_key = key, None
+  if cfg.timestep_conditioning:
+    if key is not None:
+      decoder_key, noise_key = jax.random.split(key)
+    elif not (isinstance(s, (int, float)) and s == 0):
+      raise ValueError("VAE stream_decode_init: a decode noise scale other than 0 needs a key to draw the noise")
+  per_row = lambda v: jnp.broadcast_to(jnp.asarray(v, jnp.float32).reshape(-1), (batch,))  # noqa: E731
+  pending = jnp.zeros((batch, 0, height, width, cfg.latent_channels), jnp.float32)
+  return DecodeState(None, pending, per_row(decode_timestep), per_row(s), noise_key, decoder_key)
+
+
+def stream_decode_apply(variables, state: DecodeState, z, *, module: "AutoencoderKLLTXVideo", stream: str):
+  """The pure function under :func:`stream_decode_step` (jit it with ``module`` and ``stream`` static; vmap or
+  batch it over sessions): one decoder call on normalised latents ``z`` [B, n, h, w, C] → ``(state, frames)``.
+  ``stream`` "first" primes a state of :func:`stream_decode_init` with ``prime_latents`` latent frames, "next"
+  continues it (n frames → 8n), "last" flushes it (n = 0), "" decodes ``z`` as a whole video."""
+  cfg = module.config
+  z = module.apply(variables, z.astype(jnp.float32), method=module.denormalize_latents)
+  noise_key = state.noise_key
+  if noise_key is not None:
+    z, noise_key = mix_latent_noise(z, state.noise_scale, noise_key)
+  decoder = Decoder3d(cfg, module.dtype, module.param_dtype, stream=stream)
+  cache = {} if state.cache is None else {"cache": state.cache}
+  frames, mutated = decoder.apply({"params": variables["params"]["decoder"], **cache}, z,
+                                  state.timestep if cfg.timestep_conditioning else None, state.decoder_key,
+                                  mutable=["cache"])
+  cache = state.cache if stream in ("", "last") else mutated["cache"]
+  return state._replace(cache=cache, noise_key=noise_key), frames  # frames [B, n', 32h, 32w, 3]
+
+
+_stream_jit = jax.jit(stream_decode_apply, static_argnames=("module", "stream"))
+
+
+def _no_frames(module, state: DecodeState):
+  b, _, h, w, _ = state.pending.shape
+  ks, _ = compression_ratios(module.config)
+  return jnp.zeros((b, 0, ks * h, ks * w, module.config.out_channels), jnp.float32)
+
+
+def stream_decode_step(module: "AutoencoderKLLTXVideo", variables, state: DecodeState, z
+                       ) -> tuple[DecodeState, jax.Array]:
+  """Decode the next latent frame ``z`` [B, 1, h, w, C] (normalised, as :meth:`decode_latents` takes them)
+  of a stream: ``(state, frames [B, n, 32h, 32w, 3])``, the video frames now final, in order.
+
+  A causal decoder gives the frame of latent 0 at the first step, then 8 frames per latent (two compiled
+  shapes). A non-causal one holds back its future receptive field: its first ``prime_latents`` steps keep the
+  latents and give nothing, the next gives ``prime_frames`` frames, then 8 per step (:func:`stream_plan`). Over
+  a stream (and :func:`stream_decode_flush`) the frames are those of decoding the whole video at once.
+  """
+  plan = stream_plan(module.config)
+  if state.cache is not None:
+    return _stream_jit(variables, state, z, module=module, stream="next")
+  pending = jnp.concatenate([state.pending, jnp.asarray(z, jnp.float32)], axis=1)
+  if pending.shape[1] < plan.prime_latents:
+    state = state._replace(pending=pending)
+    return state, _no_frames(module, state)
+  return _stream_jit(variables, state._replace(pending=pending[:, :0]), pending, module=module, stream="first")
+
+
+def stream_decode_flush(module: "AutoencoderKLLTXVideo", variables, state: DecodeState) -> jax.Array:
+  """The frames a stream still holds back, as the whole video's decode ends it (its last frames padded
+  forward): [B, n, 32h, 32w, 3], none for a causal decoder. The stream ends there."""
+  if state.cache is None:  # shorter than the first step: the latents so far are the whole video
+    if state.pending.shape[1] == 0:
+      return _no_frames(module, state)
+    return _stream_jit(variables, state, state.pending, module=module, stream="")[1]
+  if stream_plan(module.config).lag_frames == 0:
+    return _no_frames(module, state)
+  return _stream_jit(variables, state, state.pending, module=module, stream="last")[1]
+
+
+def causal_decoder_params(params, kernel_t: int = 3):
+  """VAE params whose decoder is not causal, made ready to train as a causal one (``decoder_causal=True``).
+
+  A non-causal temporal conv reads frames t − p … t + p (p = (kT − 1) / 2), a causal one t − kT + 1 … t. Each
+  decoder conv's taps move onto the causal frames: the past taps stay on their frames, the future taps are
+  added to the present one, the oldest causal taps start at zero. The sum of the taps is kept, so each conv
+  answers a still input as before, and a decoder that draws still latents as a still video (a trained one
+  nearly does) draws it as before; what the fine-tune (configs/demo_vae.py:causal) has to learn is to draw the
+  motion from the past alone. The encoder's params are returned as they are.
+  """
+  p = (kernel_t - 1) // 2
+
+  def move(path, x):
+    names = [getattr(k, "key", None) for k in path]
+    if names[0] != "decoder" or names[-1] != "kernel" or x.ndim != 5 or x.shape[0] != kernel_t:
+      return x
+    taps = [jnp.zeros_like(x[0])] * (kernel_t - 1 - p) + [x[i] for i in range(p)] + [x[p:].sum(axis=0)]
+    return jnp.stack(taps)  # [kT, kH, kW, I, O], tap i reads frame t − (kT − 1) + i
+  return jax.tree_util.tree_map_with_path(move, params)

@@ -13,6 +13,15 @@ reads the same frame: it runs as a 2D convolution with the taps summed, kT times
 
 Parameter names follow diffusers' ``LTXVideoCausalConv3d`` (a wrapper holding an ``nn.Conv3d``
 called ``conv``): ``<name>/conv/kernel`` ``[kT, kH, kW, I, O]`` and ``<name>/conv/bias`` ``[O]``.
+
+Streaming (``stream`` = "first" | "next" | "last", the streaming VAE decoder of read_jax.models.vae, DESIGN
+§3.10): a video arrives a few frames at a time and each call convolves only the new ones. The conv keeps the
+last kT − 1 frames it read (the padded input) in the ``"cache"`` collection, variable ``frames``, and reads
+them in front of the next frames, so the frames it emits over a stream are those of the whole-video
+convolution. "first" starts a stream: it pads the front as the whole video would (the first frame repeated);
+"next" continues it; "last" ends it, padding the back as the whole video would. A causal conv emits as many
+frames as it reads; a non-causal one lags them by its (kT − 1) // 2 future taps (:func:`stream_delay`): its
+first call emits that many fewer, its "last" call that many more.
 """
 
 from __future__ import annotations
@@ -22,6 +31,14 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+
+STREAM_MODES = ("", "first", "next", "last")  # "": the whole video in one call; else one step of a stream
+
+
+def stream_delay(kernel_t: int, causal: bool) -> int:
+  """Frames by which a streamed conv's output lags its input: its future taps, 0 for a causal conv."""
+  return 0 if causal else (kernel_t - 1) // 2
 
 
 def pad_time(x, kernel_t: int, causal: bool):
@@ -98,6 +115,7 @@ class CausalConv3d(nn.Module):
   kernel_size: int | Sequence[int] = 3  # one int for all three axes, or (kT, kH, kW)
   strides: int | Sequence[int] = 1  # one int for all three axes, or (sT, sH, sW)
   causal: bool = True  # replicate-pad the first frame only (see module docstring)
+  stream: str = ""  # one of STREAM_MODES: "" the whole video, else a streaming step (module docstring)
   dtype: jnp.dtype = jnp.float32  # compute dtype
   param_dtype: jnp.dtype = jnp.float32  # storage dtype
 
@@ -106,6 +124,31 @@ class CausalConv3d(nn.Module):
     kernel = tuple(self.kernel_size) if isinstance(self.kernel_size, Sequence) else (self.kernel_size,) * 3
     strides = tuple(self.strides) if isinstance(self.strides, Sequence) else (self.strides,) * 3
     conv = Conv3d(self.features, kernel, strides, dtype=self.dtype, param_dtype=self.param_dtype, name="conv")
+    if self.stream and kernel[0] > 1:
+      return self._stream(conv, x, kernel[0], strides)
     if x.shape[1] == 1 and (self.causal or kernel[0] % 2):  # every tap reads the one frame
       return conv(x, one_frame=True)
     return conv(pad_time(x, kernel[0], self.causal))
+
+  def _stream(self, conv, x, kt: int, strides):  # x [B, T, H, W, C] the step's new frames
+    if self.stream not in STREAM_MODES or strides[0] != 1:
+      raise ValueError(f"CausalConv3d: stream={self.stream!r} with time stride {strides[0]} (streaming takes "
+                       f"one of {STREAM_MODES[1:]} and time stride 1)")
+    future = stream_delay(kt, self.causal)
+    if self.stream == "first":
+      if x.shape[1] < max(1, future):
+        raise ValueError(f"CausalConv3d: a stream's first step needs at least {max(1, future)} frames here (to pad "
+                         "the front with and fill the cache)")
+      if x.shape[1] == 1 and self.causal:  # every tap reads the one frame, as in the whole video
+        self.put_variable("cache", "frames", jnp.repeat(x, kt - 1, axis=1))
+        return conv(x, one_frame=True)
+      padded = jnp.concatenate([jnp.repeat(x[:, :1], kt - 1 - future, axis=1), x], axis=1)
+    else:
+      padded = jnp.concatenate([self.get_variable("cache", "frames"), x], axis=1)
+      if self.stream == "last" and future:  # the end, padded as the whole video pads it
+        padded = jnp.concatenate([padded, jnp.repeat(padded[:, -1:], future, axis=1)], axis=1)
+    if self.stream != "last":
+      self.put_variable("cache", "frames", padded[:, padded.shape[1] - (kt - 1):])  # [B, kT − 1, H, W, C]
+    if padded.shape[1] < kt:  # nothing complete yet (a non-causal conv's first frames wait for their future)
+      return jnp.zeros((x.shape[0], 0) + x.shape[2:4] + (self.features,), self.dtype)
+    return conv(padded)  # [B, T − lag (first) | T (next) | T + lag (last), H, W, O], lag = stream_delay
