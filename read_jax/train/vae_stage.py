@@ -20,17 +20,32 @@ sharp full-size VAE; on the flat synthetic faces L1 suffices.
 A run on single frames (``num_frames=1``) is a cheap warm-up for a video run; the video run starts from
 it with ``config.init_checkpoint`` and ``config.init_from_image=True``, which inflates the params for
 video (``read_jax.models.vae.inflate_image_params``) once they are read.
+
+A causal decoder for streaming (DESIGN §3.10, ``configs/demo_vae.py:causal``, ``configs/vae_ltx_causal.py``)
+is a fine-tune of a trained VAE: ``config.init_checkpoint`` a VAE in diffusers layout (or an LTX-Video single
+file) or a run, ``model.decoder_causal=True``, ``init_causal_decoder=True`` (its non-causal decoder's future taps
+moved onto the present: ``read_jax.models.vae.causal_decoder_params``) and ``freeze_encoder=True``: the encoder
+and so the latents stay as they are, and the diffusion model trained on them keeps working; the loss is the
+same. The frozen encoder runs forward only (its gradient is stopped, so XLA computes no backward for it).
+
+``read_jax.demo.vae`` drives this stage's loss and the loop's train step on in-memory synthetic clips for a
+wall-clock budget (scripts/train_demo_vae.py): one definition of the VAE training step for both paths.
 """
 
 from __future__ import annotations
+
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from read_jax.convert.vae import load_vae
 from read_jax.data import records
-from read_jax.models.vae import (AutoencoderKLLTXVideo, compression_ratios, inflate_image_params, to_pixels,
-                                 training_loss, unit_latent_stats)
+from read_jax.files import CheckpointError, read_json
+from read_jax.models.vae import (AutoencoderKLLTXVideo, causal_decoder_params, compression_ratios,
+                                 inflate_image_params, to_pixels, training_loss, unit_latent_stats)
+from read_jax.train import checkpoint as ckpt_lib
 from read_jax.train.stage import train_val_datasets
 
 
@@ -63,19 +78,57 @@ class VAEStage:
 
   def loss_fn(self, params, batch, key):
     l = self.config.loss
+    if self.config.freeze_encoder:  # no gradient into the encoder: XLA drops its backward pass
+      params = {**params, "encoder": jax.lax.stop_gradient(params["encoder"])}
     return training_loss(self.model, {"params": params, "buffers": self.buffers}, to_pixels(batch["video"]), key,
-                         kl_weight=l.kl_weight, sample_posterior=l.sample_posterior)
+                         kl_weight=l.kl_weight, sample_posterior=l.sample_posterior, motion_weight=l.motion_weight)
 
   def trainable(self, params):
-    return None
+    if not self.config.freeze_encoder:
+      return None
+    return {k: jax.tree.map(lambda _: k != "encoder", v) for k, v in params.items()}
 
   def adapt_init_params(self, params):
-    # config.init_from_image: the init checkpoint saw single frames only (configs/demo_vae.py:image).
-    return inflate_image_params(params, self.model.config) if self.config.init_from_image else params
+    # config.init_from_image: the init checkpoint saw single frames only (configs/demo_vae.py:image);
+    # config.init_causal_decoder: its decoder is not causal, this model's is (configs/demo_vae.py:causal).
+    if self.config.init_from_image:
+      params = inflate_image_params(params, self.model.config)
+    if self.config.init_causal_decoder:
+      if not self.model.config.decoder_causal:
+        raise CheckpointError("config.init_causal_decoder: the model's decoder is not causal "
+                              "(set config.model.decoder_causal=True)")
+      params = causal_decoder_params(params)
+    return params
+
+  def init_from_checkpoint(self, path: str, fresh_params):
+    """Params from ``config.init_checkpoint``: a VAE in diffusers layout or an LTX-Video single file (its
+    config must be the model's up to ``decoder_causal``), else a training run (the loop's generic restore)."""
+    if not is_vae_weights(path):
+      abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), fresh_params)
+      return ckpt_lib.restore_params(path, abstract, "vae")
+    model, variables = load_vae(path)
+    ours, theirs = self.model.config, model.config
+    differ = sorted(k for k in ours.to_diffusers() if k != "decoder_causal"
+                    and ours.to_diffusers()[k] != theirs.to_diffusers()[k])
+    if differ:
+      raise CheckpointError(f"config.init_checkpoint={path}: its VAE config differs from config.model in {differ}")
+    return jax.tree.map(lambda a, f: np.asarray(a, f.dtype), variables["params"], fresh_params)
 
   def datasets(self, process_index, process_count):
     d = self.config.data
     return train_val_datasets(d, _crop_uint8("video", d.num_frames, d.crop), process_index, process_count)
+
+
+def is_vae_weights(path: str) -> bool:
+  """True for a VAE that ``read_jax.convert.load_vae`` reads (a diffusers AutoencoderKLLTXVideo directory or a
+  single .safetensors file), False for anything else (a training run's workdir)."""
+  path = os.path.expanduser(path)
+  if os.path.isfile(path):
+    return path.endswith(".safetensors")
+  config = os.path.join(path, "config.json")
+  if not os.path.isfile(config) or os.path.isdir(os.path.join(path, "checkpoints")):
+    return False
+  return read_json(config).get("_class_name") == "AutoencoderKLLTXVideo"
 
 
 def _crop_uint8(key: str, num_frames: int, side: int = 0):
