@@ -2,7 +2,7 @@
 
   configs/demo_a2v_dit.py          the demo run (scripts/train_demo.py): clips of 8 latent frames (57 video
                                    frames) of 4×4 latents, batch 8
-  configs/demo_a2v_dit.py:smoke    a few steps (the end-to-end test)
+  configs/demo_a2v_dit.py:smoke    a few steps at configs/demo.py:tiny's sizes (the end-to-end test)
   configs/demo_a2v_dit.py:rolling  the fine-tune of the bundled stage 2 for the rolling window (docs/serving.md):
                                    half the examples with rolling-window timesteps, from --config.init_checkpoint
 
@@ -12,17 +12,18 @@ timesteps come from the unshifted logit-normal (μ = 0). Why, with the measureme
 """
 
 from read_jax.config import load_config, parse_arg
+from read_jax.models.vae import compression_ratios, make_config
 
 
 def get_config(arg=None):
   arg = parse_arg(arg, smoke=False, rolling=False)
-  demo = load_config("demo.py")
+  demo = load_config("demo.py:tiny" if arg.smoke else "demo.py")  # smoke: the tiny sizes
   c = load_config("a2v_dit.py")
   c.unlock()
   c.model = demo.dit.to_dict()
   c.speech_ae = demo.speech_ae.to_dict()
   c.train_speech_ae = False  # stage 1's SpeechAE stays frozen (fine-tuned at lr 1e-3 its latents collapse)
-  side = demo.pipeline.resolution // 16  # the demo VAE's 16× spatial compression
+  side = demo.pipeline.resolution // compression_ratios(make_config(demo.vae))[0]  # the VAE's 16× (tiny: 32×)
   c.data.update(dict(latent_frames=demo.pipeline.clip_frames, latent_height=side, latent_width=side,
                      batch_size=8, val_batches=0, workers=2))
   c.ans.mu = 0.0  # the plain logit-normal, t ≈ 0.5 on average (the paper's 2.05 is for 16 × 16-latent frames)

@@ -1,7 +1,7 @@
 """Stage 1 of the demo model: its SpeechAE (configs/demo.py ``speech_ae``) on the synthetic speech.
 
   configs/demo_speechae.py          the demo run (scripts/train_demo.py)
-  configs/demo_speechae.py:smoke    a few steps (the end-to-end test)
+  configs/demo_speechae.py:smoke    a few steps at configs/demo.py:tiny's sizes (the end-to-end test)
 
 Everything but the sizes and the schedule is configs/speechae.py (the paper's stage 1).
 """
@@ -13,8 +13,10 @@ def get_config(arg=None):
   arg = parse_arg(arg, smoke=False)
   c = load_config("speechae.py")
   c.unlock()
-  c.model = load_config("demo.py").speech_ae.to_dict()
-  c.data.update(dict(num_frames=57, batch_size=8, val_batches=0, workers=2))
+  demo = load_config("demo.py:tiny" if arg.smoke else "demo.py")  # smoke: the tiny sizes
+  c.model = demo.speech_ae.to_dict()
+  c.data.update(dict(num_frames=1 + 8 * (demo.pipeline.clip_frames - 1),  # one clip's video frames (57)
+                     batch_size=8, val_batches=0, workers=2))
   # 20,000 steps at 2e-3: long enough for the latents to keep when the mouth moves (docs/demo.md, "What made it
   # lip-sync").
   c.train.update(dict(steps=20000, lr=2e-3, warmup_steps=50, log_every=100, eval_every=5000, ckpt_every=5000,

@@ -5,7 +5,7 @@
   configs/distill.py:demo                         the demo model's sizes (configs/demo_a2v_dit.py), as
                                                   scripts/train_demo.py's distillation steps run it
   configs/distill.py:smoke                        tiny (configs/a2v_dit.py:tiny sizes): tests
-  configs/distill.py:demo,smoke                   a few steps at the demo's sizes (the demo build's smoke test)
+  configs/distill.py:demo,smoke                   a few steps at the demo build's smoke sizes (configs/demo.py:tiny)
 
   python scripts/train.py --config distill.py:demo --workdir runs/guidance \\
       --config.init_checkpoint=assets/demo --config.data.train_glob='clips/train-*'
@@ -43,7 +43,7 @@ def get_config(arg=None):
   )
   # The student starts as its teacher: the stage-2 learning rate, a short warmup, no decay to speak of.
   c.train.update(dict(steps=10_000, warmup_steps=200, end_lr_fraction=1.0, eval_every=1000))
-  if arg.demo and arg.smoke:  # the demo build's end-to-end test: a few steps at the demo's sizes
+  if arg.demo and arg.smoke:  # the demo build's end-to-end test: a few steps at its tiny sizes
     c.train.update(dict(steps=4, warmup_steps=1, log_every=2, eval_every=0, ckpt_every=4, progress_bar=False))
   elif arg.demo:
     # configs/demo_a2v_dit.py trains at 1e-3 from scratch; a student that starts at its teacher takes smaller steps.

@@ -40,8 +40,9 @@ With ``distill`` (scripts/train_demo.py --distill), after the teacher (docs/dist
 Each student is a whole checkpoint directory in the workdir (``student_g``, ``student_4`` …: the teacher's parts
 with the student's a2v_dit/ and pipeline.json), so ``scripts/sample.py --ckpt WORKDIR/student_2`` runs it.
 
-``smoke=True`` runs the same steps at a few-step, few-clip size (the end-to-end test), on formant speech
-with the config's random Whisper unless ``whisper`` is given.
+``smoke=True`` runs the same steps at a few-step, few-clip size on configs/demo.py:tiny's model (the end-to-end
+test: every stage runs, compiled at the smallest sizes), on formant speech with the config's random Whisper unless
+``whisper`` is given, and distils two rounds (2 and 1 steps: the chain of students) instead of three.
 """
 
 from __future__ import annotations
@@ -166,13 +167,15 @@ def import_whisper_fp16(whisper_dir: str, ckpt: str) -> None:
 
 
 STUDENT_STEPS = (4, 2, 1)  # the progressive rounds after the guidance round: 8 → 4 → 2 → 1
+SMOKE_STUDENT_STEPS = (2, 1)  # smoke: two rounds still chain a student from a student
 BUNDLED_STUDENTS = (2,)  # the students bundled beside the teacher (assets/demo_2step)
 
 
-def distill_students(step, train_stage, path, teacher: str, teacher_cfg: str) -> dict[str, str]:
+def distill_students(step, train_stage, path, teacher: str, teacher_cfg: str,
+                     rounds: tuple = STUDENT_STEPS) -> dict[str, str]:
   """Steps 13–14 (module docstring): the guidance round from ``teacher`` (none when it samples with one branch,
   ``teacher_cfg="none"`` as the demo does: the one-pass student is then the teacher plus a zero guidance
-  embedding), then one progressive round per entry of STUDENT_STEPS, each from the previous student.
+  embedding), then one progressive round per entry of ``rounds``, each from the previous student.
   Returns {name: student checkpoint directory}."""
   students = {}
 
@@ -197,7 +200,7 @@ def distill_students(step, train_stage, path, teacher: str, teacher_cfg: str) ->
     step("distill_g", lambda: train_stage("distill.py:demo", "distill_g", "clips",
                                           f"--config.init_checkpoint={teacher}"))
     previous = student("student_g", "distill_g", teacher)
-  for n in STUDENT_STEPS:
+  for n in rounds:
     step(f"distill_{n}", lambda n=n, previous=previous: train_stage(
         f"distill.py:demo,mode=progressive,student_steps={n}", f"distill_{n}", "clips",
         f"--config.init_checkpoint={previous}"))
@@ -239,7 +242,7 @@ def build(workdir: str, out: str, *, num: int = 320, vae: str = "", dit_steps: i
   path = lambda *p: os.path.join(wd, *p)  # noqa: E731
   ckpt = path("ckpt")
 
-  demo = load_config("demo.py")
+  demo = load_config("demo.py:tiny" if smoke else "demo.py")
   res = demo.pipeline.resolution
   clip_video_frames = 1 + 8 * demo.pipeline.clip_frames - 8  # 1 + 8(f − 1): 57
   step = Steps(wd)
@@ -323,7 +326,8 @@ def build(workdir: str, out: str, *, num: int = 320, vae: str = "", dit_steps: i
     os.replace(tmp, out)
   step("assets", assets)
   if distill:
-    students = distill_students(step, train_stage, path, ckpt, demo.pipeline.cfg)
+    students = distill_students(step, train_stage, path, ckpt, demo.pipeline.cfg,
+                                SMOKE_STUDENT_STEPS if smoke else STUDENT_STEPS)
     for n in BUNDLED_STUDENTS:  # beside the teacher: <out>_2step
       step(f"assets_{n}step", lambda n=n: bundle_student(students[f"student_{n}"], out, f"{out.rstrip('/')}_{n}step"))
   log(f"demo model in {out} ({sum(step.done.values()) / 60:.1f} min of steps)")
