@@ -120,7 +120,7 @@ def get_config(arg=None):
                             workers=1))
     config.train.update(dict(steps=60, lr=3e-3, warmup_steps=5, accum_steps=1, log_every=10, eval_every=30,
                              ckpt_every=30, max_nonfinite_in_row=5, progress_bar=False))
-    config.mesh.update(dict(data=-1, fsdp=1))
+    config.mesh.update(dict(data=1, fsdp=1))  # one device (sharding tests name their meshes)
     config.model.update(dict(num_layers=2, num_heads=2, head_dim=8, cross_attention_dim=16, in_channels=8,
                              out_channels=8, caption_channels=12, audio_dim=10, attention="xla",
                              remat="none", dtype="float32"))

@@ -36,6 +36,7 @@ def get_config(arg=None):
     c.ans.rolling_noisy = (1, 2)
     c.train.update(dict(steps=4000, lr=3e-4, warmup_steps=50, ckpt_every=2000))
   if arg.smoke:
+    c.mesh.data = 1  # one device
     c.data.update(dict(batch_size=4, workers=1))
     c.train.update(dict(steps=4, warmup_steps=1, log_every=2, eval_every=0, ckpt_every=4, progress_bar=False))
   return c

@@ -66,6 +66,7 @@ def get_config(arg=None):
     c.loss.motion_weight = 30.0
     c.train.update(dict(steps=2000, lr=2e-4, eval_every=500, ckpt_every=500, log_every=50))
   if arg.smoke:
+    c.mesh.data = 1  # one device
     c.data.update(dict(batch_size=2, crop=32, num_frames=1 if arg.image else 9, val_batches=1, workers=1))
     c.train.update(dict(steps=4, warmup_steps=1, log_every=2, eval_every=0, ckpt_every=4, progress_bar=False))
   return c

@@ -82,6 +82,7 @@ def get_config(arg=None):
   if arg.tiny:
     c.model.update(dict(feature_dim=12, window=4, hidden_dim=32, latent_tokens=2, latent_dim=16))
     c.data.update(dict(num_frames=17, batch_size=8, val_batches=0, workers=1))
+    c.mesh.data = 1  # one device (sharding tests name their meshes)
     c.train.update(dict(steps=80, lr=3e-3, warmup_steps=8, log_every=10, eval_every=40, ckpt_every=40,
                         max_nonfinite_in_row=5, progress_bar=False))
   return c

@@ -399,6 +399,14 @@ class ReadPipeline:
     pixels = np.asarray(jnp.round((jnp.clip(frames, -1, 1) + 1) * 127.5).astype(jnp.uint8))
     return [pixels[b] if j == 0 else pixels[b, 1:] for b, j in enumerate(js)]
 
+  def with_config(self, **changes) -> "ReadPipeline":
+    """A shallow copy with ``changes`` to its :class:`PipelineConfig` (the weights and compiled programs shared):
+    ``pipe.with_config(speech_window="live", steps=4)``."""
+    other = copy.copy(self)
+    other.config = dataclasses.replace(self.config, **changes)
+    other.timings = Timings()
+    return other
+
   def on_device(self, device) -> "ReadPipeline":
     """A shallow copy whose weights live on ``device`` (the serving engine's one pipeline per device); the
     jitted programs are shared, so each device compiles each shape once."""

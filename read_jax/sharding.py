@@ -26,12 +26,19 @@ BATCH_AXES = ("data", "fsdp")
 
 
 def make_mesh(mesh_config, devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """Mesh from ``config.mesh`` (keys data/fsdp/tensor; one size may be -1 = all remaining devices)."""
+  """Mesh from ``config.mesh`` (keys data/fsdp/tensor; one size may be -1 = all remaining devices).
+
+  A mesh of explicit sizes smaller than the devices of a single process runs on the first devices (a tiny config
+  with ``data=1`` trains on one device of a machine with several); on several processes (a pod, a cluster) the
+  sizes must use every device, or the mesh is an error.
+  """
   devices = list(jax.devices() if devices is None else devices)
   sizes = [int(mesh_config[name]) for name in MESH_AXES]
   if sizes.count(-1) > 1:
     raise ConfigError(f"config.mesh: at most one axis may be -1, got {dict(zip(MESH_AXES, sizes))}")
   known = int(np.prod([s for s in sizes if s != -1]))
+  if -1 not in sizes and 0 < known < len(devices) and jax.process_count() == 1:
+    devices = devices[:known]
   if -1 in sizes:
     if len(devices) % known:
       raise ConfigError(f"config.mesh {dict(zip(MESH_AXES, sizes))}: {len(devices)} devices are not "

@@ -1,11 +1,98 @@
-"""Test setup: 8 fake CPU devices, set before jax is imported anywhere."""
+"""Test setup and the fixtures many files share.
 
+Before jax is imported anywhere: 8 fake CPU devices, for the tests about sharding and several devices (they ask
+for them explicitly; everything else runs on one). After it: the commands the tests run as subprocesses share one
+persistent compilation cache made for this test session, so a second subprocess running a program another one
+compiled compiles nothing (this process keeps no cache of its own: what it compiles is counted by
+:func:`count_compiles`).
+
+Shared, built once per session (treat them as read-only: ``pipe.with_config(...)`` or ``copy.copy`` to change one):
+  tiny_pipeline     ReadPipeline of configs/demo.py:tiny with fresh weights (64² frames, clips of 3 latent frames)
+  tiny_checkpoint   that pipeline saved as a checkpoint directory
+  demo_pipeline     the bundled demo model (assets/demo)
+"""
+
+import contextlib
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("READ_JAX_CACHE", "off")  # commands run by tests keep no compilation cache (one test sets one)
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
+from jax import monitoring  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+# Read by the subprocesses only: jax has read its environment above. READ_JAX_CACHE for the commands that turn the
+# cache on themselves (read_jax.cli.compilation_cache), JAX_* for every other command.
+_SUBPROCESS_CACHE = tempfile.mkdtemp(prefix="read_jax_tests_jax_cache_")
+os.environ["READ_JAX_CACHE"] = _SUBPROCESS_CACHE
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _SUBPROCESS_CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(ROOT, "assets", "demo")
+
+
+def pytest_sessionfinish(session, exitstatus):
+  shutil.rmtree(_SUBPROCESS_CACHE, ignore_errors=True)
+
+
+class _CompileCounter:
+  """Backend compilations (jax.monitoring's compile event) while a :meth:`counting` block is open."""
+
+  def __init__(self):
+    self.count, self.active = 0, False
+    monitoring.register_event_duration_secs_listener(self._listen)
+
+  def _listen(self, event, duration, **kwargs):
+    if self.active and event == "/jax/core/compile/backend_compile_duration":
+      self.count += 1
+
+  @contextlib.contextmanager
+  def counting(self):
+    """Count from zero; a persistent cache (a test may turn one on in this process) is off meanwhile, so a
+    program served from disk still counts as compiled."""
+    enabled = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    self.count, self.active = 0, True
+    try:
+      yield self
+    finally:
+      self.active = False
+      jax.config.update("jax_enable_compilation_cache", enabled)
+
+
+_COMPILES = _CompileCounter()
+
+
+@pytest.fixture
+def count_compiles():
+  """``with count_compiles() as c: ...`` then ``c.count``: the backend compilations inside the block."""
+  return _COMPILES.counting
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline():
+  from read_jax.config import load_config
+  from read_jax.pipeline import ReadPipeline
+  return ReadPipeline.from_config(jax.random.key(0), load_config("demo.py:tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_pipeline, tmp_path_factory):
+  path = tmp_path_factory.mktemp("tiny_checkpoint") / "tiny"
+  tiny_pipeline.save_pretrained(str(path))
+  return path
+
+
+@pytest.fixture(scope="session")
+def demo_pipeline():
+  from read_jax.pipeline import ReadPipeline
+  if not os.path.isdir(DEMO):
+    pytest.skip("assets/demo (the bundled demo checkpoint) is missing")
+  return ReadPipeline.from_pretrained(DEMO)

@@ -156,12 +156,11 @@ def test_speech_effect_measures_the_audio_attention(demo):
 
 
 @pytest.mark.slow
-def test_latent_lip_sync_reads_the_mouth_from_latents():
+def test_latent_lip_sync_reads_the_mouth_from_latents(demo_pipeline):
   """On the bundled VAE's latents of 3 held-out clips the read-out follows the true opening; the latents of another
   clip, or this clip's latents in reverse order, do not."""
   from read_jax.data import synthetic
-  from read_jax.pipeline import ReadPipeline
-  pipe = ReadPipeline.from_pretrained(os.path.join(ROOT, "assets", "demo"))
+  pipe = demo_pipeline
   probe = probes.latent_mouth_probe(pipe, num=12, seconds=4.0)
   clips = [synthetic.make_clip(s, 8.0, 64) for s in synthetic.split_seeds("test", 3, 100)]
   own, other, reverse = [], [], []
@@ -176,15 +175,14 @@ def test_latent_lip_sync_reads_the_mouth_from_latents():
 
 
 @pytest.mark.slow
-def test_speech_readout_reads_the_mouth_from_the_speech():
+def test_speech_readout_reads_the_mouth_from_the_speech(demo_pipeline):
   """From the bundled model's Whisper windows and speech latents a linear read-out follows the held-out clips' true
   mouth; from another clip's speech it does not, and from constant speech latents (a SpeechAE that outputs only its
   bias) it reads nothing."""
   import jax
 
   from read_jax.data import synthetic
-  from read_jax.pipeline import ReadPipeline
-  pipe = ReadPipeline.from_pretrained(os.path.join(ROOT, "assets", "demo"))
+  pipe = demo_pipeline.with_config()  # a copy: its SpeechAE params are replaced below
   clips = [synthetic.make_clip(s, 4.0, 64) for s in synthetic.split_seeds("test", 3, 100)]
   for source in ("whisper", "latents"):
     probe = probes.speech_mouth_probe(pipe, source, num=16, seconds=4.0)

@@ -201,7 +201,7 @@ def _speech(seconds=1.0):
   return (0.2 * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
 
 
-def test_pipeline_samples_a_student_with_its_steps_only(tmp_path):
+def test_pipeline_samples_a_student_with_its_steps_only(tmp_path, tiny_pipeline):
   """A 2-step student generates with one denoiser row per step; other step counts, CFG branches on the
   student and the 'distilled' mode on a teacher are refused with the reason; scripts/sample.py refuses
   them before loading any weights (one error line, exit 2)."""
@@ -213,9 +213,8 @@ def test_pipeline_samples_a_student_with_its_steps_only(tmp_path):
     pipe.generate(face, _speech(), steps=8)
   with pytest.raises(ConfigError, match="guidance-distilled student"):
     pipe.generate(face, _speech(), cfg="split")
-  teacher = ReadPipeline.from_config(jax.random.key(0), load_config("demo.py:tiny"))
   with pytest.raises(ConfigError, match="no guidance embedding"):
-    teacher.generate(face, _speech(), cfg="distilled")
+    tiny_pipeline.generate(face, _speech(), cfg="distilled")
 
   pipe.save_pretrained(str(tmp_path / "student"))
   assert ReadPipeline.from_pretrained(str(tmp_path / "student")).config.distilled_steps == (2,)

@@ -14,18 +14,16 @@ import math
 import os
 import shutil
 
-import jax
 import numpy as np
 import pytest
 
 from read_jax import audio as audio_lib
 from read_jax import cli, media
-from read_jax.config import load_config
 from read_jax.data.preprocess import iter_frames
 from read_jax.errors import MediaError
 from read_jax.eval import generate
 from read_jax.files import file_sha256, read_json, write_json
-from read_jax.pipeline import PIPELINE_CONFIG, ReadPipeline
+from read_jax.pipeline import PIPELINE_CONFIG
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SR, FPS = 16000, 25
@@ -62,10 +60,8 @@ def _frames(count: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-  path = tmp_path_factory.mktemp("ckpt") / "tiny"
-  ReadPipeline.from_config(jax.random.key(0), load_config("demo.py:tiny")).save_pretrained(str(path))
-  return path
+def ckpt(tiny_checkpoint):
+  return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ S, so the float rounding of different array shapes differs (≈1e-7 relative); a
 that moves a handful of uint8 values by one level. The test allows ≤ 1 level on ≤ 1e-4 of the values.
 """
 
-import dataclasses
 import os
 
 import jax.numpy as jnp
@@ -17,7 +16,6 @@ from read_jax import audio as audio_lib
 from read_jax import live, media, speech
 from read_jax.errors import AudioError
 from read_jax.models.vae import FRAMES_PER_LATENT
-from read_jax.pipeline import ReadPipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "assets", "demo")
@@ -29,13 +27,9 @@ MAX_DIFF_FRACTION = 1e-4
 
 
 @pytest.fixture(scope="module")
-def pipe():
-  if not os.path.isdir(DEMO):
-    pytest.skip("assets/demo (the bundled demo checkpoint) is missing")
-  p = ReadPipeline.from_pretrained(DEMO)
+def pipe(demo_pipeline):
   # The offline reference uses the same windows; these tests are clip mode's (the rolling window: test_rolling.py).
-  p.config = dataclasses.replace(p.config, speech_window=POLICY, live_mode="clip")
-  return p
+  return demo_pipeline.with_config(speech_window=POLICY, live_mode="clip")
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ SR = 16000
 
 
 @pytest.fixture(scope="module")
-def pipe():
+def pipe(tiny_pipeline):
   # configs/demo.py:tiny: 64² frames (2×2 latents), clips of 3 latent frames (17 video frames), 2 steps.
-  return ReadPipeline.from_config(jax.random.key(0), load_config("demo.py:tiny"))
+  return tiny_pipeline.with_config()  # its own copy: tests replace its methods
 
 
 def _speech(seconds, seed=0):
@@ -43,6 +43,21 @@ def test_frame_count_follows_audio(pipe, seconds):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_second_pipeline_of_the_same_config_compiles_nothing(pipe, count_compiles):
+  """Its programs are cached by what they depend on (the module configs, the CFG mode), not by the instance: a
+  second pipeline built from the same config, other weights, generates without one compilation; a setting that
+  changes a program's shape (the step count) does compile, so the count can fail."""
+  pipe.generate(_face(), _speech(1.0))
+  with count_compiles() as compiles:
+    other = ReadPipeline.from_config(jax.random.key(1), load_config("demo.py:tiny"))
+    frames = other.generate(_face(), _speech(1.0))
+  assert compiles.count == 0 and frames.shape == (25, 64, 64, 3)
+  assert not np.array_equal(frames, pipe.generate(_face(), _speech(1.0)))  # other weights, other video
+  with count_compiles() as compiles:
+    other.generate(_face(), _speech(1.0), steps=3)
+  assert compiles.count > 0
+
+
 def test_deterministic_for_a_seed(pipe):
   a = pipe.generate(_face(), _speech(1.0), seed=3)
   b = pipe.generate(_face(), _speech(1.0), seed=3)

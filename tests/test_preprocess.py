@@ -3,12 +3,10 @@
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
 
 from read_jax import media
-from read_jax.config import load_config
 from read_jax.data import preprocess, records, synthetic
 
 CLIP = 17  # demo tiny: f = 3 latent frames
@@ -32,12 +30,9 @@ def _write_video(path, frames, audio=None):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-  from read_jax.pipeline import ReadPipeline
-
+def setup(tmp_path_factory, tiny_checkpoint):
   root = tmp_path_factory.mktemp("pre")
-  ckpt = str(root / "ckpt")
-  ReadPipeline.from_config(jax.random.key(0), load_config("demo.py:tiny")).save_pretrained(ckpt)
+  ckpt = str(tiny_checkpoint)
   vids = root / "videos"
   good = [synthetic.write_clip(synthetic.make_clip(s, 3.0, size=128), vids, f"good{s}")[0] for s in (1, 2)]
   short = synthetic.write_clip(synthetic.make_clip(3, 0.4, size=128), vids, "short")[0]

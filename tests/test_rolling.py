@@ -7,7 +7,6 @@
   each as soon as its speech latent (plus W − 1 more) is final.
 """
 
-import dataclasses
 import os
 
 import jax
@@ -19,8 +18,6 @@ from read_jax import ans, live, speech
 from read_jax import audio as audio_lib
 from read_jax.ans import rolling
 from read_jax.errors import ConfigError
-from read_jax.models.vae import FRAMES_PER_LATENT
-from read_jax.pipeline import ReadPipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "assets", "demo")
@@ -158,12 +155,8 @@ def test_bad_settings_fail_clearly():
 
 
 @pytest.fixture(scope="module")
-def pipe():
-  if not os.path.isdir(DEMO):
-    pytest.skip("assets/demo (the bundled demo checkpoint) is missing")
-  p = ReadPipeline.from_pretrained(DEMO)
-  p.config = dataclasses.replace(p.config, speech_window=POLICY)
-  return p
+def pipe(demo_pipeline):
+  return demo_pipeline.with_config(speech_window=POLICY)
 
 
 @pytest.mark.parametrize("noisy", [1, 2])

@@ -10,12 +10,9 @@ import time
 import jax
 import numpy as np
 import pytest
-from jax import monitoring
 
-from read_jax.config import load_config
 from read_jax.errors import InputError
 from read_jax.live import LiveSession
-from read_jax.pipeline import ReadPipeline
 from read_jax.serve.engine import AdmissionError, Engine
 
 pytestmark = pytest.mark.slow  # each engine compiles its batch sizes at start (~10 s)
@@ -24,8 +21,8 @@ SR = 16000
 
 
 @pytest.fixture(scope="module")
-def pipe():
-  return ReadPipeline.from_config(jax.random.key(0), load_config("demo.py:tiny"))
+def pipe(tiny_pipeline):
+  return tiny_pipeline
 
 
 def _inputs(n, seconds, seed=0):
@@ -67,22 +64,7 @@ def _alone(pipe, wave, portrait, seed):
   return np.concatenate([b.frames for b in session.finish()])
 
 
-class _Compiles:
-  """Backend compilations while active (jax.monitoring's compile event)."""
-
-  def __init__(self):
-    self.count, self.active = 0, False
-    monitoring.register_event_duration_secs_listener(self._listen)
-
-  def _listen(self, event, duration, **kwargs):
-    if self.active and event == "/jax/core/compile/backend_compile_duration":
-      self.count += 1
-
-
-_COMPILES = _Compiles()
-
-
-def test_batched_sessions_equal_each_alone_and_nothing_compiles(pipe):
+def test_batched_sessions_equal_each_alone_and_nothing_compiles(pipe, count_compiles):
   """3 sessions of different lengths, portraits and seeds through batch sizes (1, 2): each one's frames equal a
   LiveSession run alone (≤ 1 level of rounding), F = floor(25 · seconds) each; then sessions coming and going in
   other numbers and lengths compile nothing."""
@@ -90,12 +72,11 @@ def test_batched_sessions_equal_each_alone_and_nothing_compiles(pipe):
   try:
     waves, portraits = _inputs(3, 1.3, seed=1)
     waves[1] = waves[1][:int(0.55 * SR)]  # ends early: batches shrink while the others go on
-    _COMPILES.count, _COMPILES.active = 0, True
-    frames, done = _serve(engine, waves, portraits)
-    for round_ in [(1, 2.1), (4, 0.7), (2, 1.0)]:
-      more, _ = _serve(engine, *_inputs(*round_, seed=round_[0]), chunk=777)
-    _COMPILES.active = False
-    assert _COMPILES.count == 0, f"{_COMPILES.count} compilations after start()"
+    with count_compiles() as compiles:
+      frames, done = _serve(engine, waves, portraits)
+      for round_ in [(1, 2.1), (4, 0.7), (2, 1.0)]:
+        more, _ = _serve(engine, *_inputs(*round_, seed=round_[0]), chunk=777)
+    assert compiles.count == 0, f"{compiles.count} compilations after start()"
     stats = engine.stats()
     assert stats["sessions"] == 0 and stats["clips_total"] > stats["batches_total"]  # some batches held several
   finally:

@@ -13,12 +13,13 @@ import sys
 import time
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
 from read_jax import sharding
 from read_jax.config import load_config
-from read_jax.errors import CheckpointError
+from read_jax.errors import CheckpointError, ConfigError
 from read_jax.train import NonFiniteLossError, Trainer, loop, make_stage, train
 from read_jax.train import checkpoint as ckpt_lib
 
@@ -260,3 +261,16 @@ def test_one_device_equals_eight(data, compile_cache):
     np.testing.assert_allclose(a["grad_norm"], b["grad_norm"], rtol=1e-4)
     np.testing.assert_allclose(a["update_norm"], b["update_norm"], rtol=1e-3)
   assert one[2]["update_norm"] > 0 and one[2]["loss"] != one[1]["loss"]
+
+
+def test_mesh_sizes_name_the_devices_used():
+  """Explicit sizes smaller than the machine run on the first devices (the tiny configs: one); -1 takes every
+  device; sizes that do not fit are one error naming them."""
+  mesh = lambda **sizes: sharding.make_mesh(ml_collections.ConfigDict({"data": 1, "fsdp": 1, "tensor": 1, **sizes}))  # noqa: E731
+  assert mesh().devices.size == 1 and mesh().devices.flat[0] == jax.devices()[0]
+  assert dict(mesh(data=3).shape) == {"data": 3, "fsdp": 1, "tensor": 1}
+  assert mesh(data=-1, fsdp=2).devices.size == len(jax.devices()) == 8
+  with pytest.raises(ConfigError, match="needs 16 devices"):
+    mesh(data=4, fsdp=4)
+  with pytest.raises(ConfigError, match="not divisible by 3"):
+    mesh(data=-1, fsdp=3)
