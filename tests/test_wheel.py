@@ -1,9 +1,12 @@
 """The package works installed, not only from a source checkout: a wheel in a fresh virtual environment.
 
 The wheel holds ``read_jax/`` only (no ``configs/``, ``scripts/`` or ``assets/``), so everything the package
-needs at run time must live inside it. The venv sees this machine's site-packages for the dependencies
-(``--system-site-packages``: nothing is downloaded), and the test checks that ``read_jax`` is imported from
-the wheel, not from the checkout.
+needs at run time must live inside it. The new venv reaches the dependencies of the environment the tests run in
+(a venv of the user's, or the machine's Python): their site-packages folders, listed in a ``.pth`` file after the
+venv's own (``--system-site-packages`` would give the *base* interpreter's instead, which inside a venv lacks
+them; nothing is downloaded). Path lines in a ``.pth`` are not scanned for ``.pth`` files of their own, so the
+checkout's editable install does not come along, and the test checks that ``read_jax`` is imported from the
+wheel, not from the checkout.
 """
 
 import os
@@ -51,8 +54,13 @@ def test_wheel_installs_and_generates(tmp_path):
   assert not [n for n in names if n.startswith(("configs/", "scripts/", "tests/", "assets/"))]
 
   venv = tmp_path / "venv"
-  subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+  subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
   python = venv / "bin" / "python"
+  venv_site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+  ours = [p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages") and os.path.isdir(p)]
+  assert ours, sys.path
+  pathlib.Path(venv_site, "_test_environment.pth").write_text("\n".join(ours) + "\n")
   subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
   work = tmp_path / "elsewhere"  # not the checkout: nothing from it is on the path
   work.mkdir()
