@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import importlib.util
 import os
 import re
@@ -42,7 +41,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from read_jax import sharding
-from read_jax.ans import sampling
+from read_jax.ans import sampling, solvers
 from read_jax.ans.guidance import BRANCHES
 from read_jax.convert.prompt import load_text_embedding
 from read_jax.errors import ConfigError, InputError
@@ -457,12 +456,12 @@ def compile_sample_clip(config, topology: str, devices: Sequence[jax.Device] | N
   sds = lambda shape, dtype=jnp.float32: jax.ShapeDtypeStruct(shape, dtype, sharding=rep)  # noqa: E731
   params = jax.tree.map(lambda a: sds(a.shape, a.dtype), params)
   carry = sampling.ClipCarry(motion=sds((steps, h, w, c)), first=sds((), jnp.bool_))
-  args = (params, carry, sds((clip_frames, h, w, c)), sds((h, w, c)),
-          sds((clip_frames, m.audio_tokens, m.audio_dim)), sds((steps + 1,)), sds((2,)))
-  denoise = functools.partial(a2v_dit.denoise, model)
+  inputs = sampling.ClipInputs(carry, sds((clip_frames, h, w, c)), sds((h, w, c)),
+                               sds((clip_frames, m.audio_tokens, m.audio_dim)))
+  sampler = solvers.Sampler(schedule=sds((steps + 1,)), guidance=sds((2,)), cfg=cfg, solver="euler")
   # No jax.set_mesh here: every argument carries its (one-chip) sharding.
   with tracing_for_tpu():
-    lowered = sampling.run_clip.lower(denoise, cfg, *args)
+    lowered = sampling.run_clip.lower(a2v_dit.Denoiser(model), sampler, params, inputs)
   branches = BRANCHES[cfg]
   compiled, largest = _compile(lowered, f"the {steps}-step {cfg}-CFG sampling of one clip on one {chip.name}",
                                buffers)

@@ -8,7 +8,10 @@
   for block in session.finish():                           # the end padded with silence, the rest flushed
     show(block.frames, block.times)
 
-Clip mode (DESIGN §3.9, issue #22): clip j of f latent frames covers latent frames j(f−1) … j(f−1) + f − 1
+One session class per live mode, sharing the feeding and the speech state (:class:`LiveSession`, which also
+picks the class: ``LiveSession(pipe, portrait)`` is a session of the checkpoint's ``live_mode``):
+
+Clip mode (:class:`ClipSession`, DESIGN §3.9): clip j of f latent frames covers latent frames j(f−1) … j(f−1) + f − 1
 and runs once the speech latents of all of them are final, i.e. once the audio of its last video frame plus
 the speech window's look-ahead (140 ms) has arrived. Everything a clip needs is then exactly what the offline
 streaming order (:meth:`ReadPipeline.stream` with ``PipelineConfig.speech_window`` set to the same live policy)
@@ -23,15 +26,18 @@ gives it, so the session's frames equal the offline ones (up to float rounding o
 ``finish()`` pads the stream with silence to whole clips exactly as :meth:`ReadPipeline.speech_features` does and
 trims the video to F = floor(25 · seconds) frames. Silence fed in the middle is just audio: frames keep coming.
 
-Rolling mode (``mode="rolling"``, :mod:`read_jax.ans.rolling`): the window advances as soon as one latent frame's
+Rolling mode (:class:`RollingSession`, :mod:`read_jax.ans.rolling`): the window advances as soon as one latent frame's
 speech latent is final, so each block is one latent frame (8 video frames) and comes out ``noisy − 1`` latent
 frames after its audio instead of a whole clip after. The session starts by feeding the pre-roll's silence
 (not counted as input, nor in the timestamps) and runs the same :class:`rolling.RollingSampler` as
 :meth:`ReadPipeline.stream` with ``mode="rolling"``, so its frames equal the offline ones too.
 
-A session holds only its own state (portrait latent, feature buffer, SpeechAE history, carry, key, counters,
-timings); sessions sharing one pipeline are independent. :func:`run_live` replays a waveform at real speed
-and measures the latency of each frame.
+A session holds only its own state (portrait latent, feature buffer, SpeechAE history, carry or window, key,
+counters, timings); sessions sharing one pipeline are independent. Its device work comes in units: ``next_work()``
+gives the next one whose speech is final, and the two device stages of a unit run batched across sessions of one
+class (:meth:`LiveSession.denoise_batch`, :meth:`LiveSession.decode_batch`: the serving engine) or alone
+(:meth:`LiveSession.frames`), with the same frames. :func:`run_live` replays a waveform at real speed and measures
+the latency of each frame.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -50,40 +56,45 @@ import numpy as np
 from read_jax import audio as audio_lib
 from read_jax import media
 from read_jax import speech as speech_lib
-from read_jax.ans import rolling, sampling
-from read_jax.ans.guidance import CFG_MODES, guidance_scales
+from read_jax.ans import rolling, sampling, solvers
 from read_jax.errors import AudioError, ConfigError
 from read_jax.models.speech_ae import SpeechAE
 from read_jax.models.vae import FRAMES_PER_LATENT
-from read_jax.pipeline import ReadPipeline
+from read_jax.pipeline import ReadPipeline, decode_key
 
 CHUNK_MS = 20  # run_live's feeding granularity
 
 
 @dataclasses.dataclass(frozen=True)
 class FrameBlock:
-  """One clip's new frames: video frames ``first_frame … first_frame + n − 1`` shown at ``times``."""
+  """One unit's new frames: video frames ``first_frame … first_frame + n − 1`` shown at ``times``."""
 
-  index: int  # clip number j
+  index: int  # clip number j (clip mode) or real latent frame r (rolling mode)
   first_frame: int  # video frame index of frames[0]
   frames: np.ndarray  # uint8 [n, H, W, 3]
   times: np.ndarray  # float64 [n]: presentation time of each frame, frame index / fps, in seconds
 
 
-class ClipJob(NamedTuple):
-  """What clip ``index`` of a session needs from the sampler (``sampling.run_clip``'s per-session arguments)."""
+class Work(NamedTuple):
+  """One unit of a session's device work: ``inputs`` (a pytree of per-session arrays; a batch stacks them) for
+  its class's :meth:`LiveSession.denoise_batch`, compiled for ``static`` (units batch together only with equal
+  ones)."""
 
-  index: int
-  carry: sampling.ClipCarry
-  noise: jax.Array  # [f, h, w, C]
-  z_ref: np.ndarray  # [h, w, C]
-  speech: np.ndarray  # [f, hw, dA]
-  key: jax.Array  # the session's key (the decode draws from fold_in(key, 1_000_000 + index))
+  index: int  # clip j, or stream latent q
+  inputs: Any  # sampling.ClipInputs | rolling.WindowInputs
+  static: tuple = ()  # hashable settings of the program: the rolling window's (noisy, substeps)
+
+
+class DecodeJob(NamedTuple):
+  """The latents a unit's frames decode from, with the decode noise's key."""
+
+  latents: np.ndarray | jax.Array  # [T, h, w, C]
+  key: jax.Array
 
 
 @dataclasses.dataclass
 class SessionTimings:
-  """Wall seconds per stage of one session (the pipeline's own ``timings`` are not touched)."""
+  """Wall seconds per stage of one session run alone (the pipeline's own ``timings`` are not touched)."""
 
   reference: float = 0.0
   speech: float = 0.0  # Whisper windows + SpeechAE latents
@@ -122,19 +133,41 @@ def _default_policy(pipe: ReadPipeline) -> str:
   return "live" if seconds >= speech_lib.DEFAULT_LIVE_SECONDS else f"live:{seconds:g}"
 
 
+def _stack(trees):
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _padded(items: list, size: int | None) -> list:
+  """``items`` padded to ``size`` with copies of the first (a compiled batch size; None: as they are)."""
+  return items + [items[0]] * ((size or len(items)) - len(items))
+
+
 class LiveSession:
   """One push-style generation: ``feed`` audio, take ``frames()``, end with ``finish()`` (module docstring).
 
-  ``policy``: the speech window policy ("live", "live:<seconds>" or a ``WindowPolicy``); None takes
-  ``pipe.config.speech_window`` when that is a live policy, else "live" (or the encoder's whole window when
-  that is under 4 s). ``mode`` defaults to the config's ``live_mode``; ``steps``/``cfg``/``alpha``/``beta``,
-  ``noisy``/``decode_context`` to the pipeline's config as in :meth:`ReadPipeline.stream`; ``seed`` as there.
+  ``LiveSession(pipe, portrait, mode=...)`` makes the session class of ``mode`` (:data:`SESSIONS`; the config's
+  ``live_mode`` when None). ``policy``: the speech window policy ("live", "live:<seconds>" or a ``WindowPolicy``);
+  None takes ``pipe.config.speech_window`` when that is a live policy, else "live" (or the encoder's whole window
+  when that is under 4 s). ``steps``/``cfg``/``alpha``/``beta``/``solver`` make the sampler as
+  :meth:`ReadPipeline.sampler` does; ``seed`` as in :meth:`ReadPipeline.stream`.
   """
 
+  mode: ClassVar[str]
+
+  def __new__(cls, pipe: ReadPipeline, *args, mode: str | None = None, **kwargs):
+    if cls is LiveSession:
+      mode = pipe.config.live_mode if mode is None else mode
+      if mode not in SESSIONS:
+        raise ConfigError(f"mode: must be one of {tuple(SESSIONS)}, got {mode!r}")
+      cls = SESSIONS[mode]
+    return super().__new__(cls)
+
   def __init__(self, pipe: ReadPipeline, portrait, *, steps: int | None = None, cfg: str | None = None,
-               alpha: float | None = None, beta: float | None = None, seed: int = 0, policy=None,
-               mode: str | None = None, noisy: int | None = None, decode_context: int | None = None):
+               alpha: float | None = None, beta: float | None = None, solver: str | None = None, seed: int = 0,
+               policy=None, mode: str | None = None):
     c = pipe.config
+    if mode is not None and mode != self.mode:
+      raise ConfigError(f"mode: a {type(self).__name__} is mode {self.mode!r}, got {mode!r}")
     if c.fps != speech_lib.FPS:
       raise ConfigError(f"LiveSession: fps must be {speech_lib.FPS} (two Whisper states per frame), got {c.fps}")
     if policy is None:
@@ -145,20 +178,16 @@ class LiveSession:
     self.timings = SessionTimings()
     self._features = speech_lib.LiveSpeechFeatures(pipe.whisper, pipe.whisper_params, policy)
     self.policy = self._features.policy
-
-    steps, cfg, alpha, beta = pipe.sampling_settings(steps, cfg, alpha, beta)
-    if cfg not in CFG_MODES:
-      raise ConfigError(f"cfg: must be one of {CFG_MODES}, got {cfg!r}")
-    self._cfg, self._steps = cfg, steps
-    self._guidance = guidance_scales(cfg, alpha, beta)
-    self._schedule = jnp.asarray(sampling.timesteps(steps, c.shift))
-    self._params = (pipe.dit_params, pipe.text_states())
+    try:
+      self.sampler = pipe.sampler(steps=steps, cfg=cfg, alpha=alpha, beta=beta, solver=solver)
+    except ValueError as e:
+      raise e if isinstance(e, ConfigError) else ConfigError(f"LiveSession: {e}") from None
+    self.params = pipe.denoiser_params()
 
     t0 = time.perf_counter()
     self._z_ref = np.asarray(pipe.encode_reference(portrait), np.float32)  # [h, w, C]
     self.timings.reference += time.perf_counter() - t0
     self._key = jax.random.key(seed)
-    self._carry = sampling.first_carry(self._z_ref.shape, self._schedule.shape[0])
 
     self._history = history_groups(pipe.speech_ae)
     self._rows = np.zeros((0, pipe.speech_ae.window, pipe.speech_ae.feature_dim), np.float32)  # S rows kept
@@ -167,37 +196,17 @@ class LiveSession:
     self._latents: list[np.ndarray] = []  # speech latents [hw, dA] from latent frame _latents_start on
     self._latents_start = 0
     self.num_samples = 0  # samples fed (before the end's padding)
-    self._clip = 0  # next clip to run
+    self._pre_samples = 0  # silence fed before the speech (not counted, nor in the timestamps)
     self._emitted = 0  # video frames handed out
     self._num_video = None  # F, known at finish
-    self._num_clips = None  # clips in all, known at finish
     self._finished = False
-
-    self.mode = c.live_mode if mode is None else mode
-    if self.mode not in rolling.MODES:
-      raise ConfigError(f"mode: must be one of {rolling.MODES}, got {self.mode!r}")
-    self._pre_samples = 0
-    if self.mode == "rolling":
-      self.noisy, self.decode_context = pipe.rolling_settings(noisy, decode_context)
-      try:
-        rolling.check_noisy(steps, self.noisy, self.clip_frames)
-      except ValueError as e:
-        raise ConfigError(f"LiveSession: {e}") from None
-      t0 = time.perf_counter()
-      self._pre_roll = pipe.pre_roll_latents(portrait)  # [f − 1, h, w, C]
-      self.timings.reference += time.perf_counter() - t0
-      self._history_decode = rolling.DecodeHistory(self._pre_roll, self.decode_context)
-      self._sampler = None  # made once the pre-roll's speech latents are final
-      self._num_latents = None  # stream latents in all, known at finish
-      self._pre_samples = rolling.pre_roll_frames(self.clip_frames) * audio_lib.SAMPLE_RATE // self.fps
-      self._add_rows(self._features.feed(np.zeros(self._pre_samples, np.float32)))
 
   # ------------------------------------------------------------------------------------------
   # Audio in
 
   def feed(self, pcm) -> None:
     """Append 16 kHz mono samples (int16 PCM or float32 in [-1, 1], any count); cheap: the features and speech
-    latents that became final are computed, the clips wait for :meth:`frames`."""
+    latents that became final are computed, the device work waits for :meth:`frames`."""
     if self._finished:
       raise ValueError("LiveSession: feed after finish")
     pcm = _pcm(pcm)
@@ -207,83 +216,50 @@ class LiveSession:
     self.timings.speech += time.perf_counter() - t0
 
   def finish(self) -> list[FrameBlock]:
-    """End the stream: pad it with silence to whole clips as the offline path does, and return every block not
-    yet handed out (the video trimmed to F = floor(25 · seconds) frames)."""
+    """End the stream: pad it with silence as the offline path does, and return every block not yet handed out
+    (the video trimmed to F = floor(25 · seconds) frames)."""
     self.end()
     return list(self.frames())
 
   def end(self) -> None:
-    """End the stream without running the clips it completes (the serving engine runs them batched)."""
-    if not self._finished:
-      self._finished = True
-      num_video = audio_lib.num_video_frames(self.num_samples, self.fps)
-      if num_video < 1:
-        raise AudioError(f"LiveSession: {self.num_samples} samples is shorter than one video frame "
-                         f"({audio_lib.SAMPLE_RATE // self.fps} samples)")
-      num_latents = sampling.latent_frames_for_video(num_video)
-      if self.mode == "rolling":
-        n_pad = self._num_latents = rolling.stream_latents(num_video, self.clip_frames, self.noisy)
-      else:
-        n_pad = sampling.padded_frames(num_latents, self.clip_frames)
-      # ReadPipeline.speech_features: the wave padded with silence to the video frames of n_pad latent frames.
-      samples = int(np.ceil((1 + FRAMES_PER_LATENT * (n_pad - 1)) * audio_lib.SAMPLE_RATE / self.fps))
-      t0 = time.perf_counter()
-      fed = self._pre_samples + self.num_samples
-      self._add_rows(self._features.feed(np.zeros(max(0, samples - fed), np.float32)))
-      self._add_rows(self._features.finish())
-      self.timings.speech += time.perf_counter() - t0
-      self._num_video, self._num_clips = num_video, sampling.num_clips(num_latents, self.clip_frames)
+    """End the stream without running the work it completes (the serving engine runs it batched)."""
+    if self._finished:
+      return
+    self._finished = True
+    num_video = audio_lib.num_video_frames(self.num_samples, self.fps)
+    if num_video < 1:
+      raise AudioError(f"LiveSession: {self.num_samples} samples is shorter than one video frame "
+                       f"({audio_lib.SAMPLE_RATE // self.fps} samples)")
+    n_pad = self._stream_latents(num_video)
+    # ReadPipeline.speech_features: the wave padded with silence to the video frames of n_pad latent frames.
+    samples = int(np.ceil((1 + FRAMES_PER_LATENT * (n_pad - 1)) * audio_lib.SAMPLE_RATE / self.fps))
+    t0 = time.perf_counter()
+    fed = self._pre_samples + self.num_samples
+    self._add_rows(self._features.feed(np.zeros(max(0, samples - fed), np.float32)))
+    self._add_rows(self._features.finish())
+    self.timings.speech += time.perf_counter() - t0
+    self._num_video = num_video
 
   # ------------------------------------------------------------------------------------------
   # Frames out
 
   def frames(self) -> Iterator[FrameBlock]:
-    """Run and yield each clip whose speech latents are all final (none may be ready: an empty iterator); in
-    rolling mode each latent frame the window frees."""
-    if self.mode == "rolling":
-      yield from self._rolling_frames()
-      return
-    while (job := self.next_clip()) is not None:
+    """Run and yield each unit whose speech latents are all final (none may be ready: an empty iterator)."""
+    cls = type(self)
+    while (work := self.next_work()) is not None:
       t0 = time.perf_counter()
-      carry, clip = sampling.run_clip(self.pipe.denoiser, self._cfg, self._params, job.carry, job.noise, job.z_ref,
-                                      job.speech, self._schedule, self._guidance)
-      jax.block_until_ready(clip)
+      out = cls.denoise_batch(self.pipe, self.sampler, self.params, [work], batched=False)[0]
+      jax.block_until_ready(out)
       self.timings.denoise += time.perf_counter() - t0
-      t0 = time.perf_counter()
-      frames = self.pipe.decode_clip(clip, self._key, job.index)  # uint8 [n, H, W, 3]
-      self.timings.vae_decode += time.perf_counter() - t0
-      block = self.complete_clip(carry, frames)
+      job = self.take_denoised(work, out)
+      frames = None
+      if job is not None:
+        t0 = time.perf_counter()
+        frames = cls.decode_batch(self.pipe, [job], batched=False)[0]
+        self.timings.vae_decode += time.perf_counter() - t0
+      block = self.complete(work, frames)
       if block is not None:
         yield block
-
-  def _rolling_frames(self) -> Iterator[FrameBlock]:
-    f = self.clip_frames
-    available = self._latents_start + len(self._latents)  # speech latents final so far (stream indexing)
-    if self._sampler is None:
-      if available < f - 1:
-        return
-      self._sampler = rolling.RollingSampler(self.pipe.denoiser, self._cfg, self._params, self._z_ref,
-                                             self._guidance, self._pre_roll, np.stack(self._latents[:f - 1]),
-                                             self._key, steps=self._steps, noisy=self.noisy, shift=self.pipe.config.shift)
-    sampler = self._sampler
-    while sampler.q < available and (self._num_latents is None or sampler.q < self._num_latents):
-      t0 = time.perf_counter()
-      out = sampler.push(self._latents[sampler.q - self._latents_start])
-      self._latents, self._latents_start = self._latents[1:], self._latents_start + 1  # no later advance reads it
-      if out is None:
-        self.timings.denoise += time.perf_counter() - t0
-        continue
-      jax.block_until_ready(out.latent)
-      self.timings.denoise += time.perf_counter() - t0
-      t0 = time.perf_counter()
-      frames = self.pipe.decode_rolling(self._history_decode.window(out.latent), self._key, out.q)
-      self.timings.vae_decode += time.perf_counter() - t0
-      first = FRAMES_PER_LATENT * out.r
-      if self._num_video is not None:
-        frames = frames[:max(0, self._num_video - first)]
-      if frames.shape[0]:
-        self._emitted = first + frames.shape[0]
-        yield FrameBlock(out.r, first, frames, np.arange(first, first + frames.shape[0]) / self.fps)
 
   @property
   def frames_out(self) -> int:
@@ -291,57 +267,68 @@ class LiveSession:
     return self._emitted
 
   @property
+  def work_ready(self) -> bool:
+    """Whether :meth:`next_work` has a unit to give."""
+    raise NotImplementedError
+
+  @property
   def done(self) -> bool:
-    """Ended and every clip run."""
-    if self.mode == "rolling":
-      return self._num_latents is not None and self._sampler is not None and self._sampler.q >= self._num_latents
-    return self._num_clips is not None and self._clip >= self._num_clips
+    """Ended and every unit run."""
+    raise NotImplementedError
 
-  @property
-  def clip_ready(self) -> bool:
-    """Whether :meth:`next_clip` has a clip to give (the speech latents of its last latent frame are final)."""
-    j, f = self._clip, self.clip_frames
-    if self._num_clips is not None and j >= self._num_clips:
-      return False
-    return self._latents_start + len(self._latents) >= j * (f - 1) + f
+  def next_work(self) -> Work | None:
+    """The next unit whose speech latents are all final, else None; the session waits for its result
+    (:meth:`take_denoised`, then :meth:`complete`) before it gives another."""
+    raise NotImplementedError
 
-  @property
-  def sampling(self) -> tuple:
-    """What clips of sessions batched together share: (cfg, params, schedule, guidance)."""
-    return self._cfg, self._params, self._schedule, self._guidance
+  @classmethod
+  def denoise_batch(cls, pipe: ReadPipeline, sampler: solvers.Sampler, params, works: list[Work], *,
+                    batched: bool = True, size: int | None = None) -> list:
+    """The sampler's device work of ``works`` (sessions of this class), one output per work; ``batched``: one
+    vmapped call padded to ``size`` rows (one compiled program per size), else one unbatched call per work."""
+    raise NotImplementedError
 
-  def next_clip(self) -> ClipJob | None:
-    """The inputs of the next clip if its speech latents are all final, else None (nothing changes until
-    :meth:`complete_clip` takes its result)."""
-    if self.mode == "rolling":
-      raise ValueError("LiveSession.next_clip: a rolling-window session has no clips (use frames())")
-    if not self.clip_ready:
+  def take_denoised(self, work: Work, out) -> DecodeJob | None:
+    """Take ``work``'s sampler output; the latents its frames decode from (None: nothing to show yet)."""
+    raise NotImplementedError
+
+  @classmethod
+  def decode_batch(cls, pipe: ReadPipeline, jobs: list[DecodeJob], *, batched: bool = True,
+                   size: int | None = None) -> list[np.ndarray]:
+    """uint8 frames of each job (this class's share of them), batched as :meth:`denoise_batch`."""
+    raise NotImplementedError
+
+  def complete(self, work: Work, frames: np.ndarray | None) -> FrameBlock | None:
+    """Take ``work``'s decoded frames; its new frames as a block (None when there are none)."""
+    raise NotImplementedError
+
+  def _stream_latents(self, num_video: int) -> int:
+    """Latent frames the stream of ``num_video`` frames runs in all (its speech padded with silence to them)."""
+    raise NotImplementedError
+
+  def _block(self, index: int, first: int, frames: np.ndarray | None) -> FrameBlock | None:
+    """The block of ``frames`` starting at video frame ``first``, trimmed to the stream's end."""
+    if frames is None:
       return None
-    j, f = self._clip, self.clip_frames
-    start = j * (f - 1)  # the clip's first latent frame
-    speech = np.stack(self._latents[start - self._latents_start:start - self._latents_start + f])  # [f, hw, dA]
-    noise = sampling.clip_noise(self._key, j, f, self._z_ref.shape)
-    return ClipJob(j, self._carry, noise, self._z_ref, speech, self._key)
-
-  def complete_clip(self, carry: sampling.ClipCarry, frames: np.ndarray) -> FrameBlock | None:
-    """Take clip :meth:`next_clip`'s sampler carry and decoded uint8 frames [n, H, W, 3]; its new frames as a
-    block (None when the end's trim leaves none)."""
-    j, f = self._clip, self.clip_frames
-    self._carry = carry
-    self._clip += 1
-    # The next clip starts at latent frame j(f − 1) + f − 1: drop what no later clip reads.
-    drop = j * (f - 1) + f - 1 - self._latents_start
-    self._latents, self._latents_start = self._latents[drop:], self._latents_start + drop
     if self._num_video is not None:
-      frames = frames[:self._num_video - self._emitted]
-    first = self._emitted
-    self._emitted += frames.shape[0]
+      frames = frames[:max(0, self._num_video - first)]
     if not frames.shape[0]:
       return None
-    return FrameBlock(j, first, frames, np.arange(first, first + frames.shape[0]) / self.fps)
+    self._emitted = first + frames.shape[0]
+    return FrameBlock(index, first, frames, np.arange(first, first + frames.shape[0]) / self.fps)
 
   # ------------------------------------------------------------------------------------------
   # Speech latents, incrementally
+
+  @property
+  def _available(self) -> int:
+    """Speech latents final so far (their latent frames, from the stream's start)."""
+    return self._latents_start + len(self._latents)
+
+  def _drop_latents(self, upto: int) -> None:
+    """Forget the speech latents before latent frame ``upto`` (no later unit reads them)."""
+    drop = upto - self._latents_start
+    self._latents, self._latents_start = self._latents[drop:], upto
 
   def _add_rows(self, rows: np.ndarray) -> None:
     """Take new S rows [n, Hw, DA] and encode every speech latent they complete."""
@@ -349,7 +336,7 @@ class LiveSession:
       self._rows = np.concatenate([self._rows, rows])
       self._num_rows += rows.shape[0]
     while True:
-      k = self._latents_start + len(self._latents)
+      k = self._available
       if self._num_rows < 1 + FRAMES_PER_LATENT * k:  # latent k reads frames ≤ 8k
         return
       self._latents.append(self._encode_latent(k))
@@ -377,6 +364,158 @@ class LiveSession:
     c = self.pipe.encode_speech(jnp.asarray(window)[None])
     return np.asarray(c, np.float32)[0, index]  # [hw, dA] (indexed on the host: one program for every k)
 
+
+class ClipSession(LiveSession):
+  """Clip mode (module docstring): each unit is one ANS clip of f latent frames, run once all its speech is final."""
+
+  mode = "clip"
+
+  def __init__(self, pipe: ReadPipeline, portrait, **kwargs):
+    super().__init__(pipe, portrait, **kwargs)
+    self._carry = sampling.first_carry(self._z_ref.shape, self.sampler.steps)
+    self._clip = 0  # next clip to run
+    self._num_clips = None  # clips in all, known at the end
+
+  def _stream_latents(self, num_video: int) -> int:
+    num_latents = sampling.latent_frames_for_video(num_video)
+    self._num_clips = sampling.num_clips(num_latents, self.clip_frames)
+    return sampling.padded_frames(num_latents, self.clip_frames)
+
+  @property
+  def done(self) -> bool:
+    return self._num_clips is not None and self._clip >= self._num_clips
+
+  @property
+  def work_ready(self) -> bool:
+    j, f = self._clip, self.clip_frames
+    if self._num_clips is not None and j >= self._num_clips:
+      return False
+    return self._available >= j * (f - 1) + f
+
+  def next_work(self) -> Work | None:
+    if not self.work_ready:
+      return None
+    j, f = self._clip, self.clip_frames
+    start = j * (f - 1) - self._latents_start  # the clip's first latent frame, in _latents
+    speech = np.stack(self._latents[start:start + f])  # [f, hw, dA]
+    noise = sampling.clip_noise(self._key, j, f, self._z_ref.shape)
+    return Work(j, sampling.ClipInputs(self._carry, noise, self._z_ref, speech))
+
+  @classmethod
+  def denoise_batch(cls, pipe, sampler, params, works, *, batched=True, size=None):
+    if not batched:
+      return [sampling.run_clip(pipe.denoiser, sampler, params, w.inputs) for w in works]
+    inputs = _stack([w.inputs for w in _padded(works, size)])
+    carry, clips = sampling.run_clips(pipe.denoiser, sampler, params, inputs)
+    return [(jax.tree.map(lambda x, b=b: x[b], carry), clips[b]) for b in range(len(works))]
+
+  def take_denoised(self, work, out) -> DecodeJob:
+    j, f = work.index, self.clip_frames
+    self._carry = out[0]
+    self._clip += 1
+    self._drop_latents(j * (f - 1) + f - 1)  # the next clip starts at its last latent frame
+    return DecodeJob(out[1], decode_key(self._key, j))
+
+  @classmethod
+  def decode_batch(cls, pipe, jobs, *, batched=True, size=None):
+    if not batched:
+      return [pipe.decode_frames(job.latents, job.key) for job in jobs]
+    padded = _padded(jobs, size)
+    frames = pipe.decode_frames_batch(jnp.stack([job.latents for job in padded]), [job.key for job in padded])
+    return list(frames[:len(jobs)])
+
+  def complete(self, work, frames):
+    # Clip j > 0 decodes its shared first latent as a lone first frame: that frame is clip j − 1's.
+    return self._block(work.index, self._emitted, frames if work.index == 0 else frames[1:])
+
+
+class RollingSession(LiveSession):
+  """Rolling mode (module docstring): each unit is one advance of the window, which frees one latent frame.
+
+  ``noisy``/``decode_context``: the window's noisy frames W and the latent frames each freed one is decoded with
+  (the config's where None, :meth:`ReadPipeline.rolling_settings`). The session starts by feeding the pre-roll's
+  silence (:mod:`read_jax.ans.rolling`).
+  """
+
+  mode = "rolling"
+
+  def __init__(self, pipe: ReadPipeline, portrait, *, noisy: int | None = None, decode_context: int | None = None,
+               **kwargs):
+    super().__init__(pipe, portrait, **kwargs)
+    self.noisy, self.decode_context = pipe.rolling_settings(noisy, decode_context)
+    try:
+      rolling.check_noisy(self.sampler.steps, self.noisy, self.clip_frames)
+    except ValueError as e:
+      raise ConfigError(f"LiveSession: {e}") from None
+    t0 = time.perf_counter()
+    self._pre_roll = pipe.pre_roll_latents(portrait)  # [f − 1, h, w, C]
+    self.timings.reference += time.perf_counter() - t0
+    self._decode_history = rolling.DecodeHistory(self._pre_roll, self.decode_context)
+    self._window = None  # the RollingSampler, made once the pre-roll's speech latents are final
+    self._num_latents = None  # stream latents in all, known at the end
+    self._pre_samples = rolling.pre_roll_frames(self.clip_frames) * audio_lib.SAMPLE_RATE // self.fps
+    self._add_rows(self._features.feed(np.zeros(self._pre_samples, np.float32)))
+
+  def _stream_latents(self, num_video: int) -> int:
+    self._num_latents = rolling.stream_latents(num_video, self.clip_frames, self.noisy)
+    return self._num_latents
+
+  def _sampler_window(self) -> rolling.RollingSampler | None:
+    f = self.clip_frames
+    if self._window is None and self._available >= f - 1:
+      self._window = rolling.RollingSampler(self.pipe.denoiser, self.sampler, self.params, self._z_ref,
+                                            self._pre_roll, np.stack(self._latents[:f - 1]), self._key,
+                                            noisy=self.noisy)
+    return self._window
+
+  @property
+  def done(self) -> bool:
+    return self._num_latents is not None and self._window is not None and self._window.q >= self._num_latents
+
+  @property
+  def work_ready(self) -> bool:
+    window = self._sampler_window()
+    return (window is not None and window.q < self._available
+            and (self._num_latents is None or window.q < self._num_latents))
+
+  def next_work(self) -> Work | None:
+    if not self.work_ready:
+      return None
+    q = self._window.q
+    job = self._window.job(self._latents[q - self._latents_start])
+    self._drop_latents(q + 1)  # no later advance reads it
+    return Work(q, job, (self.noisy, self._window.substeps))
+
+  @classmethod
+  def denoise_batch(cls, pipe, sampler, params, works, *, batched=True, size=None):
+    noisy, substeps = works[0].static
+    if not batched:
+      return [rolling.advance(pipe.denoiser, sampler, params, w.inputs, noisy=noisy, substeps=substeps)
+              for w in works]
+    inputs = _stack([w.inputs for w in _padded(works, size)])
+    windows = rolling.advance_batch(pipe.denoiser, sampler, params, inputs, noisy=noisy, substeps=substeps)
+    return list(windows[:len(works)])
+
+  def take_denoised(self, work, out) -> DecodeJob | None:
+    emitted = self._window.complete(work.inputs, out)
+    if emitted is None:
+      return None
+    return DecodeJob(self._decode_history.window(emitted.latent), decode_key(self._key, emitted.q))
+
+  @classmethod
+  def decode_batch(cls, pipe, jobs, *, batched=True, size=None):
+    if not batched:
+      return [pipe.decode_frames(job.latents, job.key)[-FRAMES_PER_LATENT:] for job in jobs]
+    padded = _padded(jobs, size)
+    frames = pipe.decode_frames_batch(np.stack([job.latents for job in padded]), [job.key for job in padded])
+    return list(frames[:len(jobs), -FRAMES_PER_LATENT:])
+
+  def complete(self, work, frames):
+    r = work.index - (self.noisy - 1) - (self.clip_frames - 1)  # the real latent frame freed
+    return self._block(r, FRAMES_PER_LATENT * r, frames)
+
+
+SESSIONS = {cls.mode: cls for cls in (ClipSession, RollingSession)}  # live mode → session class
 
 # ---------------------------------------------------------------------------------------------
 # Real-time replay
@@ -437,4 +576,5 @@ def run_live(pipe: ReadPipeline, portrait, wave, out_path=None, realtime: bool =
                       wall=wall, audio_seconds=wave.shape[0] / audio_lib.SAMPLE_RATE)
 
 
-__all__ = ["ClipJob", "FrameBlock", "LatencyStats", "LiveSession", "SessionTimings", "history_groups", "run_live"]
+__all__ = ["ClipSession", "DecodeJob", "FrameBlock", "LatencyStats", "LiveSession", "RollingSession", "SESSIONS",
+           "SessionTimings", "Work", "history_groups", "run_live"]

@@ -36,8 +36,8 @@ import numpy as np
 from read_jax import audio as audio_lib
 from read_jax import media
 from read_jax import speech as speech_lib
-from read_jax.ans import rolling, sampling
-from read_jax.ans.guidance import guidance_scales
+from read_jax.ans import rolling, sampling, solvers
+from read_jax.ans.guidance import CFG_MODES, guidance_scales
 from read_jax.convert import checkpoint_dir, native
 from read_jax.convert.prompt import load_text_embedding
 from read_jax.convert.vae import export_vae, load_vae
@@ -59,8 +59,9 @@ class PipelineConfig:
   fps: int = 25  # video frame rate (Whisper's 50 Hz gives 2 frames per video frame at 25)
   resolution: int = 512  # square frame size in pixels (a multiple of the VAE's 32)
   clip_frames: int = 16  # f, latent frames per clip (121 video frames: the training length)
-  steps: int = 8  # denoiser passes per clip (paper C.4)
+  steps: int = 8  # solver steps per clip (paper C.4: 8 denoiser passes with Euler)
   cfg: str = "split"  # "split" (Eq. 17), "joint" (Eq. 16), "none", or "distilled" (a guidance-distilled student)
+  solver: str = "euler"  # read_jax.ans.solvers.SOLVERS: "euler" (Algorithm 1), "heun" (2nd order, 2 passes a step)
   alpha: float | None = None  # reference / joint guidance scale (None: paper default 2)
   beta: float | None = None  # speech guidance scale for split CFG (None: paper default 6)
   shift: float = 1.0  # timestep shift of the schedule (1 = linear)
@@ -88,9 +89,10 @@ class PipelineConfig:
 
   def __post_init__(self):
     object.__setattr__(self, "distilled_steps", tuple(int(n) for n in self.distilled_steps))
-    for name in ("mode", "live_mode"):
-      if getattr(self, name) not in rolling.MODES:
-        raise CheckpointError(f"{PIPELINE_CONFIG}: {name}: must be one of {rolling.MODES}, got {getattr(self, name)!r}")
+    for name, allowed in (("mode", rolling.MODES), ("live_mode", rolling.MODES), ("cfg", CFG_MODES),
+                          ("solver", tuple(solvers.SOLVERS))):
+      if getattr(self, name) not in allowed:
+        raise CheckpointError(f"{PIPELINE_CONFIG}: {name}: must be one of {allowed}, got {getattr(self, name)!r}")
     try:
       speech_lib.window_policy(self.speech_window)  # a bad value fails when pipeline.json loads
     except ValueError as e:
@@ -283,12 +285,6 @@ class ReadPipeline:
     decode_context = (c.decode_context or c.clip_frames) if decode_context is None else decode_context
     return noisy, decode_context
 
-  def decode_rolling(self, window, key, q: int) -> np.ndarray:
-    """uint8 [8, H, W, 3]: the video frames of the last latent of ``window`` [D, h, w, C] (stream latent ``q``),
-    decoded with the D − 1 frames before it (``rolling.DecodeHistory``)."""
-    frames = self._decode_pixels(jnp.asarray(window)[None], jax.random.fold_in(key, 1_000_000 + q))[0]
-    return np.asarray(jnp.round((jnp.clip(frames[-FRAMES_PER_LATENT:], -1, 1) + 1) * 127.5).astype(jnp.uint8))
-
   def encode_video(self, frames) -> np.ndarray:
     """Normalised latents [1 + k, h, w, C] of uint8 frames [1 + 8k, H, W, 3] at the model's resolution (the
     VAE's posterior mode, the latents the A2V-DiT learns from; latent 0 is frame 0). The frame count is
@@ -329,8 +325,7 @@ class ReadPipeline:
     """The A2V-DiT's prediction v [1+f, h, w, C] for one clip z [1+f, h, w, C] (z_R first) at per-frame
     timesteps t [1+f], with speech latents [f, S, D] (``speech_latents``), no CFG branches (a distilled student:
     its one pass at the checkpoint's (α, β))."""
-    text_kv = _encode_text(self.dit, self.dit_params, self.text, self.text_mask)
-    args = [(self.dit_params, text_kv), jnp.asarray(z)[None], jnp.asarray(t, jnp.float32)[None],
+    args = [self.denoiser_params(), jnp.asarray(z)[None], jnp.asarray(t, jnp.float32)[None],
             jnp.asarray(speech)[None]]
     if self.dit.guidance_embeds:
       args.append(guidance_scales("distilled", self.config.alpha, self.config.beta)[None])
@@ -348,10 +343,11 @@ class ReadPipeline:
     out = np.concatenate([np.asarray(clip if j == 0 else clip[1:]) for j, clip in zip(range(total), clips)])
     return out[:sampling.latent_frames_for_video(num_video)]
 
-  def _latent_clips(self, image, audio, *, steps=None, cfg=None, alpha=None, beta=None, seed=0, motion_prior=True):
+  def _latent_clips(self, image, audio, *, steps=None, cfg=None, alpha=None, beta=None, solver=None, seed=0,
+                    motion_prior=True):
     """(iterator of latent clips [f, h, w, C], number of clips, number of video frames, key) for stream."""
     c = self.config
-    steps, cfg, alpha, beta = self.sampling_settings(steps, cfg, alpha, beta)
+    sampler = self.sampler(steps=steps, cfg=cfg, alpha=alpha, beta=beta, solver=solver)
     self.timings = Timings()
     wave = self._load_wave(audio)
     num_video = audio_lib.num_video_frames(wave.shape[0], c.fps)
@@ -360,44 +356,51 @@ class ReadPipeline:
     n_pad = sampling.padded_frames(num_latents, c.clip_frames)
     z_ref = self.reference_latent(image)
     speech = self.speech_latents(wave, n_pad)
-    text_kv = _encode_text(self.dit, self.dit_params, self.text, self.text_mask)
     key = jax.random.key(seed)
     total = sampling.num_clips(num_latents, c.clip_frames)
-    clips = sampling.stream_clips(self._denoise, key, z_ref, speech, num_latents, c.clip_frames, steps=steps,
-                                  shift=c.shift, cfg=cfg, alpha=alpha, beta=beta, params=(self.dit_params, text_kv),
-                                  motion_prior=motion_prior)
+    clips = sampling.stream_clips(self._denoise, sampler, key, z_ref, speech, num_latents, c.clip_frames,
+                                  params=self.denoiser_params(), motion_prior=motion_prior)
     return clips, total, num_video, key
 
-  def sampling_settings(self, steps=None, cfg=None, alpha=None, beta=None) -> tuple:
-    """(steps, cfg, alpha, beta): the per-call values, the config's where None."""
+  def sampler(self, *, steps: int | None = None, cfg: str | None = None, alpha: float | None = None,
+              beta: float | None = None, solver: str | None = None) -> solvers.Sampler:
+    """The :class:`~read_jax.ans.solvers.Sampler` of these settings, the config's where None; the checkpoint's
+    limits checked (:func:`check_sampling`)."""
     c = self.config
     steps, cfg = (c.steps if steps is None else steps), (c.cfg if cfg is None else cfg)
     check_sampling(self.dit.guidance_embeds, c.distilled_steps, steps, cfg)
-    return steps, cfg, c.alpha if alpha is None else alpha, c.beta if beta is None else beta
+    return solvers.Sampler.create(steps=steps, cfg=cfg, alpha=c.alpha if alpha is None else alpha,
+                                  beta=c.beta if beta is None else beta, shift=c.shift,
+                                  solver=c.solver if solver is None else solver)
 
   @property
-  def denoiser(self) -> Callable:
-    """``denoise(params, x, t, speech)`` of the A2V-DiT: the stable callable ``sampling.run_clip`` caches on."""
+  def denoiser(self) -> a2v_dit.Denoiser:
+    """The A2V-DiT as the samplers' ``denoise(params, x, t, speech)``: a value, equal for equal models, so the
+    samplers' programs compiled for it serve every pipeline and session of its config."""
     return self._denoise
 
-  def text_states(self):
-    """The encoded prompt the denoiser takes with its weights: ``params = (dit_params, text_states())``."""
-    return _encode_text(self.dit, self.dit_params, self.text, self.text_mask)
+  def denoiser_params(self):
+    """What :attr:`denoiser` takes as ``params``: the A2V-DiT's weights and the constant prompt's per-block text
+    K/V (projected once per generation, not once per step)."""
+    return self.dit_params, _encode_text(self.dit, self.dit_params, self.text, self.text_mask)
+
+  def decode_frames(self, latents, key) -> np.ndarray:
+    """uint8 video frames [1 + 8(T − 1), H, W, 3] of normalised latents [T, h, w, C]; ``key`` draws the decode
+    noise of a timestep-conditioned VAE (:func:`decode_key` of the generation's key)."""
+    return _to_uint8(self._decode_pixels(jnp.asarray(latents)[None], key)[0])
+
+  def decode_frames_batch(self, latents, keys) -> np.ndarray:
+    """:meth:`decode_frames` of several sessions' latents [B, T, h, w, C] in one call, one key per row (one
+    compiled program per batch size B)."""
+    frames = _decode_each(self.vae, self.vae_variables, jnp.asarray(latents), jnp.stack(keys),
+                          **self._decode_settings())
+    return _to_uint8(frames)
 
   def decode_clip(self, clip, key, j: int) -> np.ndarray:
     """uint8 frames of latent clip ``j`` [f, h, w, C] sampled with ``key``: [1 + 8(f−1)] for clip 0, [8(f−1)] after
     (clip j > 0 decodes its shared first latent as a lone first frame; that frame belongs to clip j−1)."""
-    frames = self._decode_pixels(clip[None], jax.random.fold_in(key, 1_000_000 + j))[0]
-    frames = frames if j == 0 else frames[1:]
-    return np.asarray(jnp.round((jnp.clip(frames, -1, 1) + 1) * 127.5).astype(jnp.uint8))
-
-  def decode_clips(self, clips, keys, js) -> list[np.ndarray]:
-    """:meth:`decode_clip` of several sessions' clips in one call: clips [B, f, h, w, C], one key and clip
-    number per row; one compiled program per batch size B."""
-    keys = jnp.stack([jax.random.fold_in(k, 1_000_000 + j) for k, j in zip(keys, js)])
-    frames = _decode_each(self.vae, self.vae_variables, clips, keys, **self._decode_settings())  # [B, 1 + 8(f−1), …]
-    pixels = np.asarray(jnp.round((jnp.clip(frames, -1, 1) + 1) * 127.5).astype(jnp.uint8))
-    return [pixels[b] if j == 0 else pixels[b, 1:] for b, j in enumerate(js)]
+    frames = self.decode_frames(clip, decode_key(key, j))
+    return frames if j == 0 else frames[1:]
 
   def with_config(self, **changes) -> "ReadPipeline":
     """A shallow copy with ``changes`` to its :class:`PipelineConfig` (the weights and compiled programs shared):
@@ -419,13 +422,14 @@ class ReadPipeline:
     return other
 
   def stream(self, image, audio, *, steps: int | None = None, cfg: str | None = None, alpha: float | None = None,
-             beta: float | None = None, seed: int = 0, progress: Callable[[int, int], None] | None = None,
-             motion_prior: bool = True, mode: str | None = None, noisy: int | None = None,
-             decode_context: int | None = None) -> Iterator[np.ndarray]:
+             beta: float | None = None, solver: str | None = None, seed: int = 0,
+             progress: Callable[[int, int], None] | None = None, motion_prior: bool = True, mode: str | None = None,
+             noisy: int | None = None, decode_context: int | None = None) -> Iterator[np.ndarray]:
     """Yield uint8 frames [n, H, W, 3] clip by clip (the first clip's frames before the rest is computed).
 
     ``audio``: a path librosa reads, or a 16 kHz mono float array. The frames together are exactly
     F = floor(25 · seconds) frames, the audio's length. ``progress(done, total)`` is called per clip.
+    ``steps``/``cfg``/``alpha``/``beta``/``solver``: the sampler (:meth:`sampler`), the config's where None.
     ``motion_prior=False``: clips sampled independently (the ablation of ANS; see ``sampling.stream_clips``).
     ``mode``: "clip" or "rolling" (the config's when None); rolling yields 8 frames per latent frame, with
     ``noisy`` noisy frames in the window and ``decode_context`` latents decoded together (``read_jax.ans.rolling``).
@@ -436,11 +440,12 @@ class ReadPipeline:
     if mode == "rolling":
       if not motion_prior:
         raise ValueError("motion_prior=False is the clip mode's ablation; the rolling window always has one")
-      yield from self._stream_rolling(image, audio, steps=steps, cfg=cfg, alpha=alpha, beta=beta, seed=seed,
-                                      progress=progress, noisy=noisy, decode_context=decode_context)
+      sampler = self.sampler(steps=steps, cfg=cfg, alpha=alpha, beta=beta, solver=solver)
+      yield from self._stream_rolling(image, audio, sampler, seed=seed, progress=progress, noisy=noisy,
+                                      decode_context=decode_context)
       return
     clips, total, num_video, key = self._latent_clips(image, audio, steps=steps, cfg=cfg, alpha=alpha, beta=beta,
-                                                      seed=seed, motion_prior=motion_prior)
+                                                      solver=solver, seed=seed, motion_prior=motion_prior)
     emitted = 0
     for j in range(total):
       t0 = time.perf_counter()
@@ -456,12 +461,11 @@ class ReadPipeline:
       if frames.shape[0]:
         yield frames
 
-  def _stream_rolling(self, image, audio, *, steps, cfg, alpha, beta, seed, progress, noisy, decode_context):
+  def _stream_rolling(self, image, audio, sampler: solvers.Sampler, *, seed, progress, noisy, decode_context):
     """The rolling window offline (``read_jax.ans.rolling``): the live session's frames from a whole waveform."""
     c = self.config
-    steps, cfg, alpha, beta = self.sampling_settings(steps, cfg, alpha, beta)
     noisy, decode_context = self.rolling_settings(noisy, decode_context)
-    rolling.check_noisy(steps, noisy, c.clip_frames)
+    rolling.check_noisy(sampler.steps, noisy, c.clip_frames)
     self.timings = Timings()
     wave = self._load_wave(audio)
     num_video = audio_lib.num_video_frames(wave.shape[0], c.fps)
@@ -473,20 +477,19 @@ class ReadPipeline:
     z_ref = self.reference_latent(image)
     pre = self.pre_roll_latents(image)
     key = jax.random.key(seed)
-    text_kv = _encode_text(self.dit, self.dit_params, self.text, self.text_mask)
-    sampler = rolling.RollingSampler(self._denoise, cfg, (self.dit_params, text_kv), z_ref,
-                                     guidance_scales(cfg, alpha, beta), pre, speech[:f - 1], key, steps=steps,
-                                     noisy=noisy, shift=c.shift)
+    window = rolling.RollingSampler(self._denoise, sampler, self.denoiser_params(), z_ref, pre, speech[:f - 1], key,
+                                    noisy=noisy)
     history = rolling.DecodeHistory(pre, decode_context)
     emitted, total = 0, n - (f - 1)
     for i, q in enumerate(range(f - 1, n)):
       t0 = time.perf_counter()
-      out = sampler.push(speech[q])
+      out = window.push(speech[q])
       if out is None:
         continue
       self.timings.denoise += _block(out.latent, t0)
       t0 = time.perf_counter()
-      frames = self.decode_rolling(history.window(out.latent), key, out.q)[:num_video - emitted]
+      frames = self.decode_frames(history.window(out.latent), decode_key(key, out.q))[-FRAMES_PER_LATENT:]
+      frames = frames[:num_video - emitted]
       self.timings.vae_decode += time.perf_counter() - t0
       emitted += frames.shape[0]
       if progress is not None:
@@ -515,6 +518,15 @@ class ReadPipeline:
         writer.write(frames)
         self.timings.write += time.perf_counter() - t0
     return self.timings
+
+
+def decode_key(key, index: int):
+  """The decode noise's key of latent clip / stream latent ``index`` of a generation with ``key``."""
+  return jax.random.fold_in(key, 1_000_000 + index)
+
+
+def _to_uint8(frames) -> np.ndarray:
+  return np.asarray(jnp.round((jnp.clip(frames, -1, 1) + 1) * 127.5).astype(jnp.uint8))
 
 
 # The pipeline's programs, jitted once per module config (flax modules hash by value): a second pipeline of the

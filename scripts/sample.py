@@ -3,7 +3,7 @@
 
   python scripts/sample.py                                   # the bundled demo model and inputs → out.mp4
   python scripts/sample.py --ref face.png --audio speech.wav --out out.mp4 --ckpt DIR [--steps 8]
-         [--cfg split|joint|none] [--alpha 2] [--beta 6] [--seed 0] [--dtype bfloat16]
+         [--cfg split|joint|none] [--alpha 2] [--beta 6] [--solver euler|heun] [--seed 0] [--dtype bfloat16]
   python scripts/sample.py --ckpt STUDENT --steps 2          # a distilled student: one pass per step, no CFG branches
   python scripts/sample.py --live                            # the audio fed at real speed, as a microphone would
 
@@ -24,6 +24,8 @@ import time
 import jax.numpy as jnp
 
 from read_jax import audio, cli, live, media
+from read_jax.ans.guidance import CFG_MODES
+from read_jax.ans.solvers import SOLVERS
 from read_jax.convert import checkpoint_dir
 from read_jax.errors import CheckpointError
 from read_jax.pipeline import ReadPipeline, check_checkpoint_sampling
@@ -39,11 +41,13 @@ def main(argv=None) -> int:
                  help="speech audio (wav, flac, mp3, m4a, ... or a video's sound track)")
   p.add_argument("--out", default="out.mp4", help="output mp4 (written atomically)")
   p.add_argument("--ckpt", default=DEMO, help="read_jax checkpoint directory (default: the bundled demo model)")
-  p.add_argument("--steps", type=int, default=None, help="denoiser passes per clip (default: the checkpoint's, 8)")
-  p.add_argument("--cfg", choices=("split", "joint", "none", "distilled"), default=None,
+  p.add_argument("--steps", type=int, default=None, help="solver steps per clip (default: the checkpoint's, 8)")
+  p.add_argument("--cfg", choices=CFG_MODES, default=None,
                  help="classifier-free guidance mode (default: the checkpoint's; distilled: a distilled student's one pass)")
   p.add_argument("--alpha", type=float, default=None, help="reference (split) / joint guidance scale (paper: 2)")
   p.add_argument("--beta", type=float, default=None, help="speech guidance scale for split CFG (paper: 6)")
+  p.add_argument("--solver", choices=tuple(SOLVERS), default=None,
+                 help="ODE solver (default: the checkpoint's, euler; heun: 2nd order, 2 denoiser passes a step)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                  help="compute dtype of every model (bfloat16 on accelerators)")
@@ -75,7 +79,8 @@ def main(argv=None) -> int:
       bar.update(done - bar.n)
 
     timings = pipe.write_video(args.ref, args.audio, args.out, steps=args.steps, cfg=args.cfg, alpha=args.alpha,
-                               beta=args.beta, seed=args.seed, progress=progress, mode=args.mode, noisy=args.noisy)
+                               beta=args.beta, solver=args.solver, seed=args.seed, progress=progress, mode=args.mode,
+                               noisy=args.noisy)
   wall = time.perf_counter() - start
   video = timings.video_seconds
   print(f"wrote {args.out}: {video:.2f} s of video in {wall:.2f} s wall "
@@ -92,8 +97,8 @@ def _live(pipe: ReadPipeline, args) -> int:
           f"latency {latencies.min():.2f}–{latencies.max():.2f} s", flush=True)
 
   stats = live.run_live(pipe, args.ref, wave, args.out, realtime=True, on_block=on_block, steps=args.steps,
-                        cfg=args.cfg, alpha=args.alpha, beta=args.beta, seed=args.seed, mode=args.mode,
-                        noisy=args.noisy)
+                        cfg=args.cfg, alpha=args.alpha, beta=args.beta, solver=args.solver, seed=args.seed,
+                        mode=args.mode, noisy=args.noisy)
   print(f"wrote {args.out}: {stats.frames / pipe.config.fps:.2f} s of video, live, in {stats.wall:.2f} s wall")
   print(f"latency: first frame {stats.first:.2f} s, worst {stats.worst:.2f} s, mean {stats.mean:.2f} s")
   return 0

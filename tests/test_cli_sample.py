@@ -19,6 +19,7 @@ import soundfile
 
 import _media_files as files
 from read_jax import media
+from read_jax.data.preprocess import iter_frames
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PREVIOUS = b"previous video"
@@ -162,3 +163,20 @@ def test_sigint_and_sigterm_while_generating_keep_the_old_output(tmp_path):
     assert "wrote" not in stdout
     assert (tmp_path / sig.name / "out.mp4").read_bytes() == PREVIOUS
     assert os.listdir(tmp_path / sig.name) == ["out.mp4"]
+
+
+@pytest.mark.slow
+def test_heun_solver_from_the_command_line(tmp_path, tiny_checkpoint):
+  """--solver heun generates a whole video; the same run with Euler gives another (the solver is used)."""
+  speech = tmp_path / "speech.wav"
+  media.write_wav(str(speech), files.tone(1.0), files.SR)
+  face = files.portrait(tmp_path / "face.png")
+  videos = {}
+  for solver in ("heun", "euler"):
+    out = tmp_path / f"{solver}.mp4"
+    r = _run("--ckpt", str(tiny_checkpoint), "--ref", str(face), "--audio", str(speech), "--out", str(out),
+             "--solver", solver, "--steps", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    videos[solver] = np.stack(list(iter_frames(str(out))))
+  assert videos["heun"].shape == videos["euler"].shape == (25, 64, 64, 3)
+  assert np.abs(videos["heun"].astype(int) - videos["euler"]).mean() > 0.5

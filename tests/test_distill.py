@@ -16,6 +16,7 @@ import pytest
 
 import _train_data
 from read_jax.ans import distill, guidance, sampling
+from read_jax.ans.solvers import Sampler
 from read_jax.config import load_config
 from read_jax.convert import checkpoint_dir
 from read_jax.errors import ConfigError
@@ -49,8 +50,8 @@ def _teacher_dir(path, config, seed=0):
 
 
 def test_split_cfg_velocity_is_eq17_per_example():
-  """The batched teacher target equals the sampler's guided velocity (Eq. 17) example by example, each with
-  its own (α, β)."""
+  """The batched teacher target (guided_velocity over a batch, (α, β) per example) equals Eq. 17 written out for
+  each example, and the sampler's per-clip guided velocity with that example's (α, β)."""
   rng = np.random.default_rng(0)
   b, f = 3, 4
   x = jnp.asarray(rng.normal(size=(b, 1 + f, 2, 3, 5)), jnp.float32)
@@ -58,16 +59,22 @@ def test_split_cfg_velocity_is_eq17_per_example():
   speech = jnp.asarray(rng.normal(size=(b, f, 2, 6)), jnp.float32)
   g = jnp.asarray([[2.0, 6.0], [1.0, 3.0], [2.5, 0.5]], jnp.float32)
   denoise = lambda xb, tb, sb: _toy_velocity(xb, tb, sb, jnp.zeros((xb.shape[0], 2)))  # noqa: E731
-  got = distill.split_cfg_velocity(denoise, x, t, speech, g)
+  got = guidance.guided_velocity(denoise, "split", None, x, t, speech, g)
   for i in range(b):
-    want = guidance.guided_velocity(denoise, "split", None, x[i, 1:], x[i, 0], speech[i], t[i], g[i])
+    one = lambda xi, si: denoise(xi[None], t[i][None], si[None])[0]  # noqa: E731
+    empty, ref = one(x[i].at[0].set(0.0), jnp.zeros_like(speech[i])), one(x[i], jnp.zeros_like(speech[i]))
+    full = one(x[i], speech[i])
+    alpha, beta = float(g[i, 0]), float(g[i, 1])
+    eq17 = (1 - alpha - beta) * empty + alpha * ref + beta * full
+    np.testing.assert_allclose(np.asarray(got[i]), np.asarray(eq17), rtol=1e-5, atol=1e-5)
+    want = guidance.clip_velocity(denoise, "split", None, x[i, 1:], t[i, 1:], x[i, 0], speech[i], g[i])
     np.testing.assert_allclose(np.asarray(got[i, 1:]), np.asarray(want), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("student_steps", [1, 2, 4])
 def test_progressive_target_is_two_sampler_steps(student_steps):
   """A student step that follows its target velocity lands exactly where two of the sampler's own steps
-  (``sampling._clip_step``, the teacher's schedule) land, for clip 0 and for a later clip whose motion frame
+  (``sampling.clip_step``, the teacher's schedule) land, for clip 0 and for a later clip whose motion frame
   sits at each substep's end time; the student sees the sampler's per-frame timesteps."""
   rng = np.random.default_rng(1)
   b, f = 16, 4
@@ -88,10 +95,11 @@ def test_progressive_target_is_two_sampler_steps(student_steps):
     np.testing.assert_allclose(np.asarray(ex["t"][i]), want_t, rtol=0, atol=1e-7)
     x = ex["x_a"][i, 1:]
     one = lambda xb, tb, sb, gb: _toy_velocity(xb, tb, sb, gb)  # noqa: E731
-    x = sampling._clip_step(one, "distilled", None, x, ex["motion_mid"][i], jnp.asarray(first), t_a, t_m,
-                            latents[i, 0], speech[i], g[i])
-    x = sampling._clip_step(one, "distilled", None, x, ex["x"][i, 1], jnp.asarray(first), t_m, t_b,
-                            latents[i, 0], speech[i], g[i])
+    sampler = Sampler(schedule=jnp.asarray(fine), guidance=g[i], cfg="distilled", solver="euler")
+    x = sampling.clip_step(one, sampler, None, x, ex["motion_mid"][i], jnp.asarray(first), t_a, t_m,
+                           latents[i, 0], speech[i])
+    x = sampling.clip_step(one, sampler, None, x, ex["x"][i, 1], jnp.asarray(first), t_m, t_b,
+                           latents[i, 0], speech[i])
     owned = slice(0, f) if first else slice(1, f)
     student_end = ex["x"][i, 1:] + (t_b - t_a) * target[i, 1:]
     np.testing.assert_allclose(np.asarray(student_end[owned]), np.asarray(x[owned]), rtol=1e-5, atol=1e-5)
@@ -238,10 +246,8 @@ def test_denoiser_evaluations_per_clip():
   z_ref, speech = jnp.zeros((1, 1, 2)), jnp.zeros((3, 1, 2))
   for cfg, steps, want in (("split", 8, 24), ("distilled", 2, 2), ("distilled", 1, 1)):
     calls.clear()
-    jax.jit(lambda: sampling._run_clip(denoise, cfg, None, sampling.first_carry((1, 1, 2), steps + 1),
-                                       jnp.zeros((3, 1, 1, 2)), z_ref, speech,
-                                       jnp.asarray(sampling.timesteps(steps)),
-                                       guidance.guidance_scales(cfg)))()
+    inputs = sampling.ClipInputs(sampling.first_carry((1, 1, 2), steps), jnp.zeros((3, 1, 1, 2)), z_ref, speech)
+    jax.jit(lambda: sampling.clip_scan(denoise, Sampler.create(steps=steps, cfg=cfg), None, inputs))()
     assert sum(calls) * steps == want, (cfg, calls)  # the scan traces its body once
 
 

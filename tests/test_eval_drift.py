@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from read_jax import cli
+from read_jax.ans.solvers import Sampler
 from read_jax.data import synthetic
 from read_jax.eval import drift, talking
 
@@ -59,8 +60,8 @@ class _FakePipeline:
     self.timings = types.SimpleNamespace(whisper=0.0, speech_ae=0.0, denoise=0.0, vae_decode=0.0)
     self.videos = {}
 
-  def sampling_settings(self, steps=None, cfg=None, alpha=None, beta=None):
-    return steps or 8, cfg or "none", alpha, beta
+  def sampler(self, *, steps=None, cfg=None, alpha=None, beta=None, solver=None):
+    return Sampler.create(steps=steps or 8, cfg=cfg or "none", alpha=alpha, beta=beta, solver=solver or "euler")
 
   def stream(self, image, audio, *, seed=0, progress=None, **sample):
     num = len(audio) // synthetic.SAMPLES_PER_FRAME

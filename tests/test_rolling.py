@@ -74,16 +74,19 @@ def test_p_rolling_zero_keeps_the_ans_draws():
 
 
 @pytest.mark.parametrize("noisy,substeps", [(1, 4), (2, 4), (3, 2)])
-def test_sampler_times_are_the_training_patterns(noisy, substeps):
-  """Mid-advance, a full window's times are [0 × (f − W), (w + φ)/W], φ = 1 − s/S: what rolling_timesteps draws."""
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+def test_sampler_times_are_the_training_patterns(noisy, substeps, shift):
+  """Mid-advance, a full window's times are [0 × (f − W), u_w], u_w = (w + φ)/W, φ = 1 − s/S: what
+  rolling_timesteps draws (shift 1), through the schedule's time shift s·u / (1 + (s − 1)·u) otherwise."""
   f = 8
+  schedule = jnp.asarray(ans.timesteps(noisy * substeps, shift))
   ages = jnp.asarray(np.append(np.full(f - noisy, rolling.CLEAN_AGE), np.arange(noisy - 1, -1, -1)), jnp.int32)
   for s in range(substeps):
-    t = np.asarray(rolling.frame_times(ages, s, noisy, substeps, 1.0))
+    t = np.asarray(rolling.frame_times(schedule, ages, s, noisy, substeps))
     phi = 1 - s / substeps
-    expected = np.append(np.zeros(f - noisy), (np.arange(noisy) + phi) / noisy)
-    np.testing.assert_allclose(t, expected, atol=1e-6)
-  end = np.asarray(rolling.frame_times(ages, substeps, noisy, substeps, 1.0))
+    u = np.append(np.zeros(f - noisy), (np.arange(noisy) + phi) / noisy)
+    np.testing.assert_allclose(t, shift * u / (1 + (shift - 1) * u), atol=1e-6)
+  end = np.asarray(rolling.frame_times(schedule, ages, substeps, noisy, substeps))
   assert end[f - noisy] == 0  # the oldest noisy frame is clean after the advance
 
 
@@ -109,18 +112,17 @@ def test_exact_velocity_gives_exact_frames(noisy, steps):
   data = np.concatenate([pre, real, rng.randn(noisy - 1, *shape).astype(np.float32)])  # stream indexing q
 
   # The denoiser needs the data of the window it sees: pass it through params, updated per advance.
-  class Sampler(rolling.RollingSampler):
+  class OracleWindow(rolling.RollingSampler):
     def push(self, speech_latent):
-      window, ages, speech = self.job(speech_latent)
+      job = self.job(speech_latent)
       lo = self.q - (f - 1)
       z0 = jnp.asarray(np.concatenate([np.zeros((1,) + shape, np.float32), data[lo:lo + f]]))[None]
-      window = rolling.advance(_oracle(data), "none", z0, window, jnp.asarray(ages), jnp.asarray(speech),
-                               self.z_ref, self.guidance, self.shift, noisy=self.noisy, substeps=self.substeps)
-      return self.complete(window, ages, speech)
+      window = rolling.advance(_oracle(data), self.sampler, z0, job, noisy=self.noisy, substeps=self.substeps)
+      return self.complete(job, window)
 
-  sampler = Sampler(None, "none", None, np.zeros(shape), jnp.zeros(2), pre, np.zeros((f - 1, 1, 1)),
-                    jax.random.key(0), steps=steps, noisy=noisy)
-  out = [sampler.push(np.zeros((1, 1))) for _ in range(len(real) + noisy - 1)]
+  window = OracleWindow(None, ans.Sampler.create(steps=steps, cfg="none"), None, np.zeros(shape), pre,
+                        np.zeros((f - 1, 1, 1)), jax.random.key(0), noisy=noisy)
+  out = [window.push(np.zeros((1, 1))) for _ in range(len(real) + noisy - 1)]
   emitted = [o for o in out if o is not None]
   assert [o.r for o in emitted] == list(range(len(real)))
   assert out[:noisy - 1] == [None] * (noisy - 1)  # the ramp-up hands out pre-roll only
@@ -133,10 +135,11 @@ def test_clean_frames_are_untouched():
   f, shape = 4, (1, 1, 2)
   pre = np.arange(3 * 2, dtype=np.float32).reshape(3, *shape)
   noisy_v = lambda x, t, speech: jnp.full_like(x, 1e3)  # noqa: E731  (would move any frame it touched)
-  sampler = rolling.RollingSampler(noisy_v, "none", None, np.zeros(shape), jnp.zeros(2), pre,
-                                   np.zeros((3, 1, 1)), jax.random.key(0), steps=2, noisy=1)
-  sampler.push(np.zeros((1, 1)))
-  np.testing.assert_array_equal(np.asarray(sampler.window[:f - 1]), pre)  # the pre-roll, bitwise, in place
+  for solver in ans.SOLVERS:
+    window = rolling.RollingSampler(noisy_v, ans.Sampler.create(steps=2, cfg="none", solver=solver), None,
+                                    np.zeros(shape), pre, np.zeros((3, 1, 1)), jax.random.key(0), noisy=1)
+    window.push(np.zeros((1, 1)))
+    np.testing.assert_array_equal(np.asarray(window.window[:f - 1]), pre)  # the pre-roll, bitwise, in place
 
 
 def test_bad_settings_fail_clearly():

@@ -18,6 +18,7 @@ from read_jax.serve.engine import AdmissionError, Engine
 pytestmark = pytest.mark.slow  # each engine compiles its batch sizes at start (~10 s)
 
 SR = 16000
+ONE = jax.devices()[:1]  # batching tests: every session on one lane (the spread test names its devices)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_batched_sessions_equal_each_alone_and_nothing_compiles(pipe, count_comp
   """3 sessions of different lengths, portraits and seeds through batch sizes (1, 2): each one's frames equal a
   LiveSession run alone (≤ 1 level of rounding), F = floor(25 · seconds) each; then sessions coming and going in
   other numbers and lengths compile nothing."""
-  engine = Engine(pipe, batch_sizes=(1, 2), max_sessions=4, realtime_margin=None).start()
+  engine = Engine(pipe, batch_sizes=(1, 2), max_sessions=4, realtime_margin=None, devices=ONE).start()
   try:
     waves, portraits = _inputs(3, 1.3, seed=1)
     waves[1] = waves[1][:int(0.55 * SR)]  # ends early: batches shrink while the others go on
@@ -78,7 +79,7 @@ def test_batched_sessions_equal_each_alone_and_nothing_compiles(pipe, count_comp
         more, _ = _serve(engine, *_inputs(*round_, seed=round_[0]), chunk=777)
     assert compiles.count == 0, f"{compiles.count} compilations after start()"
     stats = engine.stats()
-    assert stats["sessions"] == 0 and stats["clips_total"] > stats["batches_total"]  # some batches held several
+    assert stats["sessions"] == 0 and stats["units_total"] > stats["batches_total"]  # some batches held several
   finally:
     engine.stop()
   for i, (wave, portrait) in enumerate(zip(waves, portraits)):
@@ -91,7 +92,7 @@ def test_batched_sessions_equal_each_alone_and_nothing_compiles(pipe, count_comp
 def test_admission_by_measured_time_and_max_sessions(pipe):
   """max_sessions refuses the next; a margin the measured clip time cannot meet refuses the first, naming the
   numbers; steps other than the engine's are a user error; a cancelled session frees its place."""
-  engine = Engine(pipe, batch_sizes=(1,), max_sessions=2).start()
+  engine = Engine(pipe, batch_sizes=(1,), max_sessions=2, devices=ONE).start()
   try:
     portrait = _inputs(1, 0.1)[1][0]
     assert engine.capacity() >= 1  # the tiny model is far faster than real time
@@ -103,10 +104,10 @@ def test_admission_by_measured_time_and_max_sessions(pipe):
     engine.open(portrait)  # the cancelled one's place
     with pytest.raises(InputError, match="steps"):
       engine.open(portrait, steps=engine.steps + 1)
-    engine.realtime_margin = engine.stats()["batch1_clip_seconds"] / engine.clip_duration / 10
+    engine.realtime_margin = engine.stats()["batch1_unit_seconds"] / engine.unit_duration / 10
     engine.cancel(first + 1)
     engine.cancel(first + 2)
-    with pytest.raises(AdmissionError, match=r"s of device time per 0\.64 s clip"):
+    with pytest.raises(AdmissionError, match=r"s of device time per 0\.64 s of speech"):
       engine.open(portrait)
     assert engine.capacity() == 0 and engine.stats()["refused_total"] == 2
   finally:
@@ -116,17 +117,17 @@ def test_admission_by_measured_time_and_max_sessions(pipe):
 
 
 def test_sessions_spread_over_devices(pipe):
-  """With 4 of the 8 fake CPU devices, 4 sessions land one per device (each lane compiled at start) and each
-  gives the frames it gives alone."""
+  """With 4 of the 8 fake CPU devices, 4 sessions land one per device (each lane compiled at start: batch size 1
+  only, batching is the test above's) and each gives the frames it gives alone."""
   devices = jax.devices()[:4]
   assert len(devices) == 4, "conftest sets 8 fake CPU devices"
-  engine = Engine(pipe, batch_sizes=(1, 2), max_sessions=8, devices=devices, realtime_margin=None).start()
+  engine = Engine(pipe, batch_sizes=(1,), max_sessions=8, devices=devices, realtime_margin=None).start()
   try:
     waves, portraits = _inputs(4, 0.9, seed=7)
     sids_before = engine.stats()["opened_total"]
     frames, _ = _serve(engine, waves, portraits)
     assert engine.stats()["opened_total"] == sids_before + 4
-    assert [lane.clips for lane in engine.lanes] == [lane.clips for lane in engine.lanes[:1]] * 4  # even spread
+    assert [lane.units for lane in engine.lanes] == [lane.units for lane in engine.lanes[:1]] * 4  # even spread
   finally:
     engine.stop()
   for i in (0, 3):
@@ -137,7 +138,7 @@ def test_stop_finishes_or_cancels(pipe):
   """stop(cancel=False) runs open sessions to their end (on_done); stop(cancel=True) drops them silently."""
   waves, portraits = _inputs(1, 0.8, seed=3)
   for cancel in (False, True):
-    engine = Engine(pipe, batch_sizes=(1,), max_sessions=2, realtime_margin=None).start()
+    engine = Engine(pipe, batch_sizes=(1,), max_sessions=2, realtime_margin=None, devices=ONE).start()
     done = []
     sid = engine.open(portraits[0], on_done=done.append)
     engine.feed(sid, waves[0])

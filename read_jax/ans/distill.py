@@ -11,7 +11,8 @@ params: ``velocity(x [B, 1+f, h, w, C], t [B, 1+f], speech [B, f, S, D], guidanc
 
 Guidance distillation. The student S'(Z, C, z_R; α, β) is trained at the ANS forward process's per-frame
 timesteps (:func:`read_jax.ans.training.frame_timesteps`, no condition dropout) to match the teacher's
-guided velocity (1−α−β)·S(Z, ∅) + α·S(Z, ∅_C, z_R) + β·S(Z, C, z_R), with (α, β) drawn per example.
+guided velocity (1−α−β)·S(Z, ∅) + α·S(Z, ∅_C, z_R) + β·S(Z, C, z_R) (:func:`read_jax.ans.guidance.guided_velocity`
+with cfg "split", the sampler's own), with (α, β) drawn per example.
 
 Progressive distillation at the ANS's timesteps. A student of n steps (schedule T'_0 = 1 > … > T'_n = 0) is
 trained against a teacher of 2n steps whose schedule holds T' and the midpoints T_m. One example is one
@@ -26,7 +27,9 @@ student step i of one clip, drawn uniformly, in one of the two situations of the
 
 The frames the clip owns start at Z(T'_i) = (1 − T'_i)·Z(0) + T'_i·ε; the teacher's two Euler substeps take
 them to Z(T'_{i+1}), and the student's target velocity is the one that makes its single Euler step land
-there: v* = (Z_teacher(T'_{i+1}) − Z(T'_i)) / (T'_{i+1} − T'_i). The loss is the MSE over the owned frames.
+there: v* = (Z_teacher(T'_{i+1}) − Z(T'_i)) / (T'_{i+1} − T'_i). The substeps are the sampler's Euler step
+(:func:`read_jax.ans.solvers.euler`); the loss is the masked MSE of training (:func:`read_jax.ans.training.
+flow_matching_loss`) over the owned frames.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from read_jax.ans import sampling
+from read_jax.ans import solvers
 
 Velocity = Callable[..., jax.Array]
 
@@ -49,29 +52,10 @@ def sample_guidance(key, batch: int, alpha_range, beta_range) -> jax.Array:
   return jnp.stack([a0 + (a1 - a0) * u[:, 0], b0 + (b1 - b0) * u[:, 1]], axis=-1)
 
 
-def split_cfg_velocity(denoise: Callable, x, t, speech, guidance) -> jax.Array:
-  """Eq. 17 for a batch of clips, per-example (α, β): the three branches as one ``denoise(x, t, speech)`` call.
-
-  x [B, 1+f, h, w, C] (x[:, 0] = z_R), t [B, 1+f], speech [B, f, S, D], guidance [B, 2] → v̂ [B, 1+f, h, w, C]
-  float32 (row 0, the z_R slot, is the full branch's and no target).
-  """
-  b = x.shape[0]
-  x_null = x.at[:, 0].set(0.0)  # ∅: no identity
-  xb = jnp.concatenate([x_null, x, x])  # [∅, ref, full]
-  tb = jnp.concatenate([t, t, t])
-  zc = jnp.zeros_like(speech)
-  sb = jnp.concatenate([zc, zc, speech])
-  v = denoise(xb, tb, sb).astype(jnp.float32)
-  v_null, v_ref, v_full = v[:b], v[b:2 * b], v[2 * b:]
-  shape = (b,) + (1,) * (x.ndim - 1)
-  alpha, beta = guidance[:, 0].reshape(shape), guidance[:, 1].reshape(shape)
-  return (1.0 - alpha - beta) * v_null + alpha * v_ref + beta * v_full
-
-
 def student_schedules(student_steps: int, shift: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
   """(student schedule [n + 1], teacher schedule [2n + 1]): the teacher's even points are the student's."""
-  coarse = sampling.timesteps(student_steps, shift)
-  fine = sampling.timesteps(2 * student_steps, shift)
+  coarse = solvers.timesteps(student_steps, shift)
+  fine = solvers.timesteps(2 * student_steps, shift)
   if not np.allclose(fine[::2], coarse, atol=1e-6):
     raise AssertionError("the teacher's schedule does not contain the student's")  # linspace ⊂ linspace
   return coarse, fine
@@ -126,11 +110,12 @@ def progressive_target(velocity: Velocity, ex: dict, speech, guidance) -> jax.Ar
   own = cast(owned)
 
   def substep(z, t_from, t_to, motion_at, motion_value):
-    """One Euler step of the owned frames from t_from to t_to, the motion frame at ``motion_at``."""
+    """One solver step (Euler: the sampler's own) of the owned frames from t_from to t_to, the motion frame at
+    ``motion_at`` (it and z_R do not move)."""
     z = jnp.where(cast(motion), motion_value[:, None], z)
     t = jnp.where(motion, motion_at[:, None], jnp.where(owned > 0, t_from[:, None], 0.0))
-    v = velocity(z, t, speech, guidance).astype(jnp.float32)
-    return z + own * cast(t_to - t_from) * v
+    t_next = jnp.where(owned > 0, t_to[:, None], t)
+    return solvers.euler(lambda x, t: velocity(x, t, speech, guidance).astype(jnp.float32), z, t, t_next)
 
   z = ex["x_a"]
   z = substep(z, t_a, t_m, t_m, ex["motion_mid"])
@@ -138,12 +123,4 @@ def progressive_target(velocity: Velocity, ex: dict, speech, guidance) -> jax.Ar
   return own * (z - ex["x_a"]) / cast(t_b - t_a)
 
 
-def owned_mse(v_pred, target, owned) -> jax.Array:
-  """Mean squared error over the owned frames (``owned [B, 1+f]``), in float32."""
-  err = jnp.square(v_pred.astype(jnp.float32) - target.astype(jnp.float32))
-  per_frame = jnp.mean(err.reshape(err.shape[:2] + (-1,)), axis=-1)
-  return jnp.sum(per_frame * owned) / jnp.maximum(jnp.sum(owned), 1.0)
-
-
-__all__ = ["owned_mse", "progressive_example", "progressive_target", "sample_guidance", "split_cfg_velocity",
-           "student_schedules"]
+__all__ = ["progressive_example", "progressive_target", "sample_guidance", "student_schedules"]

@@ -1,4 +1,4 @@
-"""The rolling-window ANS sampler: one latent frame in, one out (diffusion-forcing style; DESIGN §3.10, issue #22).
+"""The rolling-window ANS sampler: one latent frame in, one out (diffusion-forcing style; DESIGN §3.10).
 
 The clip sampler (:mod:`read_jax.ans.sampling`) cannot start clip j before the audio of all its f latent frames
 is in, so a live video lags the speech by a whole clip. The rolling window advances one latent frame (8 video
@@ -14,10 +14,12 @@ frames, 0.32 s) at a time instead:
     latency is W − 1 latent frames (0.32 s each) plus the compute of one advance.
 
 Times: a frame of age a (advances since it entered: 0 for the newest) is at u = (W − a − s/S)/W, clipped to
-[0, 1], at substep s = 0 … S, and t = shift·u / (1 + (shift − 1)·u), the clip schedule's time shift. A window in
-the middle of an advance therefore has the times [0, 0 × (f − W), τ_0 … τ_{W−1}], τ_w = (w + φ)/W with
+[0, 1], at substep s = 0 … S, which is point n − (W − a)·S + s of the sampler's schedule T (n = steps = W·S
+points after T_1 = 1): with the linear schedule and its time shift, t = shift·u / (1 + (shift − 1)·u). A window
+in the middle of an advance therefore has the times [0, 0 × (f − W), τ_0 … τ_{W−1}], τ_w = (w + φ)/W with
 φ = 1 − s/S: the patterns :func:`read_jax.ans.training.rolling_timesteps` trains on (``p_rolling`` > 0).
-Clean frames (a ≥ W) sit at t = 0 and are never changed (a zero Euler step, applied bitwise with ``where``).
+Clean frames (a ≥ W) sit at t = 0 and are never changed (a zero step, applied bitwise with ``where``: the solver
+core of :mod:`read_jax.ans.solvers`, whose solver each substep is).
 
 The start: a "pre-roll" fills the window, f − 1 clean latent frames of the portrait held still in silence (the
 latents of a still video of 1 + 8(f − 2) frames and the speech latents of as much silence), so the first real
@@ -40,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from read_jax.ans.guidance import guided_velocity
+from read_jax.ans.solvers import Sampler
 from read_jax.models.vae import FRAMES_PER_LATENT
 
 MODES = ("clip", "rolling")
@@ -48,41 +50,58 @@ CLEAN_AGE = 1 << 20  # the age of a pre-roll frame: clean whatever W
 
 
 def check_noisy(steps: int, noisy: int, clip_frames: int) -> int:
-  """S = steps / W, the Euler steps per advance; ValueError unless W divides steps and leaves a context frame."""
+  """S = steps / W, the solver steps per advance; ValueError unless W divides steps and leaves a context frame."""
   if not isinstance(noisy, (int, np.integer)) or noisy < 1:
     raise ValueError(f"noisy: the rolling window's noisy-frame count must be a positive integer, got {noisy!r}")
   if noisy >= clip_frames:
     raise ValueError(f"noisy: {noisy} noisy frames leave no clean frame in a window of clip_frames={clip_frames}")
   if steps % noisy:
-    raise ValueError(f"steps: {steps} denoiser passes per frame are not a multiple of the {noisy} noisy frames "
-                     "(each advance runs steps / noisy Euler steps)")
+    raise ValueError(f"steps: {steps} solver steps per frame are not a multiple of the {noisy} noisy frames "
+                     "(each advance runs steps / noisy of them)")
   return steps // noisy
 
 
-def frame_times(ages, s, noisy: int, substeps: int, shift):
-  """t of frames of ``ages`` at substep ``s`` (module docstring); float32, 0 for clean frames."""
-  u = jnp.clip((noisy - ages.astype(jnp.float32) - s / substeps) / noisy, 0.0, 1.0)
-  return shift * u / (1.0 + (shift - 1.0) * u)
+def frame_times(schedule, ages, s, noisy: int, substeps: int):
+  """t [f] of frames of ``ages`` [f] at substep ``s`` (module docstring): their points of ``schedule`` [n + 1],
+  0 (its last point) for clean frames."""
+  n = schedule.shape[0] - 1
+  index = jnp.minimum(n - (noisy - ages) * substeps + s, n)
+  return schedule[index]
 
 
-@functools.partial(jax.jit, static_argnames=("denoise", "cfg", "noisy", "substeps"))
-def advance(denoise, cfg, params, window, ages, speech, z_ref, guidance, shift, *, noisy: int, substeps: int):
-  """One advance's ``substeps`` Euler steps on ``window`` [f, h, w, C] (already shifted, the new noise last).
+class WindowInputs(NamedTuple):
+  """One advance's per-session inputs (a batch of sessions stacks them on a leading axis)."""
 
-  ``ages`` [f] int32 (0 for the new frame), ``speech`` [f, S, D] the window's speech latents. Returns the window
-  after the advance; its position f − W is then clean.
-  """
+  window: jax.Array  # [f, h, w, C], already shifted, the new noise last
+  ages: jax.Array  # [f] int32, 0 for the new frame
+  speech: jax.Array  # [f, S, D] the window's speech latents
+  z_ref: jax.Array  # [h, w, C]
 
-  def step(x, s):
-    t = frame_times(ages, s, noisy, substeps, shift)  # [f]
-    dt = frame_times(ages, s + 1, noisy, substeps, shift) - t
-    v = guided_velocity(denoise, cfg, params, x, z_ref, speech, jnp.concatenate([jnp.zeros((1,), t.dtype), t]),
-                        guidance)
-    moving = (dt != 0)[:, None, None, None]
-    return jnp.where(moving, x + dt[:, None, None, None] * v, x), None
 
-  x, _ = jax.lax.scan(step, window, jnp.arange(substeps, dtype=jnp.float32))
+def advance_scan(denoise, sampler: Sampler, params, inputs: WindowInputs, *, noisy: int, substeps: int):
+  """One advance: ``substeps`` solver steps on the window. Returns it after the advance; its position f − W is
+  then clean."""
+  velocity = sampler.velocity(denoise, params, inputs.z_ref, inputs.speech)
+
+  def body(x, s):
+    t = frame_times(sampler.schedule, inputs.ages, s, noisy, substeps)  # [f]
+    t_next = frame_times(sampler.schedule, inputs.ages, s + 1, noisy, substeps)
+    return sampler.step(velocity, x, t, t_next), None
+
+  x, _ = jax.lax.scan(body, inputs.window, jnp.arange(substeps, dtype=jnp.int32))
   return x
+
+
+@functools.partial(jax.jit, static_argnames=("denoise", "noisy", "substeps"))
+def advance(denoise, sampler: Sampler, params, inputs: WindowInputs, *, noisy: int, substeps: int):
+  """:func:`advance_scan` jitted (one compiled shape per window)."""
+  return advance_scan(denoise, sampler, params, inputs, noisy=noisy, substeps=substeps)
+
+
+@functools.partial(jax.jit, static_argnames=("denoise", "noisy", "substeps"))
+def advance_batch(denoise, sampler: Sampler, params, inputs: WindowInputs, *, noisy: int, substeps: int):
+  """:func:`advance` of a batch of independent sessions (``inputs`` stacked on a leading axis)."""
+  return jax.vmap(lambda one: advance_scan(denoise, sampler, params, one, noisy=noisy, substeps=substeps))(inputs)
 
 
 def pre_roll_frames(clip_frames: int) -> int:
@@ -96,7 +115,7 @@ def stream_latents(num_video_frames: int, clip_frames: int, noisy: int) -> int:
 
 
 class Emitted(NamedTuple):
-  """A real latent frame handed out: ``latent`` [h, w, C], the stream index ``q`` and its real index ``r``."""
+  """A real latent frame handed out: ``latent`` [h, w, C], its stream index ``q`` and its real index ``r``."""
 
   q: int
   r: int
@@ -111,13 +130,11 @@ class RollingSampler:
   run the advance themselves (batched across sessions).
   """
 
-  def __init__(self, denoise, cfg: str, params: Any, z_ref, guidance, pre_roll, pre_roll_speech, key, *,
-               steps: int, noisy: int, shift: float = 1.0):
+  def __init__(self, denoise, sampler: Sampler, params: Any, z_ref, pre_roll, pre_roll_speech, key, *, noisy: int):
     f = pre_roll.shape[0] + 1
-    self.substeps = check_noisy(steps, noisy, f)
+    self.substeps = check_noisy(sampler.steps, noisy, f)
     self.noisy, self.clip_frames = noisy, f
-    self.denoise, self.cfg, self.params, self.guidance = denoise, cfg, params, guidance
-    self.shift = jnp.float32(shift)
+    self.denoise, self.sampler, self.params = denoise, sampler, params
     self.z_ref = jnp.asarray(z_ref, jnp.float32)
     self.key = key
     pre_roll = jnp.asarray(pre_roll, jnp.float32)
@@ -126,17 +143,17 @@ class RollingSampler:
     self.ages = np.full((f,), CLEAN_AGE, np.int32)
     self.q = f - 1  # the next latent frame to enter (real latent 0)
 
-  def job(self, speech_latent):
-    """(window, ages, speech) for the advance that takes in latent q with ``speech_latent`` [S, D]."""
+  def job(self, speech_latent) -> WindowInputs:
+    """The inputs of the advance that takes in latent q with ``speech_latent`` [S, D]."""
     noise = jax.random.normal(jax.random.fold_in(self.key, self.q), self.window.shape[1:], jnp.float32)
     window = jnp.concatenate([self.window[1:], noise[None]])
     ages = np.append(np.minimum(self.ages[1:] + 1, CLEAN_AGE), 0).astype(np.int32)
     speech = np.concatenate([self.speech[1:], np.asarray(speech_latent, np.float32)[None]])
-    return window, ages, speech
+    return WindowInputs(window, ages, speech, self.z_ref)
 
-  def complete(self, window, ages, speech) -> Emitted | None:
-    """Take the advance's result; the real frame it freed (None during the ramp-up of W > 1)."""
-    self.window, self.ages, self.speech = window, ages, speech
+  def complete(self, job: WindowInputs, window) -> Emitted | None:
+    """Take the advance's result ``window``; the real frame it freed (None during the ramp-up of W > 1)."""
+    self.window, self.ages, self.speech = window, job.ages, job.speech
     q = self.q - (self.noisy - 1)  # the frame now clean at position f − W
     self.q += 1
     r = q - (self.clip_frames - 1)
@@ -146,10 +163,9 @@ class RollingSampler:
 
   def push(self, speech_latent) -> Emitted | None:
     """Advance by one latent frame (its speech latent [S, D]); the real frame that came out clean, if any."""
-    window, ages, speech = self.job(speech_latent)
-    window = advance(self.denoise, self.cfg, self.params, window, jnp.asarray(ages), jnp.asarray(speech),
-                     self.z_ref, self.guidance, self.shift, noisy=self.noisy, substeps=self.substeps)
-    return self.complete(window, ages, speech)
+    job = self.job(speech_latent)
+    window = advance(self.denoise, self.sampler, self.params, job, noisy=self.noisy, substeps=self.substeps)
+    return self.complete(job, window)
 
 
 class DecodeHistory:
@@ -171,5 +187,5 @@ class DecodeHistory:
     return out
 
 
-__all__ = ["CLEAN_AGE", "DecodeHistory", "Emitted", "MODES", "RollingSampler", "advance", "check_noisy",
-           "frame_times", "pre_roll_frames", "stream_latents"]
+__all__ = ["CLEAN_AGE", "DecodeHistory", "Emitted", "MODES", "RollingSampler", "WindowInputs", "advance",
+           "advance_batch", "advance_scan", "check_noisy", "frame_times", "pre_roll_frames", "stream_latents"]

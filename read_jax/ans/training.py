@@ -170,7 +170,8 @@ def flow_matching_loss(v_pred, target, loss_mask):
   """Eq. 15: mean squared error between v̂ and v over the frames where ``loss_mask [B, T]`` is 1, in float32.
 
   The mean is over every element of the kept frames (so the reference frame's prediction has no
-  effect at all, not even on the normalisation).
+  effect at all, not even on the normalisation). The one masked loss: stage 2 masks the reference frame (and a
+  rolling pattern's context), the distillation the frames a clip does not own.
   """
   if v_pred.shape != target.shape or loss_mask.shape != target.shape[:2]:
     raise ValueError(f"flow_matching_loss: v_pred {tuple(v_pred.shape)}, target {tuple(target.shape)} and "

@@ -9,14 +9,13 @@ pipeline.json allows. ``--config a2v_dit.py`` with ``--latent 16`` times the pap
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from read_jax.ans import sampling
-from read_jax.ans.guidance import BRANCHES, guidance_scales
+from read_jax.ans import sampling, solvers
+from read_jax.ans.guidance import BRANCHES
 from read_jax.bench.timing import print_table, time_fn
 from read_jax.config import load_config
 from read_jax.models import a2v_dit
@@ -49,7 +48,7 @@ def _model_and_sizes(args):
 
 
 def _time_clip(model, params, *, clip_frames, latent, steps, cfg, repeats):
-  denoise = functools.partial(a2v_dit.denoise, model)
+  denoise = a2v_dit.Denoiser(model)
   text, mask = a2v_dit.null_text(model.caption_channels)
   kv = model.apply({"params": params}, text, mask, method=a2v_dit.A2VDiT.encode_text)
   h = w = latent
@@ -57,13 +56,13 @@ def _time_clip(model, params, *, clip_frames, latent, steps, cfg, repeats):
   noise = jnp.asarray(rng.normal(size=(clip_frames, h, w, model.in_channels)), jnp.float32)
   z_ref = jnp.asarray(rng.normal(size=(h, w, model.in_channels)), jnp.float32)
   speech = jnp.asarray(rng.normal(size=(clip_frames, model.audio_tokens, model.audio_dim)), jnp.float32)
-  schedule = jnp.asarray(sampling.timesteps(steps))
-  carry = sampling.first_carry(z_ref.shape, steps + 1)
+  sampler = solvers.Sampler.create(steps=steps, cfg=cfg)
+  carry = sampling.first_carry(z_ref.shape, steps)
   carry = carry._replace(first=jnp.zeros((), bool))  # a later clip: the motion-frame path
+  inputs = sampling.ClipInputs(carry, noise, z_ref, speech)
 
   def once():
-    jax.block_until_ready(sampling.run_clip(denoise, cfg, (params, kv), carry, noise, z_ref, speech, schedule,
-                                            guidance_scales(cfg)))
+    jax.block_until_ready(sampling.run_clip(denoise, sampler, (params, kv), inputs))
 
   t = time_fn(once, warmup=1, repeats=repeats)
   return t["median"]

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from read_jax.ans import sampling
+from read_jax.ans import sampling, solvers
 from read_jax.bench import dit as dit_bench
 from read_jax.bench import vae as vae_bench
 from read_jax.bench.timing import time_fn
@@ -201,16 +201,15 @@ def _sample(args) -> dict:
   text_mask = jnp.arange(text_len)[None] < text_len * 3 // 4
   text_kv = jax.jit(lambda p, t, m: dit.apply({"params": p}, t, m, method=a2v_dit.A2VDiT.encode_text))(
       params, text, text_mask)
-  denoise = functools.partial(a2v_dit.denoise, dit)
-  carry = sampling.ClipCarry(motion=jnp.zeros((steps, h, w, dit.in_channels)), first=jnp.ones((), bool))
+  denoise = a2v_dit.Denoiser(dit)
+  carry = sampling.first_carry((h, w, dit.in_channels), steps)
   noise = jax.random.normal(keys[1], (clip_frames, h, w, dit.in_channels))
   z_ref = jax.random.normal(keys[2], (h, w, dit.in_channels))
   speech = jax.random.normal(keys[3], (clip_frames, dit.audio_tokens, dit.audio_dim))
-  schedule = jnp.asarray(sampling.timesteps(steps))
-  guidance = jnp.asarray(sampling.DEFAULT_GUIDANCE[cfg_mode], jnp.float32)
-  inputs = ((params, text_kv), carry, noise, z_ref, speech, schedule, guidance)
+  sampler = solvers.Sampler.create(steps=steps, cfg=cfg_mode)
+  inputs = (sampler, (params, text_kv), sampling.ClipInputs(carry, noise, z_ref, speech))
   t0 = time.perf_counter()
-  lowered = sampling.run_clip.lower(denoise, cfg_mode, *inputs)  # the per-clip program stream_clips runs
+  lowered = sampling.run_clip.lower(denoise, *inputs)  # the per-clip program stream_clips runs
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
   mem = compiled.memory_analysis()

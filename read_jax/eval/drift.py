@@ -177,12 +177,14 @@ def drift(pipe, *, num: int = 3, seconds: float = 600.0, first: int = 100, seed:
       counts = np.isfinite(stacked).sum(0)
       means = np.where(counts > 0, np.nansum(stacked, 0) / np.maximum(counts, 1), np.nan)
     mean[key] = [_nan_to_none(float(v)) for v in means]
-  steps, cfg, alpha, beta = pipe.sampling_settings(sample.get("steps"), sample.get("cfg"), sample.get("alpha"),
-                                                   sample.get("beta"))
+  sampler = pipe.sampler(steps=sample.get("steps"), cfg=sample.get("cfg"), alpha=sample.get("alpha"),
+                         beta=sample.get("beta"), solver=sample.get("solver"))
+  steps, cfg, solver = sampler.steps, sampler.cfg, sampler.solver
+  alpha, beta = (float(g) for g in np.asarray(sampler.guidance))
   settings = {"num": num, "seconds": seconds, "first": first, "test_seeds": seeds, "seed": seed,
               "window_s": window_s, "speech": speech, "resolution": pipe.config.resolution, "fps": pipe.config.fps,
               "mode": sample.get("mode", pipe.config.mode), "clip_frames": pipe.config.clip_frames,
-              "steps": steps, "cfg": cfg, "alpha": alpha, "beta": beta, "sample": dict(sample)}
+              "steps": steps, "cfg": cfg, "alpha": alpha, "beta": beta, "solver": solver, "sample": dict(sample)}
   return {"settings": settings, "identities": identities, "mean": mean, "trend": trend(mean),
           "wall_s": time.perf_counter() - t0}
 

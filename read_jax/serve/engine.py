@@ -1,30 +1,31 @@
-"""Many live sessions on one or more devices: the clips that are ready run together in one batched call.
+"""Many live sessions on one or more devices: the units of work that are ready run together in one batched call.
 
   engine = Engine(pipe, batch_sizes=(1, 2, 4), max_sessions=4)
-  engine.start()                         # compiles every batch size on every device, measures the clip time
+  engine.start()                         # compiles every batch size on every device, measures the unit time
   sid = engine.open(portrait, seed=0, on_block=..., on_done=..., on_error=...)
   engine.feed(sid, pcm16)                # any thread; never blocks on the device
   engine.end(sid)                        # or engine.cancel(sid)
   engine.stop(cancel=True)
 
-Each session is a :class:`read_jax.live.LiveSession` (its own portrait latent, speech state, ANS carry, key).
-One worker thread per device (a *lane*) owns its sessions: it feeds them the audio that came in, takes every
-clip whose speech is final, and runs those clips — all at the same denoising schedule — as one
-``jax.vmap`` of ``sampling.run_clip`` padded to the next compiled batch size, then decodes them in one
-batched VAE call, each with its own key. A session's frames are those it gets alone (the batch axis only
+Each session is a :class:`read_jax.live.LiveSession` of the engine's ``mode`` (its own portrait latent, speech
+state, sampler state, key). One worker thread per device (a *lane*) owns its sessions: it feeds them the audio
+that came in, asks each for its next unit of work (``next_work()``: a clip, or one advance of the rolling window)
+and runs the units that are ready — all with the same sampler — as one batched call of the session class
+(``denoise_batch``, padded to the next compiled batch size), then decodes them in one batched VAE call
+(``decode_batch``), each with its own key. A session's frames are those it gets alone (the batch axis only
 stacks independent sessions). Callbacks run on the lane's thread; they must only hand the block on.
 
-Admission: ``start`` times one batched clip at every compiled size B on the device; a session produces one
-clip per 8(f − 1)/fps seconds of speech, so n sessions on a lane stay real-time while the measured time of
-the batches that hold them is at most ``realtime_margin`` of that. ``open`` refuses a session that would break
-this for every lane (:class:`AdmissionError`, with the numbers), and when ``max_sessions`` are open.
+Admission: ``start`` times one batched unit at every compiled size B on the device; a session produces one unit
+per ``unit_seconds`` of speech (a clip: 8(f − 1)/fps; a rolling advance: 8/fps), so n sessions on a lane stay
+real-time while the measured time of the batches that hold them is at most ``realtime_margin`` of that. ``open``
+refuses a session that would break this for every lane (:class:`AdmissionError`, with the numbers), and when
+``max_sessions`` are open.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import itertools
 import math
 import threading
@@ -32,31 +33,17 @@ import time
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from read_jax.ans import sampling
+from read_jax.audio import SAMPLE_RATE
 from read_jax.errors import InputError
-from read_jax.live import FrameBlock, LiveSession
+from read_jax.live import SESSIONS, FrameBlock, LiveSession
 from read_jax.models.vae import FRAMES_PER_LATENT
 from read_jax.pipeline import ReadPipeline
 
 
 class AdmissionError(Exception):
   """The engine cannot take another session now (full, or it would not stay real-time); the message says why."""
-
-
-@functools.partial(jax.jit, static_argnames=("denoise", "cfg"))
-def run_clips(denoise, cfg, params, carry, noise, z_ref, speech, schedule, guidance):
-  """``sampling.run_clip`` over a batch of independent sessions: every per-session argument gains a leading
-  axis B (carry, noise [B, f, h, w, C], z_ref [B, h, w, C], speech [B, f, hw, dA]); weights, schedule and
-  guidance are shared."""
-  one = functools.partial(sampling.run_clip, denoise, cfg, params, schedule=schedule, guidance=guidance)
-  return jax.vmap(lambda c, n, z, s: one(c, n, z, s))(carry, noise, z_ref, speech)
-
-
-def _stack(trees):
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
 @dataclasses.dataclass
@@ -79,10 +66,10 @@ class _Lane:
     self.pipe = pipe
     self.device = device
     self.sessions: dict[int, _Session] = {}
-    self.clip_seconds: dict[int, float] = {}  # batch size → measured seconds of one batched clip + decode
+    self.unit_seconds: dict[int, float] = {}  # batch size → measured seconds of one batched unit + decode
     self.thread: threading.Thread | None = None
     self.batches = 0
-    self.clips = 0
+    self.units = 0
     self.busy = 0.0  # seconds spent running batches (denoise + decode)
     self.speech_busy = 0.0  # seconds spent on the sessions' audio (Whisper windows, SpeechAE latents)
 
@@ -92,12 +79,12 @@ class _Lane:
     return jax.default_device(self.device) if len(self.engine.lanes) > 1 else contextlib.nullcontext()
 
   def batch_seconds(self, n: int) -> float:
-    """Device seconds per round of clips for n sessions (the compiled sizes that hold them, largest first)."""
+    """Device seconds per round of units for n sessions (the compiled sizes that hold them, largest first)."""
     sizes = self.engine.batch_sizes
     total = 0.0
     while n > 0:
       size = next((b for b in sizes if b >= n), sizes[-1])
-      total += self.clip_seconds[size]
+      total += self.unit_seconds[size]
       n -= size
     return total
 
@@ -105,16 +92,18 @@ class _Lane:
 class Engine:
   """Live sessions batched per device (module docstring).
 
-  ``batch_sizes``: the compiled batch sizes (a round of k ready clips runs in ceil-steps of the largest, the
-  rest padded to the next size up). ``steps``/``cfg``/``alpha``/``beta``: one sampling setting for every
-  session (the checkpoint's where None). ``devices``: the devices to spread sessions over (default: all local
-  devices of the default backend). ``realtime_margin``: admit a session only while the lane's measured batch
-  time stays under this fraction of a clip's duration (None: no admission by time).
+  ``batch_sizes``: the compiled batch sizes (a round of k ready units runs in ceil-steps of the largest, the
+  rest padded to the next size up). ``mode``: the sessions' live mode (:data:`read_jax.live.SESSIONS`).
+  ``steps``/``cfg``/``alpha``/``beta``/``solver``: one sampler for every session (the checkpoint's where None).
+  ``devices``: the devices to spread sessions over (default: all local devices of the default backend).
+  ``realtime_margin``: admit a session only while the lane's measured batch time stays under this fraction of a
+  unit's speech (None: no admission by time).
   """
 
-  def __init__(self, pipe: ReadPipeline, *, batch_sizes=(1, 2, 4), max_sessions: int = 4, steps: int | None = None,
-               cfg: str | None = None, alpha: float | None = None, beta: float | None = None, policy=None,
-               devices=None, realtime_margin: float | None = 0.9):
+  def __init__(self, pipe: ReadPipeline, *, batch_sizes=(1, 2, 4), max_sessions: int = 4, mode: str = "clip",
+               steps: int | None = None, cfg: str | None = None, alpha: float | None = None,
+               beta: float | None = None, solver: str | None = None, policy=None, devices=None,
+               realtime_margin: float | None = 0.9):
     sizes = tuple(sorted({int(b) for b in batch_sizes}))
     if not sizes or sizes[0] < 1:
       raise InputError(f"batch_sizes: need positive integers, got {batch_sizes!r}")
@@ -123,12 +112,15 @@ class Engine:
     self.pipe = pipe
     self.batch_sizes = sizes
     self.max_sessions = max_sessions
-    # Clip mode: the engine batches whole clips of sessions (rolling sessions run alone, through LiveSession).
-    self.settings = dict(steps=steps, cfg=cfg, alpha=alpha, beta=beta, policy=policy, mode="clip")
-    self.steps = pipe.sampling_settings(steps)[0]
+    if mode not in SESSIONS:
+      raise InputError(f"mode: must be one of {tuple(SESSIONS)}, got {mode!r}")
+    self.mode = mode
+    self.settings = dict(steps=steps, cfg=cfg, alpha=alpha, beta=beta, solver=solver, policy=policy, mode=mode)
+    self.steps = pipe.sampler(steps=steps, cfg=cfg, solver=solver).steps
     self.realtime_margin = realtime_margin
     f = pipe.config.clip_frames
-    self.clip_duration = FRAMES_PER_LATENT * (f - 1) / pipe.config.fps  # seconds of speech per clip
+    latents = f - 1 if mode == "clip" else 1  # new latent frames per unit: a clip's, or one advance's
+    self.unit_duration = FRAMES_PER_LATENT * latents / pipe.config.fps  # seconds of speech per unit
     devices = list(devices) if devices is not None else jax.local_devices()
     self.lanes = [_Lane(self, pipe.on_device(d) if len(devices) > 1 else pipe, d) for d in devices]
     self._cond = threading.Condition()
@@ -147,19 +139,7 @@ class Engine:
     workers. Nothing compiles after this as sessions come and go."""
     for lane in self.lanes:
       with lane.context():
-        warm = LiveSession(lane.pipe, np.zeros((64, 64, 3), np.uint8), seed=0, **self.settings)
-        warm.feed(np.zeros(_samples_for_clip(warm), np.float32))  # speech features + latents compiled
-        job = warm.next_clip()
-        assert job is not None, "one clip of silence must make a clip ready"
-        for size in self.batch_sizes:
-          for _ in range(2):  # the first call compiles, the second is the time admission uses
-            t0 = time.perf_counter()
-            self._run_batch(lane, [(warm, job)] * size)
-            lane.clip_seconds[size] = time.perf_counter() - t0
-        warm.end()  # the end's padding and trim
-        while (job := warm.next_clip()) is not None:
-          carry, frames = self._run_batch(lane, [(warm, job)])[0]
-          warm.complete_clip(carry, frames)
+        self._warm_up(lane)
     with self._cond:
       self._running, self._stopping = True, False
     for lane in self.lanes:
@@ -167,6 +147,28 @@ class Engine:
                                      daemon=True)
       lane.thread.start()
     return self
+
+  def _warm_up(self, lane: _Lane) -> None:
+    """A session of silence through every program a lane runs, each batch size timed on a unit that decodes."""
+    warm = LiveSession(lane.pipe, np.zeros((64, 64, 3), np.uint8), seed=0, **self.settings)
+    warm.feed(np.zeros(_samples_for_unit(warm), np.float32))  # speech features + latents compiled
+    cls, job = type(warm), None
+    while job is None:  # the rolling window's ramp-up frees no frame: run units until one does
+      work = warm.next_work()
+      assert work is not None, "the warm-up's silence must make a unit ready"
+      out = cls.denoise_batch(lane.pipe, warm.sampler, warm.params, [work], size=1)[0]
+      job = warm.take_denoised(work, out)
+      warm.complete(work, None if job is None else cls.decode_batch(lane.pipe, [job], size=1)[0])
+    for size in self.batch_sizes:
+      for _ in range(2):  # the first call compiles, the second is the time admission uses (the same work again)
+        t0 = time.perf_counter()
+        out = cls.denoise_batch(lane.pipe, warm.sampler, warm.params, [work] * size, size=size)
+        jax.block_until_ready(out)
+        cls.decode_batch(lane.pipe, [job] * size, size=size)
+        lane.unit_seconds[size] = time.perf_counter() - t0
+    warm.end()  # the end's padding and trim
+    while (work := warm.next_work()) is not None:
+      self._run_batch(lane, [(warm, work)])
 
   def stop(self, cancel: bool = True) -> None:
     """Stop the workers; ``cancel``: drop open sessions (no more callbacks), else finish them first."""
@@ -196,8 +198,7 @@ class Engine:
     """A new session on the least loaded lane that keeps real time; its id. Raises AdmissionError (refused)
     or InputError (the portrait). Encoding the portrait runs in the caller's thread."""
     if steps is not None and steps != self.steps:
-      raise InputError(f"steps: this server samples {self.steps} steps per clip (scripts/serve.py --steps), "
-                       f"got {steps}")
+      raise InputError(f"steps: this server samples {self.steps} steps (scripts/serve.py --steps), got {steps}")
     lane = self._admit()
     with lane.context():
       live = LiveSession(lane.pipe, portrait, seed=seed, **self.settings)
@@ -221,7 +222,7 @@ class Engine:
         self._cond.notify_all()
 
   def end(self, sid: int) -> None:
-    """The audio of ``sid`` is complete: its last clips run, then ``on_done(frames)``."""
+    """The audio of ``sid`` is complete: its last units run, then ``on_done(frames)``."""
     with self._cond:
       s = self._find(sid)
       if s is not None:
@@ -240,20 +241,20 @@ class Engine:
     with self._cond:
       out = {"running": self._running and not self._stopping, "sessions": len(self._where),
              "max_sessions": self.max_sessions, "devices": len(self.lanes), "opened_total": self.opened,
-             "refused_total": self.refused, "clip_duration_seconds": self.clip_duration,
+             "refused_total": self.refused, "unit_duration_seconds": self.unit_duration,
              "queued_audio_chunks": sum(len(s.inbox) for lane in self.lanes for s in lane.sessions.values()),
              "batches_total": sum(lane.batches for lane in self.lanes),
-             "clips_total": sum(lane.clips for lane in self.lanes),
+             "units_total": sum(lane.units for lane in self.lanes),
              "busy_seconds_total": sum(lane.busy for lane in self.lanes),
              "speech_seconds_total": sum(lane.speech_busy for lane in self.lanes)}
       for size in self.batch_sizes:
-        measured = [lane.clip_seconds[size] for lane in self.lanes if size in lane.clip_seconds]
+        measured = [lane.unit_seconds[size] for lane in self.lanes if size in lane.unit_seconds]
         if measured:
-          out[f"batch{size}_clip_seconds"] = max(measured)
+          out[f"batch{size}_unit_seconds"] = max(measured)
       return out
 
   def capacity(self) -> int:
-    """Sessions the engine admits in all by the measured clip times (≤ max_sessions)."""
+    """Sessions the engine admits in all by the measured unit times (≤ max_sessions)."""
     n = 0
     for lane in self.lanes:
       k = 0
@@ -270,9 +271,9 @@ class Engine:
     return None if lane is None else lane.sessions.get(sid)
 
   def _fits(self, lane: _Lane, n: int) -> bool:
-    if self.realtime_margin is None or not lane.clip_seconds:
+    if self.realtime_margin is None or not lane.unit_seconds:
       return True
-    return lane.batch_seconds(n) <= self.realtime_margin * self.clip_duration
+    return lane.batch_seconds(n) <= self.realtime_margin * self.unit_duration
 
   def _admit(self) -> _Lane:
     with self._cond:
@@ -287,14 +288,14 @@ class Engine:
         self.refused += 1
         need = lane.batch_seconds(n)
         raise AdmissionError(
-          f"{n} sessions on {lane.device} would need {need:.3f} s of device time per {self.clip_duration:.2f} s "
-          f"clip of speech (measured at start-up, real-time margin {self.realtime_margin:g}): {len(self._where)} "
+          f"{n} sessions on {lane.device} would need {need:.3f} s of device time per {self.unit_duration:.2f} s "
+          f"of speech (measured at start-up, real-time margin {self.realtime_margin:g}): {len(self._where)} "
           "sessions is this server's real-time capacity")
       return lane
 
   def _worker(self, lane: _Lane) -> None:
     def has_work(s: _Session) -> bool:
-      return bool(s.inbox) or (s.ending and not s.ended) or s.live.clip_ready
+      return bool(s.inbox) or (s.ending and not s.ended) or s.live.work_ready
 
     with lane.context():
       while True:
@@ -307,7 +308,7 @@ class Engine:
           for s, _, ending in work:
             s.inbox = []
             s.ended = s.ended or ending
-        jobs = []
+        ready = []
         t0 = time.perf_counter()
         for s, chunks, ending in work:
           try:
@@ -315,54 +316,61 @@ class Engine:
               s.live.feed(pcm)
             if ending:
               s.live.end()
-            job = s.live.next_clip()
+            unit = s.live.next_work()
           except Exception as e:  # this session's audio (AudioError) or a bug: this session only
             self._fail(lane, s, e)
             continue
-          if job is not None:
-            jobs.append((s, job))
+          if unit is not None:
+            ready.append((s, unit))
         lane.speech_busy += time.perf_counter() - t0
-        if jobs:
-          self._run_round(lane, jobs)
+        if ready:
+          self._run_round(lane, ready)
         self._finish_done(lane)
 
-  def _run_round(self, lane: _Lane, jobs) -> None:
+  def _run_round(self, lane: _Lane, ready) -> None:
+    """The ready units, grouped by what compiles them together (session class, static settings), in batches of at
+    most the largest compiled size."""
+    groups: dict = {}
+    for s, unit in ready:
+      groups.setdefault((type(s.live), unit.static), []).append((s, unit))
     largest = self.batch_sizes[-1]
-    for lo in range(0, len(jobs), largest):
-      chunk = jobs[lo:lo + largest]
-      try:
-        results = self._run_batch(lane, [(s.live, job) for s, job in chunk])
-      except Exception as e:  # a device fault: the sessions of this batch only
-        for s, _ in chunk:
-          self._fail(lane, s, e)
-        continue
-      for (s, _), (carry, frames) in zip(chunk, results):
-        with self._cond:
-          if s.sid not in lane.sessions:  # cancelled meanwhile
-            continue
-        block = s.live.complete_clip(carry, frames)
-        if block is not None:
-          s.on_block(block)
+    for items in groups.values():
+      for lo in range(0, len(items), largest):
+        chunk = items[lo:lo + largest]
+        try:
+          blocks = self._run_batch(lane, [(s.live, unit) for s, unit in chunk])
+        except Exception as e:  # a device fault: the sessions of this batch only
+          for s, _ in chunk:
+            self._fail(lane, s, e)
+          continue
+        for (s, _), block in zip(chunk, blocks):
+          with self._cond:
+            if s.sid not in lane.sessions:  # cancelled meanwhile
+              continue
+          if block is not None:
+            s.on_block(block)
 
   def _run_batch(self, lane: _Lane, items) -> list:
-    """Run [(LiveSession, ClipJob)] as one padded batch; [(carry, uint8 frames)] per item."""
+    """Run [(LiveSession, Work)] (one class, one static setting) as one padded batch: the sampler, then the
+    decode of the units that free frames; each session takes its result. A FrameBlock or None per item."""
     t0 = time.perf_counter()
-    n = len(items)
-    size = next(b for b in self.batch_sizes if b >= n)
-    padded = items + [items[0]] * (size - n)
-    cfg, params, schedule, guidance = items[0][0].sampling
-    jobs = [job for _, job in padded]
-    carry = _stack([job.carry for job in jobs])
-    noise = jnp.stack([job.noise for job in jobs])
-    z_ref = jnp.asarray(np.stack([job.z_ref for job in jobs]))
-    speech = jnp.asarray(np.stack([job.speech for job in jobs]))
-    carry, clips = run_clips(lane.pipe.denoiser, cfg, params, carry, noise, z_ref, speech, schedule, guidance)
-    frames = lane.pipe.decode_clips(clips, [job.key for job in jobs], [job.index for job in jobs])
-    carries = [jax.tree.map(lambda x, b=b: x[b], carry) for b in range(n)]
+    live0 = items[0][0]
+    cls = type(live0)
+    sizes = self.batch_sizes
+    size = lambda n: next(b for b in sizes if b >= n)  # noqa: E731
+    outs = cls.denoise_batch(lane.pipe, live0.sampler, live0.params, [w for _, w in items], size=size(len(items)))
+    jobs = [live.take_denoised(w, out) for (live, w), out in zip(items, outs)]
+    todo = [i for i, job in enumerate(jobs) if job is not None]
+    frames = [None] * len(items)
+    if todo:
+      decoded = cls.decode_batch(lane.pipe, [jobs[i] for i in todo], size=size(len(todo)))
+      for i, f in zip(todo, decoded):
+        frames[i] = f
+    blocks = [live.complete(w, f) for (live, w), f in zip(items, frames)]
     lane.batches += 1
-    lane.clips += n
+    lane.units += len(items)
     lane.busy += time.perf_counter() - t0
-    return list(zip(carries, frames[:n]))
+    return blocks
 
   def _finish_done(self, lane: _Lane) -> None:
     with self._cond:
@@ -380,11 +388,12 @@ class Engine:
     s.on_error(exc)
 
 
-def _samples_for_clip(session: LiveSession) -> int:
-  """Samples of audio that make a session's first clip ready (its frames plus the speech window's look-ahead)."""
-  f = session.clip_frames
-  seconds = (1 + FRAMES_PER_LATENT * (f - 1)) / session.fps + session.policy.lookahead_ms / 1000 + 0.1
-  return int(math.ceil(seconds * 16000))
+def _samples_for_unit(session: LiveSession) -> int:
+  """Samples of audio that make a session's first unit that frees frames ready: its frames (a clip's; the
+  rolling window's latent frame, plus the W − 1 advances of its ramp-up) plus the speech window's look-ahead."""
+  latents = session.clip_frames - 1 if session.mode == "clip" else session.noisy - 1
+  seconds = (1 + FRAMES_PER_LATENT * latents) / session.fps + session.policy.lookahead_ms / 1000 + 0.1
+  return int(math.ceil(seconds * SAMPLE_RATE))
 
 
-__all__ = ["AdmissionError", "Engine", "run_clips"]
+__all__ = ["AdmissionError", "Engine"]

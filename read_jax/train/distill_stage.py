@@ -24,6 +24,7 @@ import numpy as np
 
 from read_jax import ans
 from read_jax.ans import distill
+from read_jax.ans.guidance import guided_velocity
 from read_jax.convert import checkpoint_dir, native
 from read_jax.convert.prompt import load_text_embedding
 from read_jax.errors import CheckpointError, ConfigError
@@ -100,9 +101,9 @@ class DistillStage:
       ex = ans.training_example(k_ex, latents, c, self.ans)
       teacher = lambda xb, tb, sb: self.teacher.apply({"params": teacher_params}, xb, tb, sb, self.text,  # noqa: E731
                                                       self.text_mask)
-      target = jax.lax.stop_gradient(distill.split_cfg_velocity(teacher, ex["x"], ex["t"], c, guidance))
+      target = jax.lax.stop_gradient(guided_velocity(teacher, "split", None, ex["x"], ex["t"], c, guidance))
       v = student(ex["x"], ex["t"], guidance)
-      loss = distill.owned_mse(v, target, ex["loss_mask"])
+      loss = ans.flow_matching_loss(v, target, ex["loss_mask"])
       t_mean = jnp.sum(ex["t"] * ex["loss_mask"]) / jnp.maximum(jnp.sum(ex["loss_mask"]), 1.0)
       return loss, {"t_mean": t_mean, "sync_fraction": jnp.mean(ex["is_sync"].astype(jnp.float32))}
 
@@ -111,7 +112,7 @@ class DistillStage:
                                                     self.text_mask, guidance=g)
     target = jax.lax.stop_gradient(distill.progressive_target(teacher, ex, c, guidance))
     v = student(ex["x"], ex["t"], guidance)
-    loss = distill.owned_mse(v, target, ex["owned"])
+    loss = ans.flow_matching_loss(v, target, ex["owned"])
     return loss, {"t_mean": jnp.mean(ex["t_a"]), "sync_fraction": jnp.mean(ex["is_sync"].astype(jnp.float32))}
 
   def trainable(self, params):
