@@ -34,6 +34,9 @@ WINDOW = 10  # Whisper frames per video frame (Hw in the paper)
 BLOCK_FRAMES = 1 << 18  # input frames decoded, downmixed and resampled at a time (≤ 8 MB for 8 channels)
 MAX_PREALLOCATED = 1 << 28  # samples reserved up front from a header's length (4.7 h at 16 kHz; pages are
                             # only resident once written, so a lying header costs address space, not memory)
+# ffmpeg demuxers of self-contained audio and video files, for files from strangers (load_audio(containers=...)):
+# none of them opens another file or URL, unlike playlists (hls), concat lists, image sequences or subtitles.
+PLAIN_CONTAINERS = ("wav", "w64", "aiff", "caf", "flac", "mp3", "ogg", "aac", "matroska", "mov")
 
 
 class AudioInfo(NamedTuple):
@@ -81,7 +84,8 @@ def check_audio_file(path: str | os.PathLike, min_seconds: float = 1 / 25) -> Au
   return info
 
 
-def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
+def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE, *, containers: tuple[str, ...] | None = None,
+               max_seconds: float | None = None) -> np.ndarray:
   """Any audio file, or the first audio track of a video file, as ``[samples]`` float32 at ``sr``.
 
   WAV, FLAC, OGG, MP3 (what libsndfile reads) are read directly; anything else (m4a, mp4, webm, mkv,
@@ -91,16 +95,21 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
   230 MB of 16 kHz float32 it becomes, not the 1.3 GB of the decoded input). Silence is valid; a
   missing, unreadable or empty file, one without an audio stream, or one holding NaN/inf samples
   raises :class:`AudioError` naming the file.
+
+  For a file from someone else (an upload): ``containers`` limits ffmpeg to those demuxers (e.g.
+  :data:`PLAIN_CONTAINERS`) and to the ``file`` protocol, since a playlist or concat list would make it read
+  other files; ``max_seconds`` stops decoding with an AudioError once the audio is longer (a small compressed
+  file can hold hours, and a header can lie about its length).
   """
   path = _regular_file(path)
   try:
     with soundfile.SoundFile(path) as f:
       blocks = f.blocks(BLOCK_FRAMES, dtype="float32", always_2d=True)  # [n, channels] each
-      wave = _mono_resampled(blocks, f.samplerate, sr, f.frames, path)
+      wave = _mono_resampled(blocks, f.samplerate, sr, f.frames, path, max_seconds)
   except AudioError:
     raise
   except Exception:  # a format libsndfile lacks, or one it fails on part way: ffmpeg decodes it
-    wave = _ffmpeg_decode(path, sr)
+    wave = _ffmpeg_decode(path, sr, containers, max_seconds)
   if wave.size == 0:
     raise AudioError(f"{path}: the file holds no audio samples")
   return wave
@@ -162,15 +171,19 @@ class _Samples:
     return self.data[:self.size if length is None else length]
 
 
-def _mono_resampled(blocks, native_sr: int, sr: int, num_frames: int | None, what: str) -> np.ndarray:
+def _mono_resampled(blocks, native_sr: int, sr: int, num_frames: int | None, what: str,
+                    max_seconds: float | None = None) -> np.ndarray:
   """Blocks ``[n, channels]`` at ``native_sr`` → mono ``[samples]`` at ``sr``: each block's channel mean,
-  streamed through soxr (the same samples as librosa's one-shot ``resample``, length ceil(n · sr / native))."""
+  streamed through soxr (the same samples as librosa's one-shot ``resample``, length ceil(n · sr / native));
+  an AudioError as soon as the input passes ``max_seconds``."""
   resampler = None if native_sr == sr else soxr.ResampleStream(native_sr, sr, 1, dtype="float32", quality="HQ")
   expected = -(-(num_frames or 0) * sr // native_sr)
   out = _Samples(min(expected, MAX_PREALLOCATED))  # a header's length is a hint: the buffer grows past it
   count = _NonFinite()
   for block in blocks:
     mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]  # a NaN in any channel reaches the mean
+    if max_seconds is not None and count.total + mono.shape[0] > max_seconds * native_sr:
+      raise AudioError(f"{what}: the audio is longer than the {max_seconds:g} s limit")
     if count.add(mono):  # after a bad sample only count the rest, for the message
       out.append(mono if resampler is None else resampler.resample_chunk(mono))
   count.check(what)
@@ -194,15 +207,25 @@ def quiet_fork():
     yield
 
 
-def ffmpeg_streams(path: str) -> str:
-  """ffmpeg's description of a file's container and streams (its stderr for ``ffmpeg -i path``)."""
+def ffmpeg_streams(path: str, containers: tuple[str, ...] | None = None) -> str:
+  """ffmpeg's description of a file's container and streams (its stderr for ``ffmpeg -i path``); ``containers``
+  as in :func:`load_audio`."""
   with quiet_fork():
-    return subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", path], capture_output=True,
-                          text=True, errors="replace").stderr
+    return subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", *_input_whitelist(containers), "-i", path],
+                          capture_output=True, text=True, errors="replace").stderr
 
 
-def _ffmpeg_info(path: str) -> AudioInfo:
-  info = ffmpeg_streams(path)
+def _input_whitelist(containers: tuple[str, ...] | None) -> list[str]:
+  """ffmpeg input options: only these demuxers, only local files (nothing when ``containers`` is None)."""
+  if containers is None:
+    return []
+  return ["-protocol_whitelist", "file", "-format_whitelist", ",".join(containers)]
+
+
+def _ffmpeg_info(path: str, containers: tuple[str, ...] | None = None) -> AudioInfo:
+  info = ffmpeg_streams(path, containers)
+  if "not on whitelist" in info:
+    raise AudioError(f"{path}: not a plain audio or video file (accepted containers: {', '.join(containers)})")
   if "Stream #" not in info:
     lines = [line for line in info.strip().splitlines() if line.strip()]
     raise AudioError(f"{path}: cannot read audio (not a media file ffmpeg knows: {lines[-1] if lines else '?'})")
@@ -241,12 +264,13 @@ def _wav_header(pipe) -> tuple[int, int]:
       channels, rate = int.from_bytes(body[2:4], "little"), int.from_bytes(body[4:8], "little")
 
 
-def _ffmpeg_decode(path: str, sr: int) -> np.ndarray:
+def _ffmpeg_decode(path: str, sr: int, containers: tuple[str, ...] | None = None,
+                   max_seconds: float | None = None) -> np.ndarray:
   """The first audio stream decoded by ffmpeg to float32 at its own rate and channels (streamed as WAV
   through a pipe), then downmixed and resampled here exactly like a file soundfile reads."""
-  info = _ffmpeg_info(path)  # a clear error for no audio stream; the duration sizes the buffer
-  cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", path, "-map", "0:a:0", "-vn", "-sn", "-dn",
-         "-c:a", "pcm_f32le", "-f", "wav", "-bitexact", "pipe:1"]
+  info = _ffmpeg_info(path, containers)  # a clear error for no audio stream; the duration sizes the buffer
+  cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", *_input_whitelist(containers), "-i", path, "-map", "0:a:0",
+         "-vn", "-sn", "-dn", "-c:a", "pcm_f32le", "-f", "wav", "-bitexact", "pipe:1"]
   with tempfile.TemporaryFile() as log:  # a file, not a pipe: a chatty ffmpeg can never block on it
     with quiet_fork():
       proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
@@ -258,7 +282,7 @@ def _ffmpeg_decode(path: str, sr: int) -> np.ndarray:
       wave = None
       if channels:
         frames = int(info.seconds * native_sr) if info.seconds else None
-        wave = _mono_resampled(_pcm_blocks(proc.stdout, channels), native_sr, sr, frames, path)
+        wave = _mono_resampled(_pcm_blocks(proc.stdout, channels), native_sr, sr, frames, path, max_seconds)
       returncode = proc.wait()
     finally:  # an interrupt or a bad sample: stop ffmpeg rather than wait for it
       if proc.poll() is None:

@@ -1,5 +1,7 @@
-"""The serving app (read_jax/serve/app.py, docs/serving.md): the WebSocket protocol in raw and fMP4, every error
-path and its close code, the limits, one bad session beside a good one, POST /v1/videos, /healthz, /metrics.
+"""The serving app (read_jax/serve, docs/serving.md): the WebSocket protocol in raw and fMP4, every error path and
+its close code, the limits, one bad session beside a good one, POST /v1/videos, the probes and /metrics, the key
+and origin checks, the engine's backpressure and lane supervision, the upload decoders. Hostile clients over a
+real socket: tests/test_serve_hostile.py.
 
 One tiny pipeline (configs/demo.py:tiny, 64² frames, clips of 3 latent frames) and one started engine for the
 module; apps with other limits are built around the same engine (create_app is cheap)."""
@@ -7,9 +9,12 @@ module; apps with other limits are built around the same engine (create_app is c
 import base64
 import io
 import json
+import logging
 import os
 import subprocess
 import tempfile
+import threading
+import time
 
 import jax
 import numpy as np
@@ -19,15 +24,17 @@ from PIL import Image
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
-from starlette.websockets import WebSocketDisconnect  # noqa: E402
+from starlette.testclient import WebSocketDenialResponse  # noqa: E402
 
 from read_jax import audio as audio_lib  # noqa: E402
 from read_jax.config import load_config  # noqa: E402
+from read_jax.errors import AudioError, ConfigError, MediaError  # noqa: E402
 from read_jax.pipeline import ReadPipeline  # noqa: E402
 
 engine_lib = pytest.importorskip("read_jax.serve.engine")
 from read_jax.serve import app as app_lib  # noqa: E402
-from read_jax.serve import fmp4  # noqa: E402
+from read_jax.serve import fmp4, logs, uploads  # noqa: E402
+from read_jax.serve import metrics as metrics_lib  # noqa: E402
 
 SR = audio_lib.SAMPLE_RATE
 pytestmark = pytest.mark.slow  # the module's engine compiles a few batch sizes (~30 s on a loaded CPU)
@@ -54,14 +61,17 @@ def pipe():
 
 @pytest.fixture(scope="module")
 def engine(pipe):
-  engine = engine_lib.Engine(pipe, batch_sizes=(1,), max_sessions=4)  # batching: tests/test_serve_engine.py
+  # batching and several devices: tests/test_serve_engine.py; here one lane at batch size 1
+  engine = engine_lib.Engine(pipe, batch_sizes=(1,), max_sessions=6, devices=jax.local_devices()[:1])
   engine.start()
   yield engine
   engine.stop(cancel=True)
 
 
-def _client(engine, pipe, **limits):
-  app = app_lib.create_app(engine, pipe, app_lib.Limits(**limits), default_portrait=_png(29, 31, seed=5))
+def _client(engine, pipe, security=None, **limits):
+  security = security or app_lib.Security(trusted_hosts=("testserver",))  # TestClient's Host
+  app = app_lib.create_app(engine, pipe, app_lib.Limits(**limits), default_portrait=_png(29, 31, seed=5),
+                           security=security)
   return TestClient(app)
 
 
@@ -152,10 +162,10 @@ def test_fmp4_stream_decodes(engine, pipe, tmp_path):
 @pytest.mark.parametrize("first, code, words", [
   (b"\x00\x01", app_lib.UNSUPPORTED, "binary"),
   ('{"type": "end"}', app_lib.POLICY, "first message"),
-  ("not json", app_lib.POLICY, "not JSON"),
+  ("not json", app_lib.POLICY, "not valid JSON"),
   (_start(sample_rate=44100), app_lib.UNSUPPORTED, "sample_rate"),
   (_start(format="webm"), app_lib.UNSUPPORTED, "format"),
-  (_start(portrait=base64.b64encode(b"GIF89a not really").decode()), app_lib.UNSUPPORTED, "not a readable image"),
+  (_start(portrait=base64.b64encode(b"GIF89a not really").decode()), app_lib.UNSUPPORTED, "not a PNG, JPEG or WebP"),
   (_start(portrait="%%%"), app_lib.UNSUPPORTED, "base64"),
   (_start(steps=0), app_lib.POLICY, "steps"),
   (_start(colour="red"), app_lib.POLICY, "unknown fields"),
@@ -234,7 +244,7 @@ def test_max_sessions(engine, pipe):
     assert _recv(first)["json"]["type"] == "ready"
     with client.websocket_connect("/v1/stream") as second:
       second.send_text(_start())
-      _expect_error(second, app_lib.POLICY, "max_sessions")
+      _expect_error(second, app_lib.TRY_LATER, "max_sessions")
     first.send_text('{"type": "cancel"}')
 
 
@@ -242,6 +252,9 @@ def test_default_portrait_health_metrics(engine, pipe):
   client = _client(engine, pipe)
   health = client.get("/healthz")
   assert health.status_code == 200 and health.json()["status"] == "ok"
+  assert client.get("/readyz").json() == {"status": "ready"}
+  info = client.get("/v1/info").json()
+  assert (info["width"], info["fps"], info["steps"]) == (pipe.config.resolution, 25, engine.steps)
   assert client.get("/v1/portrait").content == _png(29, 31, seed=5)
   page = client.get("/")
   assert page.status_code == 200 and "/v1/stream" in (page.text + client.get("/static/app.js").text)
@@ -253,11 +266,14 @@ def test_default_portrait_health_metrics(engine, pipe):
     ws.send_text('{"type": "end"}')
     while "close" not in _recv(ws):
       pass
-  text = client.get("/metrics").text
-  values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and line[0] != "#"}
+  metrics = client.get("/metrics")
+  assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
+  values = metrics_lib.parse(metrics.text)
   assert values["read_sessions_active"] == 0 and values["read_sessions_total"] >= 1
   assert values["read_frames_total"] == 20 and values["read_block_latency_seconds_count"] >= 1
   assert values['read_sessions_closed_total{code="1000"}'] == 1 and values["read_realtime_factor"] > 0
+  assert values["process_resident_memory_bytes"] > 0 and values["read_engine_lanes_alive"] == 1
+  assert "# TYPE read_engine_units_total counter" in metrics.text  # engine counters typed as counters
 
 
 def test_post_videos(engine, pipe, tmp_path):
@@ -285,3 +301,181 @@ def test_post_videos(engine, pipe, tmp_path):
   assert bad.status_code == 400 and "portrait" in bad.json()["error"] and "read_jax_video_" not in bad.json()["error"]
   after = set(os.listdir(tempfile.gettempdir()))
   assert not [n for n in after - before if n.startswith("read_jax_")]
+
+
+KEY = "app-test-key-0123456789"
+
+
+def test_key_origin_and_host(engine, pipe):
+  """With a key: every endpoint but the probes and the page needs it (Bearer, or the page's bearer.<key>
+  subprotocol, never echoed); a foreign Origin is refused on the WebSocket and POST, a foreign Host everywhere
+  but the probes; each refusal is counted by reason."""
+  client = _client(engine, pipe, security=app_lib.Security(api_key=KEY, trusted_hosts=("testserver",)))
+  auth = {"Authorization": f"Bearer {KEY}"}
+  assert client.get("/healthz").status_code == 200 and client.get("/readyz").status_code == 200
+  page = client.get("/")
+  assert page.status_code == 200 and "frame-ancestors 'none'" in page.headers["content-security-policy"]
+  for path in ("/v1/info", "/v1/portrait", "/metrics"):
+    r = client.get(path)
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer"), path
+    assert client.get(path, headers=auth).status_code == 200, path
+  assert client.get("/v1/info", headers={"Authorization": "Bearer " + KEY[:-1] + "x"}).status_code == 401
+  assert client.get("/v1/info", headers={**auth, "Host": "rebound.example"}).status_code == 400
+  assert client.get("/healthz", headers={"Host": "10.1.2.3:8000"}).status_code == 200  # probes by pod IP
+  post = client.post("/v1/videos", headers={**auth, "Origin": "https://elsewhere.example"},
+                     files={"portrait": ("p.png", _png()), "audio": ("a.wav", b"RIFF")})
+  assert post.status_code == 403 and "Origin" in post.json()["error"]
+
+  for kwargs, status in [({}, 401), ({"headers": {**auth, "Origin": "https://elsewhere.example"}}, 403),
+                         ({"subprotocols": ["read.v1", "bearer.wrong-key-0123456789"]}, 401)]:
+    with pytest.raises(WebSocketDenialResponse) as denied:
+      with client.websocket_connect("/v1/stream", **kwargs):
+        pass
+    assert denied.value.status_code == status, kwargs
+  with client.websocket_connect("/v1/stream", subprotocols=["read.v1", f"bearer.{KEY}"],
+                                headers={"Origin": "http://testserver"}) as ws:  # the page: its own origin
+    assert ws.accepted_subprotocol == "read.v1"
+    ws.send_text(_start())
+    assert _recv(ws)["json"]["type"] == "ready"
+    ws.send_text('{"type": "cancel"}')
+  values = metrics_lib.parse(client.get("/metrics", headers=auth).text)
+  assert values['read_refused_total{reason="auth"}'] == 6 and values['read_refused_total{reason="origin"}'] == 2
+  assert values['read_refused_total{reason="host"}'] == 1
+  with pytest.raises(ConfigError, match="api key"):
+    app_lib.Security(api_key="short")
+  with pytest.raises(ConfigError, match="allowed origin"):
+    app_lib.Security(allowed_origins=("evil.example",))
+
+
+def test_drain_refuses_new_work(engine, pipe):
+  """While draining: /readyz 503, /healthz still 200, a new start 1013, a POST 503; open sessions go on."""
+  client = _client(engine, pipe)
+  state = client.app.state.serve
+  with client.websocket_connect("/v1/stream") as open_ws:
+    open_ws.send_text(_start())
+    assert _recv(open_ws)["json"]["type"] == "ready"
+    state.drain()
+    assert client.get("/readyz").status_code == 503 and client.get("/healthz").status_code == 200
+    with client.websocket_connect("/v1/stream") as ws:
+      ws.send_text(_start())
+      _expect_error(ws, app_lib.TRY_LATER, "draining")
+    assert client.post("/v1/videos", files={"portrait": ("p.png", _png())}).status_code == 503
+    open_ws.send_bytes(_speech(0.7).tobytes())
+    open_ws.send_text('{"type": "end"}')
+    while (msg := _recv(open_ws)).get("json", {}).get("type") != "done":
+      assert "close" not in msg, msg
+    state.shutdown_sessions("bye")  # nothing open any more: a no-op
+  assert state.busy() == 0
+
+
+def test_backpressure_pauses_a_session(engine):
+  """A session opened with max_pending=1 gets one block and no more until the consumer says it was delivered;
+  its audio keeps coming in meanwhile, and every block comes once delivered."""
+  blocks, done = [], threading.Event()
+  sid = engine.open(np.zeros((40, 40, 3), np.uint8), on_block=blocks.append, on_done=lambda n: done.set(),
+                    max_pending=1)
+  engine.feed(sid, _speech(3.0))
+  engine.end(sid)
+  deadline = time.time() + 60
+  while not blocks and time.time() < deadline:
+    time.sleep(0.05)
+  time.sleep(0.5)  # time for more clips, were the session not paused
+  assert len(blocks) == 1 and engine.stats()["paused_sessions"] == 1
+  while not done.is_set() and time.time() < deadline:
+    n = len(blocks)
+    engine.delivered(sid)
+    while len(blocks) == n and not done.is_set() and time.time() < deadline:
+      time.sleep(0.01)
+  assert done.is_set() and sum(b.frames.shape[0] for b in blocks) == audio_lib.num_video_frames(3 * SR)
+  assert engine.stats()["sessions"] == 0 and engine.stats()["pending_blocks"] == 0
+
+
+def test_lane_fault_restarts_then_dead_lane_fails_probes(engine, pipe):
+  """A fault past the per-session guards (here a callback that raises) fails that lane's sessions and the lane
+  restarts; a lane out of restarts is dead: /healthz and /readyz 503, new sessions refused with the reason."""
+  errors = []
+
+  def boom(block):
+    raise RuntimeError("a bug in a callback")
+
+  before = engine.stats()["lane_restarts_total"]
+  sid = engine.open(np.zeros((40, 40, 3), np.uint8), on_block=boom, on_error=errors.append)
+  engine.feed(sid, _speech(1.0))
+  deadline = time.time() + 60
+  while not errors and time.time() < deadline:
+    time.sleep(0.05)
+  assert errors and "a bug in a callback" in str(errors[0])
+  stats = engine.stats()
+  assert stats["lane_restarts_total"] == before + 1 and stats["lanes_alive"] == 1 and stats["sessions"] == 0
+  with _client(engine, pipe).websocket_connect("/v1/stream") as ws:  # the restarted lane serves
+    _, clips, done = _run_session(ws, _speech(0.7), "raw")
+    assert done["frames"] == audio_lib.num_video_frames(int(0.7 * SR))
+
+  fragile = engine_lib.Engine(pipe, batch_sizes=(1,), devices=jax.local_devices()[:1], max_lane_restarts=0).start()
+  try:  # the programs are compiled already: this start only warms up
+    client = _client(fragile, pipe)
+    sid = fragile.open(np.zeros((40, 40, 3), np.uint8), on_block=boom)
+    fragile.feed(sid, _speech(1.0))
+    while not fragile.stats()["lanes_dead"] and time.time() < deadline:
+      time.sleep(0.05)
+    assert fragile.stats()["lanes_dead"] == 1
+    assert client.get("/healthz").status_code == 503 and client.get("/readyz").status_code == 503
+    with client.websocket_connect("/v1/stream") as ws:
+      ws.send_text(_start())
+      _expect_error(ws, app_lib.TRY_LATER, "no device lane")
+  finally:
+    fragile.stop()
+
+
+def test_upload_decoders(tmp_path):
+  """Portraits: PNG, JPEG and WebP only, size from the header; audio: plain containers only, length on the decoded
+  samples (a playlist or concat list naming another file is refused; the same file named .m3u8 reads fine
+  without the whitelist, which is load_audio's behaviour for local files)."""
+  for fmt in ("PNG", "JPEG", "WEBP"):
+    buf = io.BytesIO()
+    Image.fromarray(np.full((23, 19, 3), 200, np.uint8)).save(buf, fmt)
+    assert uploads.decode_portrait(buf.getvalue()).shape == (23, 19, 3)
+  for fmt in ("GIF", "BMP", "TIFF"):
+    buf = io.BytesIO()
+    Image.fromarray(np.full((23, 19, 3), 200, np.uint8)).save(buf, fmt)
+    with pytest.raises(MediaError, match="not a PNG, JPEG or WebP"):
+      uploads.decode_portrait(buf.getvalue())
+  with pytest.raises(MediaError, match="over the 0.0004-megapixel limit"):
+    uploads.decode_portrait(_png(), max_pixels=400)
+
+  secret = tmp_path / "secret.wav"
+  secret.write_bytes(_wav_bytes(_speech(0.5)))
+  playlist = tmp_path / "x.m3u8"
+  playlist.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:0.1,\n{secret}\n#EXT-X-ENDLIST\n")
+  concat = tmp_path / "list"
+  concat.write_text(f"ffconcat version 1.0\nfile '{secret}'\n")
+  for path in (playlist, concat):
+    with pytest.raises(AudioError, match="not a plain audio or video file"):
+      audio_lib.load_audio(str(path), containers=audio_lib.PLAIN_CONTAINERS)
+  assert audio_lib.load_audio(str(secret), containers=audio_lib.PLAIN_CONTAINERS).size == int(0.5 * SR)
+  with pytest.raises(AudioError, match="longer than the 0.25 s limit"):
+    audio_lib.load_audio(str(secret), max_seconds=0.25)
+  webm = tmp_path / "a.webm"
+  subprocess.run([audio_lib.ffmpeg_exe(), "-v", "error", "-i", str(secret), "-c:a", "libopus", str(webm)], check=True)
+  with pytest.raises(AudioError, match="longer than the 0.25 s limit"):  # the ffmpeg path stops too
+    audio_lib.load_audio(str(webm), containers=audio_lib.PLAIN_CONTAINERS, max_seconds=0.25)
+
+
+def test_json_log_lines():
+  """--log-json: one JSON object per event, its fields as keys (the session id among them)."""
+  record = logging.LogRecord("read_jax.serve", logging.WARNING, __file__, 1, "session.close", None, None)
+  record.fields = {"session": "3f2a9c01b7d4", "code": 1008, "reason": "idle"}
+  line = json.loads(logs.JsonFormatter().format(record))
+  assert line["event"] == "session.close" and line["session"] == "3f2a9c01b7d4" and line["code"] == 1008
+  assert line["level"] == "warning" and "\n" not in logs.JsonFormatter().format(record)
+
+
+def _wav_bytes(pcm: np.ndarray) -> bytes:
+  buf = io.BytesIO()
+  import wave
+  with wave.open(buf, "wb") as w:
+    w.setnchannels(1)
+    w.setsampwidth(2)
+    w.setframerate(SR)
+    w.writeframes(pcm.tobytes())
+  return buf.getvalue()

@@ -20,6 +20,15 @@ per ``unit_seconds`` of speech (a clip: 8(f − 1)/fps; a rolling advance: 8/fps
 real-time while the measured time of the batches that hold them is at most ``realtime_margin`` of that. ``open``
 refuses a session that would break this for every lane (:class:`AdmissionError`, with the numbers), and when
 ``max_sessions`` are open.
+
+Backpressure: a session opened with ``max_pending`` gets no new unit while that many of its blocks are handed
+out and not yet acknowledged with :meth:`Engine.delivered` (a client that stops reading pauses its own
+generation; its audio is still taken in, bounded by the caller's own limit on audio).
+
+Supervision: an exception that escapes the per-session guards of a lane's loop (a bug, a callback that
+raises) fails that lane's sessions and restarts the loop in place; a lane that faults more than
+``max_lane_restarts`` times in ``LANE_RESTART_WINDOW`` seconds, or whose thread dies, is dead: it takes no
+session, and :meth:`Engine.stats` says so (``lanes_dead``) for readiness and liveness probes.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import logging
 import math
 import threading
 import time
@@ -40,6 +50,10 @@ from read_jax.errors import InputError
 from read_jax.live import SESSIONS, FrameBlock, LiveSession
 from read_jax.models.vae import FRAMES_PER_LATENT
 from read_jax.pipeline import ReadPipeline
+
+
+LANE_RESTART_WINDOW = 60.0  # seconds: a lane faulting more than max_lane_restarts times in this is dead
+log = logging.getLogger(__name__)
 
 
 class AdmissionError(Exception):
@@ -56,6 +70,12 @@ class _Session:
   inbox: list = dataclasses.field(default_factory=list)  # PCM arrays not yet fed
   ending: bool = False  # end() was called
   ended: bool = False  # the worker has ended the LiveSession's stream
+  max_pending: int | None = None  # no new clip while this many blocks are unacknowledged (None: no bound)
+  pending: int = 0  # blocks handed to on_block and not yet delivered()
+
+  @property
+  def paused(self) -> bool:
+    return self.max_pending is not None and self.pending >= self.max_pending
 
 
 class _Lane:
@@ -72,6 +92,14 @@ class _Lane:
     self.units = 0
     self.busy = 0.0  # seconds spent running batches (denoise + decode)
     self.speech_busy = 0.0  # seconds spent on the sessions' audio (Whisper windows, SpeechAE latents)
+    self.faults: list[float] = []  # times of the loop's faults (restarts) in the last LANE_RESTART_WINDOW
+    self.restarts = 0  # faults survived by restarting the loop
+    self.dead = False  # past its restart budget, or its thread died: takes no session
+    self.last_error = ""  # the last fault, for logs and stats
+
+  @property
+  def alive(self) -> bool:
+    return not self.dead and self.thread is not None and self.thread.is_alive()
 
   def context(self):
     """Where this lane's computations run. The default device is part of jit's cache key, so the start-up
@@ -97,13 +125,14 @@ class Engine:
   ``steps``/``cfg``/``alpha``/``beta``/``solver``: one sampler for every session (the checkpoint's where None).
   ``devices``: the devices to spread sessions over (default: all local devices of the default backend).
   ``realtime_margin``: admit a session only while the lane's measured batch time stays under this fraction of a
-  unit's speech (None: no admission by time).
+  unit's speech (None: no admission by time). ``max_lane_restarts``: faults a lane survives in
+  ``LANE_RESTART_WINDOW`` seconds before it is dead (module docstring).
   """
 
   def __init__(self, pipe: ReadPipeline, *, batch_sizes=(1, 2, 4), max_sessions: int = 4, mode: str = "clip",
                steps: int | None = None, cfg: str | None = None, alpha: float | None = None,
                beta: float | None = None, solver: str | None = None, policy=None, devices=None,
-               realtime_margin: float | None = 0.9):
+               realtime_margin: float | None = 0.9, max_lane_restarts: int = 3):
     sizes = tuple(sorted({int(b) for b in batch_sizes}))
     if not sizes or sizes[0] < 1:
       raise InputError(f"batch_sizes: need positive integers, got {batch_sizes!r}")
@@ -118,6 +147,7 @@ class Engine:
     self.settings = dict(steps=steps, cfg=cfg, alpha=alpha, beta=beta, solver=solver, policy=policy, mode=mode)
     self.steps = pipe.sampler(steps=steps, cfg=cfg, solver=solver).steps
     self.realtime_margin = realtime_margin
+    self.max_lane_restarts = max_lane_restarts
     f = pipe.config.clip_frames
     latents = f - 1 if mode == "clip" else 1  # new latent frames per unit: a clip's, or one advance's
     self.unit_duration = FRAMES_PER_LATENT * latents / pipe.config.fps  # seconds of speech per unit
@@ -143,7 +173,7 @@ class Engine:
     with self._cond:
       self._running, self._stopping = True, False
     for lane in self.lanes:
-      lane.thread = threading.Thread(target=self._worker, args=(lane,), name=f"read-engine-{lane.device}",
+      lane.thread = threading.Thread(target=self._supervise, args=(lane,), name=f"read-engine-{lane.device}",
                                      daemon=True)
       lane.thread.start()
     return self
@@ -194,9 +224,10 @@ class Engine:
   # Sessions (any thread)
 
   def open(self, portrait, *, seed: int = 0, steps: int | None = None, on_block=None, on_done=None,
-           on_error=None) -> int:
+           on_error=None, max_pending: int | None = None) -> int:
     """A new session on the least loaded lane that keeps real time; its id. Raises AdmissionError (refused)
-    or InputError (the portrait). Encoding the portrait runs in the caller's thread."""
+    or InputError (the portrait). Encoding the portrait runs in the caller's thread. ``max_pending``: the
+    session's generation pauses while this many of its blocks await :meth:`delivered` (None: never)."""
     if steps is not None and steps != self.steps:
       raise InputError(f"steps: this server samples {self.steps} steps (scripts/serve.py --steps), got {steps}")
     lane = self._admit()
@@ -207,8 +238,11 @@ class Engine:
       if len(self._where) >= self.max_sessions:  # another open won the race
         self.refused += 1
         raise AdmissionError(f"{self.max_sessions} sessions already open (max_sessions)")
+      if lane.dead:  # the lane died while the portrait was encoded
+        raise AdmissionError(f"the lane on {lane.device} stopped ({lane.last_error})")
       sid = next(self._ids)
-      lane.sessions[sid] = _Session(sid, live, on_block or noop, on_done or noop, on_error or noop)
+      lane.sessions[sid] = _Session(sid, live, on_block or noop, on_done or noop, on_error or noop,
+                                    max_pending=max_pending)
       self._where[sid] = lane
       self.opened += 1
     return sid
@@ -229,6 +263,14 @@ class Engine:
         s.ending = True
         self._cond.notify_all()
 
+  def delivered(self, sid: int) -> None:
+    """One block of ``sid`` has reached its client: a session paused by ``max_pending`` may run again."""
+    with self._cond:
+      s = self._find(sid)
+      if s is not None and s.pending > 0:
+        s.pending -= 1
+        self._cond.notify_all()
+
   def cancel(self, sid: int) -> None:
     """Drop ``sid`` now (no more callbacks); unknown or finished ids are ignored."""
     with self._cond:
@@ -246,7 +288,12 @@ class Engine:
              "batches_total": sum(lane.batches for lane in self.lanes),
              "units_total": sum(lane.units for lane in self.lanes),
              "busy_seconds_total": sum(lane.busy for lane in self.lanes),
-             "speech_seconds_total": sum(lane.speech_busy for lane in self.lanes)}
+             "speech_seconds_total": sum(lane.speech_busy for lane in self.lanes),
+             "pending_blocks": sum(s.pending for lane in self.lanes for s in lane.sessions.values()),
+             "paused_sessions": sum(s.paused for lane in self.lanes for s in lane.sessions.values()),
+             "lanes_alive": sum(lane.alive for lane in self.lanes),
+             "lanes_dead": sum(lane.dead for lane in self.lanes),
+             "lane_restarts_total": sum(lane.restarts for lane in self.lanes)}
       for size in self.batch_sizes:
         measured = [lane.unit_seconds[size] for lane in self.lanes if size in lane.unit_seconds]
         if measured:
@@ -256,7 +303,7 @@ class Engine:
   def capacity(self) -> int:
     """Sessions the engine admits in all by the measured unit times (≤ max_sessions)."""
     n = 0
-    for lane in self.lanes:
+    for lane in (ln for ln in self.lanes if not ln.dead):
       k = 0
       while k < self.max_sessions and self._fits(lane, k + 1):
         k += 1
@@ -282,7 +329,10 @@ class Engine:
       if len(self._where) >= self.max_sessions:
         self.refused += 1
         raise AdmissionError(f"{self.max_sessions} sessions already open (max_sessions)")
-      lane = min(self.lanes, key=lambda ln: len(ln.sessions))
+      lanes = [ln for ln in self.lanes if not ln.dead]
+      if not lanes:
+        raise AdmissionError("no device lane is running (every lane stopped on faults)")
+      lane = min(lanes, key=lambda ln: len(ln.sessions))
       n = len(lane.sessions) + 1
       if not self._fits(lane, n):
         self.refused += 1
@@ -293,9 +343,39 @@ class Engine:
           "sessions is this server's real-time capacity")
       return lane
 
+  def _supervise(self, lane: _Lane) -> None:
+    """The lane's thread: its loop, restarted in place after a fault until the lane is out of restarts."""
+    while True:
+      try:
+        self._worker(lane)
+        return  # stopped
+      except BaseException as e:  # a bug past the per-session guards: the lane's sessions, not the process
+        now = time.monotonic()
+        with self._cond:
+          lane.faults = [t for t in lane.faults if now - t < LANE_RESTART_WINDOW] + [now]
+          lane.last_error = f"{type(e).__name__}: {e}"
+          lane.dead = len(lane.faults) > self.max_lane_restarts or not isinstance(e, Exception)
+          lane.restarts += not lane.dead
+          failed = list(lane.sessions.values())
+          lane.sessions.clear()
+          for s in failed:
+            self._where.pop(s.sid, None)
+        log.error("engine lane %s: %s (%s)", lane.device, lane.last_error, "dead" if lane.dead else "restarted",
+                  exc_info=(type(e), e, e.__traceback__))
+        for s in failed:
+          try:
+            s.on_error(e)
+          except Exception:  # the session is gone either way
+            log.exception("engine lane %s: on_error of session %s", lane.device, s.sid)
+        if lane.dead:
+          return
+
   def _worker(self, lane: _Lane) -> None:
+    def paused(s: _Session) -> bool:  # a stopping engine finishes its sessions whether their clients read or not
+      return s.paused and not self._stopping
+
     def has_work(s: _Session) -> bool:
-      return bool(s.inbox) or (s.ending and not s.ended) or s.live.work_ready
+      return bool(s.inbox) or (s.ending and not s.ended) or (s.live.work_ready and not paused(s))
 
     with lane.context():
       while True:
@@ -304,19 +384,19 @@ class Engine:
             self._cond.wait()
           if self._stopping and not any(s.ending for s in lane.sessions.values()):
             return
-          work = [(s, s.inbox, s.ending and not s.ended) for s in lane.sessions.values()]
-          for s, _, ending in work:
+          work = [(s, s.inbox, s.ending and not s.ended, paused(s)) for s in lane.sessions.values()]
+          for s, _, ending, _ in work:
             s.inbox = []
             s.ended = s.ended or ending
         ready = []
         t0 = time.perf_counter()
-        for s, chunks, ending in work:
+        for s, chunks, ending, hold in work:
           try:
             for pcm in chunks:
               s.live.feed(pcm)
             if ending:
               s.live.end()
-            unit = s.live.next_work()
+            unit = None if hold else s.live.next_work()
           except Exception as e:  # this session's audio (AudioError) or a bug: this session only
             self._fail(lane, s, e)
             continue
@@ -347,6 +427,8 @@ class Engine:
           with self._cond:
             if s.sid not in lane.sessions:  # cancelled meanwhile
               continue
+            if block is not None:
+              s.pending += 1
           if block is not None:
             s.on_block(block)
 
