@@ -1,9 +1,9 @@
 """LTX-Video's VAE decoder fine-tuned causal, for streaming decode in live sessions (DESIGN §3.10; stage "vae",
 read_jax/train/vae_stage.py).
 
-  configs/vae_ltx_causal.py                  LTX-Video 0.9.1's VAE (config.init_checkpoint: its weights), decoder made causal
-  configs/vae_ltx_causal.py:variant=0.9.5    the same for 0.9.5's
-  configs/vae_ltx_causal.py:tiny             the tiny 0.9.1 architecture from scratch: the recipe runs on one CPU in seconds
+  configs/vae_ltx_causal.py                 LTX-Video 0.9.1's VAE (config.init_checkpoint: its weights), decoder causal
+  configs/vae_ltx_causal.py:variant=0.9.5   the same for 0.9.5's
+  configs/vae_ltx_causal.py:tiny            the tiny 0.9.1 architecture from scratch: 4 steps on one CPU (~1 min)
 
 LTX-Video's decoder is not causal: streamed exactly it must hold back its whole future receptive field,
 ``read_jax.models.vae.stream_lookahead`` = 31 latent frames (9.6 s) for 0.9.1's. A causal decoder streams with no
@@ -45,6 +45,8 @@ def get_config(arg=None):
       kl_weight=1e-6,  # the stage's; with the encoder frozen the KL is a constant
       sample_posterior=False,  # decode the posterior mean: the latents the diffusion model is trained on
       motion_weight=0.0,  # > 0: pixels that move within a window weigh up to 1 + this in the L1 (training_loss)
+      decode_timestep=0.05,  # the timestep LTX-Video 0.9.1's pipeline decodes at (its decoder is conditioned on it)
+      decode_noise_scale=0.025,  # and the noise it mixes into the latents first: z ← (1 − s)·z + s·ε
   ))
   c.data = ml_collections.ConfigDict(dict(
       train_glob="data/frames/train-*.array_record",  # read_jax.data.preprocess.write_frame_shards
@@ -64,7 +66,7 @@ def get_config(arg=None):
       max_nonfinite_in_row=20, progress_bar=True, pause_after_checkpoint_s=0.0))
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.sharding = ml_collections.ConfigDict(dict(rules=[("batch", ("data", "fsdp"))], fallback="replicated"))
-  if arg.tiny:  # from scratch (nothing to move), 32² crops of 17 frames, a few steps
+  if arg.tiny:  # from scratch (nothing to move), 32² crops of 17 frames, 4 steps
     c.dtype = "float32"
     c.init_checkpoint = ""
     c.init_causal_decoder = False

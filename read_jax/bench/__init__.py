@@ -8,6 +8,7 @@
   serve   live sessions on one device, batched vs one clip per call: latency, device time (bench/serve.py)
   distill teacher (8 steps × 3 CFG rows) vs one-pass students at 4, 2, 1 steps: seconds per clip (bench/distill.py)
   live    live latency (first, worst, mean) and real-time factor, clip mode vs rolling window (bench/live.py)
+  decode  streaming VAE decode vs the rolling window's decode: ms, FLOPs, bytes per latent frame (bench/decode.py)
 
 Each module has ``add_args(parser)`` and ``run(args) -> dict``: it prints its table and returns its numbers,
 which ``--json PATH`` writes. Timings belong here, not in tests (STYLE.md).
@@ -18,11 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from read_jax.bench import dit, distill, gpu, live, long, sample, serve, vae
+from read_jax.bench import decode, dit, distill, gpu, live, long, sample, serve, vae
 from read_jax.files import atomic_path
 
 BENCHMARKS = {"dit": dit, "vae": vae, "sample": sample, "long": long, "gpu": gpu, "serve": serve, "distill": distill,
-              "live": live}
+              "live": live, "decode": decode}
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:

@@ -39,8 +39,8 @@ from read_jax.data import synthetic
 from read_jax.errors import ConfigError
 from read_jax.eval import talking
 from read_jax.eval.demo import evaluate_vae, vae_reconstructor
-from read_jax.files import atomic_path
-from read_jax.models.vae import inflate_image_params, unit_latent_stats
+from read_jax.files import atomic_path, read_json
+from read_jax.models.vae import FRAMES_PER_LATENT, inflate_image_params, to_pixels, unit_latent_stats
 from read_jax.train import optim
 from read_jax.train.loop import train_step
 from read_jax.train.state import TrainState
@@ -60,6 +60,8 @@ def demo_vae_config(*, batch: int, frames: int, lr: float, init: str = "", laten
   config.loss.motion_weight = motion_weight
   if init or not causal:
     config.init_checkpoint = init
+  if causal and init and read_json(os.path.join(init, "config.json")).get("decoder_causal"):
+    config.init_causal_decoder = False  # continuing a causal fine-tune: its taps are where they belong
   if latent_channels:
     config.model.latent_channels = latent_channels
   return config
@@ -85,6 +87,46 @@ def vae_scores(path: str, *, num: int = 4, seconds: float = 4.0, size: int = 64)
   for row, r in zip(scores["clips"], ratios):
     row["boundary_ratio_latent"] = r
   return scores
+
+
+def live_decode_scores(noncausal: str, causal: str, *, num: int = 4, seconds: float = 4.0, size: int = 64,
+                       window: int = 8) -> dict:
+  """What a live session's VAE makes of held-out clips, on the same latents (the encoders are the same: a causal
+  fine-tune freezes it): PSNR and latent-boundary ratio (:func:`vae_scores`) of
+
+    ``window``    today's live decode: each latent frame decoded with the ``window`` − 1 before it, its 8 frames
+                  the last of the window (``ReadPipeline.decode_rolling``), by the non-causal VAE ``noncausal``
+    ``stream``    the causal VAE ``causal`` streamed one latent frame at a time (= its decode of the whole clip)
+    ``whole``     the non-causal VAE decoding the whole clip at once (clip mode's decode, no live stream)
+
+  over the frames all three give: those of latent frames ``window`` − 1 onwards (each window full)."""
+  (model, variables), (causal_model, causal_variables) = load_vae(noncausal), load_vae(causal)
+  encode = jax.jit(lambda v, x: model.apply(v, x, method=model.encode).mean)
+  decode = jax.jit(lambda v, z, *, m: m.apply(v, z, method=m.decode), static_argnames="m")
+  kt = FRAMES_PER_LATENT
+  rows = {name: [] for name in ("window", "stream", "whole")}
+  truth_ratios = []
+  for seed in synthetic.split_seeds("test", num):
+    clip = synthetic.make_clip(seed, seconds, size)
+    frames = clip.frames[:1 + kt * ((len(clip.frames) - 1) // kt)]
+    z = encode(variables, to_pixels(frames[None]))  # [1, t, h, w, C]
+    start = kt * (window - 1) - (kt - 1)  # the first frame of latent window − 1
+    out = {"whole": decode(variables, z, m=model), "stream": decode(causal_variables, z, m=causal_model)}
+    out = {k: np.asarray(v[0, start:]) for k, v in out.items()}
+    out["window"] = np.concatenate([np.asarray(decode(variables, z[:, q - window + 1:q + 1], m=model)[0, -kt:])
+                                    for q in range(window - 1, z.shape[1])])
+    truth = to_pixels(frames[start:])
+    bounds = talking.latent_boundaries(len(truth), first=kt)  # the first frame of each latent after the first
+    truth_ratios.append(talking.boundary_ratio(np.asarray(truth), bounds))
+    for name, y in out.items():
+      y = np.clip(y, -1, 1)
+      mse = float(np.mean((y - np.asarray(truth)) ** 2))
+      rows[name].append({"psnr": 10 * np.log10(4 / max(mse, 1e-10)), "boundary_ratio_latent":
+                         talking.boundary_ratio(y, bounds)})
+  summary = {name: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for name, rs in rows.items()}
+  summary["truth"] = {"boundary_ratio_latent": float(np.mean(truth_ratios))}
+  summary.update(num_clips=num, seconds=seconds, window_latents=window, frames_scored=len(truth))
+  return summary
 
 
 def train_vae(out: str, *, minutes: float = 6.0, steps: int = 0, image_minutes: float = 0.0, image_batch: int = 64,
@@ -159,10 +201,17 @@ def train_vae(out: str, *, minutes: float = 6.0, steps: int = 0, image_minutes: 
     print(f"held-out reconstructions, {name}: PSNR {s['psnr']:.2f} dB, mouth r {s['mouth_r']:.3f} (one opening per "
           f"latent frame: {s['mouth_r_latent_frame_average']:.3f}), latent-boundary ratio "
           f"{s['boundary_ratio_latent']:.3f} (true clips {s['boundary_ratio_latent_truth']:.3f})", flush=True)
+  if causal and config.init_causal_decoder:  # a live session: today's window decode (init) vs streaming this one
+    live = live_decode_scores(config.init_checkpoint, out, num=eval_clips, seconds=eval_seconds, size=res)
+    scores["live_decode"] = live
+    print("live decode, " + "; ".join(f"{k}: PSNR {live[k]['psnr']:.2f} dB, latent-boundary ratio "
+                                       f"{live[k]['boundary_ratio_latent']:.3f}"
+                                       for k in ("window", "stream", "whole")), flush=True)
   result = {"steps": n, "image_steps": image_steps, "batch": batch, "image_batch": image_batch, "frames": frames,
             "lr": lr, "init": config.init_checkpoint, "causal": causal, "motion_weight": motion_weight,
             "latent_channels": stage.model.config.latent_channels, "seconds": time.perf_counter() - start,
-            "eval": scores["trained"], "eval_init": scores.get("init"), "log": log}
+            "eval": scores["trained"], "eval_init": scores.get("init"), "live_decode": scores.get("live_decode"),
+            "log": log}
   with atomic_path(os.path.join(out, "train_log.json")) as tmp:
     with open(tmp, "w") as fh:
       json.dump(result, fh, indent=1)

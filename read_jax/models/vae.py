@@ -651,18 +651,26 @@ def motion_weights(x: jax.Array, motion_weight: float) -> jax.Array:
 
 
 def training_loss(model: "AutoencoderKLLTXVideo", variables, x, key, *, kl_weight: float,
-                  sample_posterior: bool = True, motion_weight: float = 0.0) -> tuple[jax.Array, dict]:
+                  sample_posterior: bool = True, motion_weight: float = 0.0, decode_timestep: float = 0.0,
+                  decode_noise_scale: float = 0.0) -> tuple[jax.Array, dict]:
   """``L1(decode(z), x) + kl_weight · KL(q(z | x) ‖ N(0, I))`` for pixels ``x`` [B, T, H, W, 3] in [−1, 1].
 
   L1 is the mean over pixels, KL the mean over latent elements; z is drawn from the posterior or
   (``sample_posterior=False``) is its mean. ``motion_weight`` > 0 weights each pixel's L1 by
   ``1 + motion_weight · |x − x's mean over the clip's frames|`` (``motion_weights``), so that what moves (a
-  mouth, blinking eyes) counts more than the still background. Returns ``(loss, {"l1", "kl", "psnr"})``:
+  mouth, blinking eyes) counts more than the still background. A timestep-conditioned decoder (0.9.1+) decodes
+  as the pipeline does (:meth:`AutoencoderKLLTXVideo.decode_latents`): at ``decode_timestep``, from
+  z ← (1 − s)·z + s·ε with s = ``decode_noise_scale`` (ε from ``key``). Returns ``(loss, {"l1", "kl", "psnr"})``:
   the plain L1 and the PSNR in dB of the clipped reconstruction (peak-to-peak 2).
   """
   posterior = model.apply(variables, x, method=AutoencoderKLLTXVideo.encode)
   z = posterior.sample(key) if sample_posterior else posterior.mode()
-  y = model.apply(variables, z, method=AutoencoderKLLTXVideo.decode).astype(jnp.float32)
+  timestep, z_dec = None, z
+  if model.config.timestep_conditioning:
+    timestep = jnp.full((x.shape[0],), decode_timestep, jnp.float32)
+    if decode_noise_scale:
+      z_dec, _ = mix_latent_noise(z, decode_noise_scale, jax.random.fold_in(key, 1))
+  y = model.apply(variables, z_dec, timestep, method=AutoencoderKLLTXVideo.decode).astype(jnp.float32)
   err = jnp.abs(y - x)
   l1 = jnp.mean(err)
   fit = jnp.mean(motion_weights(x, motion_weight) * err) if motion_weight else l1
@@ -796,9 +804,10 @@ def _stream_plan(cfg: "VAEConfig") -> StreamPlan:
 
 
 def stream_plan(config) -> StreamPlan:
-  """How the decoder of ``config`` (a VAEConfig or its keys) streams, from its structure: found by tracing
-  the first streaming step with 1, 2, … latent frames until every layer gets the frames it needs (no
-  computation). A causal decoder: (1, 1, 0, 0). A non-causal one holds back its future receptive field."""
+  """How the decoder of ``config`` (a VAEConfig or its keys) streams, from its structure: the fewest latent
+  frames with which the first streaming step gives every layer the frames it needs, found by tracing that step
+  (shapes only, nothing computed). A causal decoder: (1, 1, 0, 0). A non-causal one holds back its future
+  receptive field: LTX-Video 0.9.1's decoder 31 latent frames (241 video frames, 9.6 s), the demo's 11."""
   return _stream_plan(make_config(config))
 
 

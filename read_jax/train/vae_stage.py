@@ -81,7 +81,8 @@ class VAEStage:
     if self.config.freeze_encoder:  # no gradient into the encoder: XLA drops its backward pass
       params = {**params, "encoder": jax.lax.stop_gradient(params["encoder"])}
     return training_loss(self.model, {"params": params, "buffers": self.buffers}, to_pixels(batch["video"]), key,
-                         kl_weight=l.kl_weight, sample_posterior=l.sample_posterior, motion_weight=l.motion_weight)
+                         kl_weight=l.kl_weight, sample_posterior=l.sample_posterior, motion_weight=l.motion_weight,
+                         decode_timestep=l.decode_timestep, decode_noise_scale=l.decode_noise_scale)
 
   def trainable(self, params):
     if not self.config.freeze_encoder:
@@ -112,6 +113,9 @@ class VAEStage:
                     and ours.to_diffusers()[k] != theirs.to_diffusers()[k])
     if differ:
       raise CheckpointError(f"config.init_checkpoint={path}: its VAE config differs from config.model in {differ}")
+    if self.config.init_causal_decoder and theirs.decoder_causal:
+      raise CheckpointError(f"config.init_checkpoint={path}: its decoder is causal already; "
+                            "config.init_causal_decoder=True would move its taps again (set it False)")
     return jax.tree.map(lambda a, f: np.asarray(a, f.dtype), variables["params"], fresh_params)
 
   def datasets(self, process_index, process_count):
