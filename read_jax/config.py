@@ -1,17 +1,18 @@
-"""Loading experiment configs: ``configs/<name>.py`` files with ``get_config(arg) -> ConfigDict``.
+"""Loading experiment configs: ``<name>.py`` files with ``get_config(arg) -> ConfigDict`` (read_jax/configs/).
 
 Spec forms accepted by :func:`load_config` (and so by every script's ``--config``):
-  ``speechae.py`` / ``speechae``     a bare name, looked up in the repository's ``configs/``
+  ``speechae.py`` / ``speechae``     a bare name, looked up in the package's ``read_jax/configs/``
   ``configs/speechae.py:tiny``        a path, with the argument passed to ``get_config``
 Overrides ``--config.train.lr=1e-5`` are applied afterwards, with the type of the existing value;
 the returned config is locked, so a misspelt key is an error, not a silent default. Every mistake
 (unknown file, key or argument, a value of the wrong type) is one :class:`~read_jax.errors.ConfigError`
 naming the spec or override: ``--config.train.lr=fast: expected a float, got 'fast'``.
 
-Why not ``ml_collections.config_flags`` (issue #20): it defines the ``--config`` flag on absl's global
+Why not ``ml_collections.config_flags``: it defines the ``--config`` flag on absl's global
 ``FLAGS``, so every script would need ``absl.app.run`` and could not keep its argparse parser (nor be
 called as ``main(argv)`` from tests). This loader keeps the same spec and override syntax and adds the
-bare-name lookup in ``configs/`` (``--config speechae.py:tiny`` from any working directory).
+bare-name lookup in ``read_jax/configs/`` (``--config speechae.py:tiny`` from any working directory, installed or
+not).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import ml_collections
 
 from read_jax.errors import ConfigError
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")  # read_jax/configs
 
 
 def parse_arg(arg: str | None, **defaults):
@@ -40,7 +41,7 @@ def parse_arg(arg: str | None, **defaults):
 
 
 def config_names() -> list[str]:
-  """The experiment files of ``configs/`` (what a bare ``--config`` name can be)."""
+  """The experiment files of ``read_jax/configs/`` (what a bare ``--config`` name can be)."""
   if not os.path.isdir(CONFIG_DIR):
     return []
   return sorted(f for f in os.listdir(CONFIG_DIR) if f.endswith(".py") and not f.startswith("_"))

@@ -3,7 +3,7 @@
 Layers, lowest first (an arrow means "may be imported by"):
 
   base (errors, files, config, cli, sharding) → nn → models → ans, audio, speech, media → convert, data, torch
-  → train → pipeline, live, eval, aot, bench, demo, serve
+  → train → pipeline, live, eval, aot, bench, demo, serve, configs (loaded by name, never imported by the package)
 
 Also checked: no cycle between modules, no module imports another module's ``_private`` name, and no
 function-local import of a read_jax module (a local import is for an optional heavy dependency, never to
@@ -25,7 +25,7 @@ LAYERS = [
   ("ans", "audio", "speech", "media"),
   ("convert", "data", "torch"),
   ("train",),
-  ("pipeline", "live", "eval", "aot", "bench", "demo", "serve"),
+  ("pipeline", "live", "eval", "aot", "bench", "demo", "serve", "configs"),
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 

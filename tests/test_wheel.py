@@ -26,12 +26,11 @@ DEMO = ROOT / "assets" / "demo"
 SCRIPT = """
 import os, sys
 import read_jax
-from read_jax import ReadPipeline
-from read_jax.convert.ltx_transformer import _default_model_config  # full-size defaults without configs/
-from read_jax.convert.vae import _single_file_config  # noqa: F401  (variant tables inside the package)
+from read_jax import ReadPipeline, load_config
 venv = os.path.realpath(sys.prefix)
 assert os.path.realpath(read_jax.__file__).startswith(venv), (read_jax.__file__, venv)
-assert _default_model_config()["num_layers"] == 24
+assert load_config("a2v_dit.py").model.num_layers == 24  # the package's own configs, by name
+assert load_config("demo.py:tiny").pipeline.clip_frames == 3
 pipe = ReadPipeline.from_pretrained(sys.argv[1])
 timings = pipe.write_video(os.path.join(sys.argv[1], "reference.png"), os.path.join(sys.argv[1], "speech.wav"),
                            sys.argv[2])
@@ -50,7 +49,7 @@ def test_wheel_installs_and_generates(tmp_path):
                   str(src)], check=True, cwd=tmp_path)
   wheel, = dist.glob("read_jax-*.whl")
   names = zipfile.ZipFile(wheel).namelist()
-  assert "read_jax/pipeline.py" in names and "read_jax/models/vae_variants.py" in names
+  assert "read_jax/pipeline.py" in names and "read_jax/configs/demo.py" in names
   assert not [n for n in names if n.startswith(("configs/", "scripts/", "tests/", "assets/"))]
 
   venv = tmp_path / "venv"
