@@ -1,7 +1,9 @@
-"""The page at / in a real headless Chromium (Debian's chromium + chromedriver, driven by selenium): a wav fed as
-the microphone (--use-file-for-fake-audio-capture), the avatar must come back — the page's frame counter grows,
-and in fMP4 mode the video element's playback time advances (MediaSource played the fragments), in raw mode
-the canvas is drawn. A real uvicorn on 127.0.0.1 and a free port, in a thread, stopped at the end."""
+"""The page at / in a real headless Chromium (Debian's chromium + chromedriver, driven by selenium): the server
+wants an API key, so the page first asks for it (the test types it in); then a wav fed as the microphone
+(--use-file-for-fake-audio-capture), the avatar must come back — the page's frame counter grows, and in fMP4
+mode the video element's playback time advances (MediaSource played the fragments), in raw mode the canvas is
+drawn. The page's own Content-Security-Policy is in force. A real uvicorn on 127.0.0.1 and a free port, in a
+thread, stopped at the end."""
 
 import os
 import shutil
@@ -28,6 +30,7 @@ from read_jax.pipeline import ReadPipeline  # noqa: E402
 from read_jax.serve import app as app_lib  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEY = "browser-test-key-0123456789"
 
 
 def _free_port() -> int:
@@ -39,10 +42,11 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server():
   pipe = ReadPipeline.from_config(jax.random.key(0), load_config("demo.py:tiny"))
-  engine = engine_lib.Engine(pipe, batch_sizes=(1,), max_sessions=2)
+  engine = engine_lib.Engine(pipe, batch_sizes=(1,), max_sessions=2, devices=jax.local_devices()[:1])
   engine.start()
   with open(os.path.join(ROOT, "assets", "demo", "reference.png"), "rb") as f:
-    app = app_lib.create_app(engine, pipe, app_lib.Limits(idle_timeout_seconds=30), default_portrait=f.read())
+    app = app_lib.create_app(engine, pipe, app_lib.Limits(idle_timeout_seconds=30), default_portrait=f.read(),
+                             security=app_lib.Security(api_key=KEY))
   port = _free_port()
   srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
   srv.install_signal_handlers = False
@@ -88,6 +92,15 @@ def test_page_talks_back(server, tmp_path, fmt):
   try:
     driver.set_script_timeout(30)
     driver.get(server)
+    deadline = time.time() + 30
+    while driver.execute_script("return window.readStats.needsKey") is not True and time.time() < deadline:
+      time.sleep(0.1)
+    assert driver.find_element("id", "key-row").is_displayed(), "the page did not ask for the key"
+    driver.find_element("id", "api-key").send_keys(KEY)
+    driver.find_element("id", "key-use").click()
+    while driver.execute_script("return window.readStats.needsKey") is not False and time.time() < deadline:
+      time.sleep(0.1)
+    assert not driver.find_element("id", "key-row").is_displayed()
     if fmt == "fmp4" and not driver.execute_script(
         "return window.MediaSource && MediaSource.isTypeSupported('video/mp4; codecs=\"avc1.42E01E, mp4a.40.2\"')"):
       pytest.skip("this chromium build's MediaSource has no H.264/AAC")

@@ -4,6 +4,7 @@
   python scripts/bench.py serve --sessions 1,4 --seconds 20 --json serve.json
   python scripts/bench.py serve --minutes 1,5,10             # one 10-minute session: latency and memory per mark
   python scripts/bench.py serve --url ws://127.0.0.1:8000/v1/stream --sessions 2   # a server already running
+  python scripts/bench.py serve --load                       # bounded load: 200 dropped connections, 50 POSTs
 
 Without ``--url`` each run starts its own server in this process (``scripts/serve.py``'s app and engine on
 127.0.0.1 and a free port) — once with batch sizes up to k (the serving default), once with batch size 1 only
@@ -13,7 +14,8 @@ block reached the client minus the moment the frame's instant was spoken (``read
 definition); the table gives the first frame's (worst over sessions), the worst and the mean over every frame
 of every session, and the real-time factor: wall seconds from the first audio to the last ``done`` over the
 seconds of speech. ``--minutes``: one session of the longest mark, the latency of the frames in each stretch
-and the server's resident memory (this process: server and client) at each mark.
+and the server's resident memory (this process: server and client) at each mark. ``--load``: the bounded load
+of :mod:`read_jax.bench.serve_load` instead.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 
 from read_jax import audio as audio_lib
 from read_jax import cli
+from read_jax.bench import serve_load
 from read_jax.bench.long import memory_mib
 from read_jax.bench.timing import print_table
 from read_jax.errors import ConfigError
@@ -52,6 +55,7 @@ def add_args(p):
   p.add_argument("--sessions", default="1,2,4,8", help="comma-separated numbers of concurrent sessions")
   p.add_argument("--seconds", type=float, default=8.0, help="speech per session (the demo speech, tiled)")
   p.add_argument("--minutes", default="", help="instead: one session this long, marks in minutes (e.g. 1,5,10)")
+  serve_load.add_args(p)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,14 +123,15 @@ class _Server:
 
     self.engine = Engine(pipe, batch_sizes=batch_sizes, max_sessions=max_sessions, realtime_margin=None).start()
     self.busy0 = self.busy()  # the start-up's warm-up rounds
-    limits = Limits(max_sessions=max_sessions, max_session_seconds=seconds + 60, idle_timeout_seconds=60)
+    limits = Limits(max_sessions=max_sessions, max_session_seconds=seconds + 60, idle_timeout_seconds=60,
+                    max_session_wall_seconds=seconds + 180)
     app = create_app(self.engine, pipe, limits, default_portrait=portrait)
     with socket.socket() as s:
       s.bind(("127.0.0.1", 0))
       port = s.getsockname()[1]
     self.url = f"ws://127.0.0.1:{port}/v1/stream"
     self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                                ws_max_size=64 << 20))
+                                                ws_max_size=64 << 20, ws_per_message_deflate=False))
     self.server.install_signal_handlers = False
     self.thread = threading.Thread(target=self.server.run, daemon=True)
     self.thread.start()
@@ -157,6 +162,8 @@ def _speech(ckpt: str, seconds: float) -> np.ndarray:
 
 
 def run(args) -> dict:
+  if args.load:
+    return serve_load.run(args)
   if create_app is None:
     raise ConfigError("bench serve: needs the serve extra (pip install -e '.[serve]')")
   cli.compilation_cache()

@@ -1,17 +1,47 @@
 // The page of scripts/serve.py: microphone (or an audio file) → 16 kHz PCM16 chunks over WS /v1/stream →
 // frame blocks back, shown through MediaSource (fmp4) or drawn on a canvas (raw). Protocol: docs/serving.md.
+// A server with an API key answers 401: the page then asks for the key, keeps it in sessionStorage (this tab
+// only), sends it as "Authorization: Bearer" on fetches and as the "bearer.<key>" subprotocol on the WebSocket
+// (a browser cannot set headers there; the server never echoes it).
 "use strict";
 const RATE = 16000, CHUNK = 320;  // 20 ms chunks
+const KEY_STORE = "read_jax.api_key";
 const $ = (id) => document.getElementById(id);
 let ws = null, stopAudio = null;
+let apiKey = sessionStorage.getItem(KEY_STORE) || "";
 const stats = { frames: 0, clips: 0 };
 window.readStats = stats;  // read by tests/test_serve_browser.py
 
 function setStatus(text) { $("status").textContent = text; }
 
+function authHeaders() { return apiKey ? { Authorization: `Bearer ${apiKey}` } : {}; }
+
+// Whether the server takes us (and the default portrait for the preview); shows the key field on a 401.
+async function probe() {
+  const r = await fetch("/v1/portrait", { headers: authHeaders() });
+  if (r.status === 401) {
+    $("key-row").hidden = false;
+    setStatus(apiKey ? "the API key was refused" : "enter the API key");
+    stats.needsKey = true;
+    return false;
+  }
+  $("key-row").hidden = true;
+  stats.needsKey = false;
+  if (r.ok) $("portrait-preview").src = URL.createObjectURL(await r.blob());
+  setStatus("idle");
+  return true;
+}
+
+function useKey() {
+  apiKey = $("api-key").value.trim();
+  if (!/^[A-Za-z0-9._~-]{16,256}$/.test(apiKey)) { setStatus("that is not a key this server could take"); return; }
+  sessionStorage.setItem(KEY_STORE, apiKey);
+  probe();
+}
+
 async function portraitBase64() {
   const file = $("portrait").files[0];
-  const blob = file || await (await fetch("/v1/portrait")).blob();
+  const blob = file || await (await fetch("/v1/portrait", { headers: authHeaders() })).blob();
   const buf = new Uint8Array(await blob.arrayBuffer());
   let s = "";
   for (let i = 0; i < buf.length; i += 0x8000) s += String.fromCharCode.apply(null, buf.subarray(i, i + 0x8000));
@@ -96,13 +126,15 @@ function makeSink(ready) {
 }
 
 async function start() {
+  if (!await probe()) return;
   $("start").disabled = true; $("stop").disabled = false;
   stats.frames = 0; stats.clips = 0;
   const proto = location.protocol === "https:" ? "wss" : "ws";
-  ws = new WebSocket(`${proto}://${location.host}/v1/stream`);
+  ws = new WebSocket(`${proto}://${location.host}/v1/stream`, apiKey ? ["read.v1", `bearer.${apiKey}`] : ["read.v1"]);
   ws.binaryType = "arraybuffer";
-  let sink = null, pendingClip = null;
+  let sink = null, pendingClip = null, opened = false;
   ws.onopen = async () => {
+    opened = true;
     setStatus("starting");
     ws.send(JSON.stringify({ type: "start", portrait: await portraitBase64(), sample_rate: RATE,
                              format: $("format").value, seed: 0 }));
@@ -130,7 +162,10 @@ async function start() {
       stats.error = msg.message;
     }
   };
-  ws.onclose = (e) => { setStatus($("status").textContent + ` (closed ${e.code})`); stats.closed = e.code; finish(); };
+  ws.onclose = (e) => {
+    const why = opened ? `${$("status").textContent} (closed ${e.code})` : "refused (the key, the page's origin or the server)";
+    setStatus(why); stats.closed = e.code; finish();
+  };
 }
 
 function finish() {
@@ -145,3 +180,6 @@ function stop() {
 
 $("start").onclick = () => start().catch((e) => { setStatus(`error: ${e}`); finish(); });
 $("stop").onclick = stop;
+$("key-use").onclick = useKey;
+$("api-key").onkeydown = (e) => { if (e.key === "Enter") useKey(); };
+probe().catch((e) => setStatus(`error: ${e}`));
