@@ -59,7 +59,7 @@ from read_jax import speech as speech_lib
 from read_jax.ans import rolling, sampling, solvers
 from read_jax.errors import AudioError, ConfigError
 from read_jax.models.speech_ae import SpeechAE
-from read_jax.models.vae import FRAMES_PER_LATENT
+from read_jax.models.vae import FRAMES_PER_LATENT, DecodeState
 from read_jax.pipeline import ReadPipeline, decode_key
 
 CHUNK_MS = 20  # run_live's feeding granularity
@@ -86,10 +86,21 @@ class Work(NamedTuple):
 
 
 class DecodeJob(NamedTuple):
-  """The latents a unit's frames decode from, with the decode noise's key."""
+  """The latents a unit's frames decode from: alone (a clip, or a rolling window's last frame with the latents
+  before it) with the decode noise's key, or as the next latents of the session's decode stream (a causal
+  decoder: :meth:`ReadPipeline.start_decode`)."""
 
   latents: np.ndarray | jax.Array  # [T, h, w, C]
-  key: jax.Array
+  key: jax.Array | None  # a lone decode's noise (a stream's state carries its own)
+  stream: DecodeState | None = None  # the session's stream, or None: decode alone
+  keep: slice = slice(None)  # the unit's frames of a lone decode
+
+
+class Decoded(NamedTuple):
+  """A unit's decoded frames, and the session's decode stream after them (None without one)."""
+
+  frames: np.ndarray  # uint8 [n, H, W, 3]
+  stream: DecodeState | None
 
 
 @dataclasses.dataclass
@@ -252,12 +263,12 @@ class LiveSession:
       jax.block_until_ready(out)
       self.timings.denoise += time.perf_counter() - t0
       job = self.take_denoised(work, out)
-      frames = None
+      decoded = None
       if job is not None:
         t0 = time.perf_counter()
-        frames = cls.decode_batch(self.pipe, [job], batched=False)[0]
+        decoded = cls.decode_batch(self.pipe, [job], batched=False)[0]
         self.timings.vae_decode += time.perf_counter() - t0
-      block = self.complete(work, frames)
+      block = self.complete(work, decoded)
       if block is not None:
         yield block
 
@@ -294,22 +305,48 @@ class LiveSession:
 
   @classmethod
   def decode_batch(cls, pipe: ReadPipeline, jobs: list[DecodeJob], *, batched: bool = True,
-                   size: int | None = None) -> list[np.ndarray]:
-    """uint8 frames of each job (this class's share of them), batched as :meth:`denoise_batch`."""
-    raise NotImplementedError
+                   size: int | None = None) -> list[Decoded]:
+    """The frames of each job, batched as :meth:`denoise_batch` (the jobs of one class have one latents shape;
+    a stream's first step, which primes it, runs alone)."""
+    out: list = [None] * len(jobs)
+    lone = [i for i, job in enumerate(jobs) if job.stream is None]
+    flowing = [i for i, job in enumerate(jobs) if job.stream is not None and job.stream.cache is not None]
+    if not batched:
+      lone, flowing = [], []
+    if lone:
+      rows = _padded([jobs[i] for i in lone], size)
+      frames = pipe.decode_frames_batch(jnp.stack([job.latents for job in rows]), [job.key for job in rows])
+      for b, i in enumerate(lone):
+        out[i] = Decoded(frames[b][jobs[i].keep], None)
+    if flowing:
+      rows = _padded([jobs[i] for i in flowing], size)
+      decoded = pipe.decode_stream_batch([job.stream for job in rows], jnp.stack([job.latents for job in rows]))
+      for (stream, frames), i in zip(decoded, flowing):
+        out[i] = Decoded(frames, stream)
+    for i, job in enumerate(jobs):
+      if out[i] is None:  # unbatched, or a stream's first step
+        if job.stream is None:
+          out[i] = Decoded(pipe.decode_frames(job.latents, job.key)[job.keep], None)
+        else:
+          out[i] = Decoded(*reversed(pipe.decode_stream_step(job.stream, job.latents)))
+    return out
 
-  def complete(self, work: Work, frames: np.ndarray | None) -> FrameBlock | None:
-    """Take ``work``'s decoded frames; its new frames as a block (None when there are none)."""
+  def complete(self, work: Work, decoded: Decoded | None) -> FrameBlock | None:
+    """Take ``work``'s decoded frames (None: the unit freed none); its new frames as a block (None when none)."""
     raise NotImplementedError
 
   def _stream_latents(self, num_video: int) -> int:
     """Latent frames the stream of ``num_video`` frames runs in all (its speech padded with silence to them)."""
     raise NotImplementedError
 
-  def _block(self, index: int, first: int, frames: np.ndarray | None) -> FrameBlock | None:
-    """The block of ``frames`` starting at video frame ``first``, trimmed to the stream's end."""
-    if frames is None:
+  def _block(self, index: int, first: int, decoded: Decoded | None) -> FrameBlock | None:
+    """The block of ``decoded``'s frames starting at video frame ``first``, trimmed to the stream's end; the
+    session's decode stream moves on."""
+    if decoded is None:
       return None
+    frames = decoded.frames
+    if decoded.stream is not None:
+      self._stream = decoded.stream
     if self._num_video is not None:
       frames = frames[:max(0, self._num_video - first)]
     if not frames.shape[0]:
@@ -372,6 +409,7 @@ class ClipSession(LiveSession):
 
   def __init__(self, pipe: ReadPipeline, portrait, **kwargs):
     super().__init__(pipe, portrait, **kwargs)
+    self._stream = pipe.start_decode(self._key)  # a causal decoder: clips continue one decode stream
     self._carry = sampling.first_carry(self._z_ref.shape, self.sampler.steps)
     self._clip = 0  # next clip to run
     self._num_clips = None  # clips in all, known at the end
@@ -414,19 +452,14 @@ class ClipSession(LiveSession):
     self._carry = out[0]
     self._clip += 1
     self._drop_latents(j * (f - 1) + f - 1)  # the next clip starts at its last latent frame
-    return DecodeJob(out[1], decode_key(self._key, j))
+    clip = out[1]
+    if self._stream is not None:  # its new latents continue the stream
+      return DecodeJob(clip if j == 0 else clip[1:], None, self._stream)
+    # Alone, clip j > 0 decodes its shared first latent as a lone first frame: that frame is clip j − 1's.
+    return DecodeJob(clip, decode_key(self._key, j), keep=slice(0 if j == 0 else 1, None))
 
-  @classmethod
-  def decode_batch(cls, pipe, jobs, *, batched=True, size=None):
-    if not batched:
-      return [pipe.decode_frames(job.latents, job.key) for job in jobs]
-    padded = _padded(jobs, size)
-    frames = pipe.decode_frames_batch(jnp.stack([job.latents for job in padded]), [job.key for job in padded])
-    return list(frames[:len(jobs)])
-
-  def complete(self, work, frames):
-    # Clip j > 0 decodes its shared first latent as a lone first frame: that frame is clip j − 1's.
-    return self._block(work.index, self._emitted, frames if work.index == 0 else frames[1:])
+  def complete(self, work, decoded):
+    return self._block(work.index, self._emitted, decoded)
 
 
 class RollingSession(LiveSession):
@@ -451,6 +484,8 @@ class RollingSession(LiveSession):
     self._pre_roll = pipe.pre_roll_latents(portrait)  # [f − 1, h, w, C]
     self.timings.reference += time.perf_counter() - t0
     self._decode_history = rolling.DecodeHistory(self._pre_roll, self.decode_context)
+    # A causal decoder: one stream, primed with the pre-roll (its frames not shown); else windows of decode_context.
+    self._stream = pipe.start_decode(self._key, self._pre_roll)
     self._window = None  # the RollingSampler, made once the pre-roll's speech latents are final
     self._num_latents = None  # stream latents in all, known at the end
     self._pre_samples = rolling.pre_roll_frames(self.clip_frames) * audio_lib.SAMPLE_RATE // self.fps
@@ -500,19 +535,14 @@ class RollingSession(LiveSession):
     emitted = self._window.complete(work.inputs, out)
     if emitted is None:
       return None
-    return DecodeJob(self._decode_history.window(emitted.latent), decode_key(self._key, emitted.q))
+    if self._stream is not None:
+      return DecodeJob(np.asarray(emitted.latent)[None], None, self._stream)
+    return DecodeJob(self._decode_history.window(emitted.latent), decode_key(self._key, emitted.q),
+                     keep=slice(-FRAMES_PER_LATENT, None))
 
-  @classmethod
-  def decode_batch(cls, pipe, jobs, *, batched=True, size=None):
-    if not batched:
-      return [pipe.decode_frames(job.latents, job.key)[-FRAMES_PER_LATENT:] for job in jobs]
-    padded = _padded(jobs, size)
-    frames = pipe.decode_frames_batch(np.stack([job.latents for job in padded]), [job.key for job in padded])
-    return list(frames[:len(jobs), -FRAMES_PER_LATENT:])
-
-  def complete(self, work, frames):
+  def complete(self, work, decoded):
     r = work.index - (self.noisy - 1) - (self.clip_frames - 1)  # the real latent frame freed
-    return self._block(r, FRAMES_PER_LATENT * r, frames)
+    return self._block(r, FRAMES_PER_LATENT * r, decoded)
 
 
 SESSIONS = {cls.mode: cls for cls in (ClipSession, RollingSession)}  # live mode → session class

@@ -46,7 +46,8 @@ from read_jax.errors import ConfigError
 from read_jax.files import CheckpointError, read_json, write_json, write_safetensors
 from read_jax.models import a2v_dit, whisper
 from read_jax.models.speech_ae import SpeechAE
-from read_jax.models.vae import FRAMES_PER_LATENT, AutoencoderKLLTXVideo, compression_ratios
+from read_jax.models.vae import (FRAMES_PER_LATENT, AutoencoderKLLTXVideo, DecodeState, compression_ratios,
+                                 stream_decode_apply, stream_decode_init, stream_decode_step, stream_lookahead)
 
 PIPELINE_CONFIG = "pipeline.json"
 PROMPT_FILE = checkpoint_dir.PROMPT_FILE
@@ -396,11 +397,56 @@ class ReadPipeline:
                           **self._decode_settings())
     return _to_uint8(frames)
 
-  def decode_clip(self, clip, key, j: int) -> np.ndarray:
-    """uint8 frames of latent clip ``j`` [f, h, w, C] sampled with ``key``: [1 + 8(f−1)] for clip 0, [8(f−1)] after
-    (clip j > 0 decodes its shared first latent as a lone first frame; that frame belongs to clip j−1)."""
+  @property
+  def streams_decode(self) -> bool:
+    """Whether the VAE's decoder is causal, so latents decode as a stream, one latent frame (or clip) at a time
+    with a carried :class:`~read_jax.models.vae.DecodeState`, exactly as the whole video would (DESIGN §3.10).
+    A non-causal decoder would hold back its future receptive field (``stream_lookahead``): live sessions and
+    clips decode windows instead."""
+    return stream_lookahead(self.vae.config) == 0
+
+  def decode_stream(self, key) -> DecodeState:
+    """The decode state of a new stream (one video); ``key`` draws its decode noise (timestep-conditioned VAEs)."""
+    c = self.config
+    h = c.resolution // self._vae_ratios()[0]
+    return stream_decode_init(self.vae, 1, h, h, decode_timestep=c.decode_timestep,
+                              decode_noise_scale=c.decode_noise_scale, key=key)
+
+  def decode_stream_step(self, state: DecodeState, latents) -> tuple[DecodeState, np.ndarray]:
+    """The stream's next latents [n, h, w, C] → (state, their uint8 frames [1 + 8(n − 1) for the stream's first,
+    8n after, H, W, 3])."""
+    state, frames = stream_decode_step(self.vae, self.vae_variables, state, jnp.asarray(latents)[None])
+    return state, _to_uint8(frames[0])
+
+  def decode_stream_batch(self, states: list[DecodeState], latents) -> list[tuple[DecodeState, np.ndarray]]:
+    """:meth:`decode_stream_step` of several streams past their first step in one call: latents [B, n, h, w, C],
+    one state per row (one compiled program per batch size B; each row as it decodes alone)."""
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+    out, frames = _stream_next_each(self.vae, self.vae_variables, stacked, jnp.asarray(latents)[:, None])
+    pixels = _to_uint8(frames[:, 0])
+    return [(jax.tree.map(lambda x, b=b: x[b], out), pixels[b]) for b in range(len(states))]
+
+  def decode_clip(self, clip, key, j: int, stream: DecodeState | None = None):
+    """uint8 frames of latent clip ``j`` [f, h, w, C] sampled with ``key``: [1 + 8(f−1)] for clip 0, [8(f−1)] after.
+
+    With ``stream`` (a causal decoder, :meth:`start_decode`) the clip's new latents continue the video's stream and
+    ``(stream, frames)`` is returned: the frames of decoding the whole video. Without, the clip decodes alone
+    (clip j > 0 decodes its shared first latent as a lone first frame, which belongs to clip j−1).
+    """
+    if stream is not None:
+      return self.decode_stream_step(stream, clip if j == 0 else clip[1:])
     frames = self.decode_frames(clip, decode_key(key, j))
     return frames if j == 0 else frames[1:]
+
+  def start_decode(self, key, pre_roll=None) -> DecodeState | None:
+    """A video's decode stream when the decoder streams (:attr:`streams_decode`), else None: its state, primed with
+    ``pre_roll`` latents [n, h, w, C] (the rolling window's still portrait; their frames are not shown)."""
+    if not self.streams_decode:
+      return None
+    stream = self.decode_stream(decode_key(key, 0))
+    if pre_roll is not None:
+      stream, _ = self.decode_stream_step(stream, pre_roll)
+    return stream
 
   def with_config(self, **changes) -> "ReadPipeline":
     """A shallow copy with ``changes`` to its :class:`PipelineConfig` (the weights and compiled programs shared):
@@ -446,13 +492,16 @@ class ReadPipeline:
       return
     clips, total, num_video, key = self._latent_clips(image, audio, steps=steps, cfg=cfg, alpha=alpha, beta=beta,
                                                       solver=solver, seed=seed, motion_prior=motion_prior)
-    emitted = 0
+    emitted, stream = 0, self.start_decode(key)
     for j in range(total):
       t0 = time.perf_counter()
       clip = next(clips)  # [f, h, w, C]; frame 0 of clip j > 0 is clip j−1's last frame
       self.timings.denoise += _block(clip, t0)
       t0 = time.perf_counter()
-      frames = self.decode_clip(clip, key, j)
+      if stream is not None:
+        stream, frames = self.decode_clip(clip, key, j, stream)
+      else:
+        frames = self.decode_clip(clip, key, j)
       self.timings.vae_decode += time.perf_counter() - t0
       frames = frames[:num_video - emitted]
       emitted += frames.shape[0]
@@ -479,6 +528,7 @@ class ReadPipeline:
     key = jax.random.key(seed)
     window = rolling.RollingSampler(self._denoise, sampler, self.denoiser_params(), z_ref, pre, speech[:f - 1], key,
                                     noisy=noisy)
+    stream = self.start_decode(key, pre)  # a causal decoder: one stream; else windows of decode_context latents
     history = rolling.DecodeHistory(pre, decode_context)
     emitted, total = 0, n - (f - 1)
     for i, q in enumerate(range(f - 1, n)):
@@ -488,7 +538,10 @@ class ReadPipeline:
         continue
       self.timings.denoise += _block(out.latent, t0)
       t0 = time.perf_counter()
-      frames = self.decode_frames(history.window(out.latent), decode_key(key, out.q))[-FRAMES_PER_LATENT:]
+      if stream is not None:
+        stream, frames = self.decode_stream_step(stream, np.asarray(out.latent)[None])
+      else:
+        frames = self.decode_frames(history.window(out.latent), decode_key(key, out.q))[-FRAMES_PER_LATENT:]
       frames = frames[:num_video - emitted]
       self.timings.vae_decode += time.perf_counter() - t0
       emitted += frames.shape[0]
@@ -562,6 +615,12 @@ def _encode_image(vae, variables, x):
 @functools.partial(jax.jit, static_argnames=("vae", "timestep", "noise_scale"))
 def _decode(vae, variables, z, key, *, timestep, noise_scale):
   return vae.apply(variables, z, timestep, noise_scale, key=key, method=vae.decode_latents)
+
+
+@functools.partial(jax.jit, static_argnames=("vae",))
+def _stream_next_each(vae, variables, states, z):
+  """``stream_decode_apply`` of a stack of streams past their first step (each state and z with a leading axis)."""
+  return jax.vmap(lambda state, zz: stream_decode_apply(variables, state, zz, module=vae, stream="next"))(states, z)
 
 
 @functools.partial(jax.jit, static_argnames=("vae", "timestep", "noise_scale"))

@@ -181,11 +181,16 @@ class Engine:
   def _warm_up(self, lane: _Lane) -> None:
     """A session of silence through every program a lane runs, each batch size timed on a unit that decodes."""
     warm = LiveSession(lane.pipe, np.zeros((64, 64, 3), np.uint8), seed=0, **self.settings)
-    warm.feed(np.zeros(_samples_for_unit(warm), np.float32))  # speech features + latents compiled
-    cls, job = type(warm), None
-    while job is None:  # the rolling window's ramp-up frees no frame: run units until one does
-      work = warm.next_work()
-      assert work is not None, "the warm-up's silence must make a unit ready"
+    cls, job, fed = type(warm), None, 0
+    # Run units until one decodes as every later one does: the rolling window's ramp-up frees no frame, and a
+    # decode stream's first step (a session's first clip) is not the batched program.
+    while job is None or (job.stream is not None and job.stream.cache is None):
+      if (work := warm.next_work()) is None:
+        more = _samples_for_unit(warm)
+        assert fed < 8 * more, "the warm-up's silence must make units ready"
+        warm.feed(np.zeros(more, np.float32))  # speech features + latents compiled
+        fed += more
+        continue
       out = cls.denoise_batch(lane.pipe, warm.sampler, warm.params, [work], size=1)[0]
       job = warm.take_denoised(work, out)
       warm.complete(work, None if job is None else cls.decode_batch(lane.pipe, [job], size=1)[0])
