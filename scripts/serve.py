@@ -67,6 +67,8 @@ def main(argv=None) -> int:
                  help="seconds without audio, end or cancel before a close (empty messages do not count)")
   p.add_argument("--send-timeout", type=float, default=30.0,
                  help="seconds a block may wait for a client that does not read before its session closes")
+  p.add_argument("--header-timeout", type=float, default=10.0,
+                 help="seconds a connection may take to send a whole request head (slow clients: closed)")
   p.add_argument("--drain-seconds", type=float, default=25.0,
                  help="after SIGTERM, how long open sessions may finish (keep it under the orchestrator's grace)")
   p.add_argument("--log-json", action="store_true", help="logs as JSON lines (one per open, close, error, video)")
@@ -104,7 +106,7 @@ def main(argv=None) -> int:
     app = create_app(engine, pipe, limits, default_portrait=portrait, security=security)
     return server.serve(app, host=args.host, port=args.port, drain_seconds=args.drain_seconds,
                         max_connections=args.max_connections, ws_max_size=args.max_message_bytes + 4096,
-                        log_config=log_config)
+                        header_timeout=args.header_timeout, log_config=log_config)
   finally:
     engine.stop(cancel=True)
 

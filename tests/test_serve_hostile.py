@@ -40,6 +40,7 @@ from read_jax import audio as audio_lib  # noqa: E402
 from read_jax.config import load_config  # noqa: E402
 from read_jax.pipeline import ReadPipeline  # noqa: E402
 from read_jax.serve import metrics as metrics_lib  # noqa: E402
+from read_jax.serve import server as server_lib  # noqa: E402
 from read_jax.serve.app import Limits, Security, create_app  # noqa: E402
 from read_jax.serve.engine import Engine  # noqa: E402
 
@@ -51,7 +52,9 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 LIMITS = Limits(max_sessions=6, max_message_bytes=1 << 20, max_session_seconds=20.0, max_session_wall_seconds=4.0,
                 idle_timeout_seconds=1.0, max_messages_per_second=1000.0, max_pending_blocks=2,
                 send_timeout_seconds=1.0, max_portrait_pixels=1 << 20, max_upload_bytes=2 << 20, max_videos=2,
-                video_deadline_seconds=20.0)
+                upload_timeout_seconds=2.0, video_deadline_seconds=20.0)
+HEADER_TIMEOUT = 1.0  # seconds for a whole request head
+UNACKED_TIMEOUT = 3.0  # seconds the kernel keeps a connection whose client does not read
 GOOD_SECONDS = 0.8  # each good session's speech
 
 
@@ -126,12 +129,11 @@ class _Server:
     self.port = _free_port()
     self.base = f"http://127.0.0.1:{self.port}"
     self.url = f"ws://127.0.0.1:{self.port}/v1/stream"
-    config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="critical",
-                            ws_max_size=LIMITS.max_message_bytes + 4096, limit_concurrency=200,
-                            ws_per_message_deflate=False)
-    self.server = uvicorn.Server(config)
-    self.server.install_signal_handlers = False
-    self.thread = threading.Thread(target=self.server.run, daemon=True)
+    self.server, sock = server_lib.make_server(  # scripts/serve.py's server: drain, watchdogs, socket options
+      self.app, host="127.0.0.1", port=self.port, drain_seconds=5, max_connections=200,
+      ws_max_size=LIMITS.max_message_bytes + 4096, header_timeout=HEADER_TIMEOUT, unacked_timeout=UNACKED_TIMEOUT,
+      log_config=None)
+    self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
     self.thread.start()
     deadline = time.time() + 60
     while not self.server.started and time.time() < deadline:
@@ -547,9 +549,60 @@ def never_reads(srv):
     raw.send(0x1, b'{"type": "end"}')
     closes = _wait_for(lambda: srv.log.find("session.close", client=f"127.0.0.1:{port}"), timeout=30)
     assert closes, "the server never closed the session"
+    # The session is closed; the kernel then drops the connection itself (TCP_USER_TIMEOUT), with the block the
+    # app could not send.
+    dropped = _wait_for(lambda: not [c for c in list(srv.server.server_state.connections)
+                                     if getattr(c, "client", None) == ("127.0.0.1", port)], timeout=UNACKED_TIMEOUT + 10)
+    assert dropped, "the connection outlived its session"
     return ("close", closes[0]["code"], closes[0]["reason"])
   finally:
     raw.close()
+
+
+def slow_request_head(srv):
+  """HTTP slowloris: a request head a byte at a time; the server closes the connection after HEADER_TIMEOUT."""
+  head = f"GET /v1/info HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\nAuthorization: Bearer {KEY}\r\nX-Slow: ".encode()
+  with socket.create_connection(("127.0.0.1", srv.port), timeout=15) as s:
+    t0 = time.time()
+    try:
+      for i in range(200):
+        s.sendall(head[i:i + 1] if i < len(head) else b"a")
+        time.sleep(0.1)
+        s.settimeout(0.01)
+        try:
+          if s.recv(1) == b"":
+            return ("conn", "closed", f"after {time.time() - t0:.1f} s")
+        except TimeoutError:
+          pass
+        finally:
+          s.settimeout(15)
+    except OSError:
+      return ("conn", "closed", f"after {time.time() - t0:.1f} s")
+  return ("conn", "open", "never closed")
+
+
+def slow_upload_body(srv):
+  """A POST whose body comes a few bytes a second: 408 after upload_timeout_seconds, the slot freed."""
+  with socket.create_connection(("127.0.0.1", srv.port), timeout=15) as s:
+    s.sendall((f"POST /v1/videos HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\nAuthorization: Bearer {KEY}\r\n"
+               "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n"
+               "--b\r\nContent-Disposition: form-data; name=\"audio\"; filename=\"a.wav\"\r\n\r\n").encode())
+    response = b""
+    for _ in range(100):
+      try:
+        s.sendall(b"\x00")
+      except OSError:
+        break
+      s.settimeout(0.2)
+      try:
+        response += s.recv(4096)
+      except TimeoutError:
+        pass
+      if b"\r\n\r\n" in response:
+        break
+  head, _, body = response.decode(errors="replace").partition("\r\n\r\n")
+  assert _wait_for(lambda: srv.metrics()["read_videos_admitted"] == 0)
+  return ("http", int(head.split(" ", 2)[1]), body)
 
 
 def busy(srv):
@@ -720,6 +773,8 @@ CASES = [  # (case, kind, expected status or close code, words in the reason)
   (half_a_frame, "close", 1008, "idle"),
   (tiny_frames_flood, "close", 1000, "done"),
   (never_reads, "close", 1008, "not reading"),
+  (slow_request_head, "conn", "closed", "after"),
+  (slow_upload_body, "http", 408, "upload_timeout_seconds"),
   (busy, "close", 1013, "max_sessions"),
   (cancel, "close", 1000, ""),
   (steps_million_post, "http", 400, "steps"),

@@ -27,6 +27,7 @@ class Limits:
   max_portrait_pixels: int = 4096 * 4096  # width · height of a portrait, checked from its header
   max_upload_bytes: int = 32 << 20  # each file of POST /v1/videos (the body: both files and the fields)
   max_videos: int = 2  # POST /v1/videos in flight; more are answered 429
+  upload_timeout_seconds: float = 120.0  # the body of one POST /v1/videos must arrive within this (else 408)
   video_deadline_seconds: float = 600.0  # one POST /v1/videos from its body to its answer, seconds
 
   def __post_init__(self):

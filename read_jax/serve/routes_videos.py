@@ -1,7 +1,7 @@
 """``POST /v1/videos``: multipart ``portrait`` + ``audio`` [+ ``steps``, ``seed``] → an mp4.
 
 Admission first (``max_videos`` in flight, else 429; draining, 503), then the body streamed with its cap (413,
-before anything is kept), then the work in the app's own pool (``videos.render_video``) under a deadline
+before anything is kept) and its time limit (408), then the work in the app's own pool (``videos.render_video``) under a deadline
 (503), stopped when the client disconnects. The admission slot is held until the worker itself ends.
 """
 
@@ -117,7 +117,11 @@ async def _run(request: Request, state: ServeState, tmp: str):
   paths = fixed_paths(tmp, ("audio",))
   form = Form({"portrait": None, "audio": paths["audio"]}, limits.max_upload_bytes)
   try:
-    await read_form(request.stream(), request.headers.get("content-type", ""), form, limits.max_body_bytes)
+    async with asyncio.timeout(limits.upload_timeout_seconds):  # a body sent a byte at a time holds a slot
+      await read_form(request.stream(), request.headers.get("content-type", ""), form, limits.max_body_bytes)
+  except TimeoutError:
+    raise _Answer(408, "too_slow", f"the upload took over {limits.upload_timeout_seconds:g} s "
+                                   "(upload_timeout_seconds)") from None
   except UploadError as e:
     raise _Answer(e.status, "too_big" if e.status == 413 else "bad_request", str(e)) from None
   except ClientDisconnect:

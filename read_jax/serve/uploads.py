@@ -50,8 +50,8 @@ def decode_portrait(data: bytes, what: str = "portrait", max_pixels: int = media
       img = Image.open(io.BytesIO(data), formats=list(IMAGE_FORMATS))
   except Image.DecompressionBombError:  # Pillow's own hard limit, met before ours can look at the size
     raise MediaError(f"{what}: the image is over the {max_pixels / 1e6:g}-megapixel limit") from None
-  except UnidentifiedImageError as e:
-    raise MediaError(f"{what}: not a PNG, JPEG or WebP image ({_first_line(e)})") from None
+  except UnidentifiedImageError:  # Pillow names only the file object: the formats say more
+    raise MediaError(f"{what}: not a PNG, JPEG or WebP image") from None
   except (OSError, SyntaxError, ValueError) as e:
     raise MediaError(f"{what}: not a readable image ({_first_line(e)})") from None
   with img:
