@@ -395,16 +395,6 @@ def _tpu_attention(model_cfg) -> str:
     return resolve(model_cfg.attention)
 
 
-def param_shardings(trainer) -> dict[str, list]:
-  """``{"dit/proj_in/kernel": [spec entries], ...}`` of the state's params, JSON-friendly (golden files)."""
-  flat = jax.tree_util.tree_flatten_with_path(trainer.state_shardings.params)[0]
-  out = {}
-  for path, s in flat:
-    name = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-    out[name] = [list(a) if isinstance(a, tuple) else a for a in s.spec]
-  return out
-
-
 # --- sampling step ----------------------------------------------------------------------------------
 
 

@@ -160,11 +160,18 @@ def test_remat_policy_is_applied_by_name():
   assert "SaveOnlyTheseNames" in jaxpr and all(f"'{n}'" in jaxpr for n in ("query", "key", "value"))
 
 
+def _param_axes(model) -> dict:
+  """Logical axis names of every param (``nn.get_partition_spec`` of the boxed shapes)."""
+  boxed = jax.eval_shape(lambda k: model.init(k, *dit.dummy_inputs(model), **dit.dummy_kwargs(model)),
+                         jax.random.key(0))["params"]
+  return nn.get_partition_spec(boxed)
+
+
 def test_logical_axes_on_every_param():
   is_spec = lambda a: isinstance(a, jax.sharding.PartitionSpec)  # noqa: E731
-  axes = jax.tree_util.tree_leaves(dit.param_axes(tiny_model()), is_leaf=is_spec)
+  axes = jax.tree_util.tree_leaves(_param_axes(tiny_model()), is_leaf=is_spec)
   assert axes and all(isinstance(a, jax.sharding.PartitionSpec) and len(a) > 0 for a in axes)
-  blocks = dit.param_axes(tiny_model())["transformer_blocks"]
+  blocks = _param_axes(tiny_model())["transformer_blocks"]
   assert tuple(blocks["attn1"]["to_q"]["kernel"]) == ("layers", "embed", "heads")
   assert tuple(blocks["audio_attn"]["to_k"]["kernel"]) == ("layers", "audio", "heads")
 
@@ -213,7 +220,7 @@ def test_sharded_by_logical_axis_rules(tiny):
   mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
   rules = (("batch", "data"), ("heads", "model"), ("mlp", "model"), ("adaln", "model"))
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    shardings = nn.logical_to_mesh_sharding(dit.param_axes(model), mesh, rules)
+    shardings = nn.logical_to_mesh_sharding(_param_axes(model), mesh, rules)
     sharded = jax.device_put(params, shardings)
     assert sharded["transformer_blocks"]["ff"]["net_0"]["proj"]["kernel"].sharding.spec == jax.P(None, None, "model")
     got = jax.jit(model.apply)({"params": sharded}, x, t, speech, text, mask)

@@ -10,9 +10,9 @@ from safetensors.numpy import save_file
 from configs.vae_ltx import get_config
 from read_jax.convert import CheckpointError
 from read_jax.files import flatten, write_json
-from read_jax.convert.vae import (diffusers_to_original_key, export_vae, load_vae, original_to_diffusers_key,
-                                  variables_to_state_dict)
+from read_jax.convert.vae import export_vae, load_vae, original_to_diffusers_key, variables_to_state_dict
 from read_jax.models.vae import make_config
+from _ltx_original import diffusers_to_original_key
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")

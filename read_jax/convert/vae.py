@@ -131,31 +131,6 @@ def original_to_diffusers_key(key: str, cfg: VAEConfig) -> str | None:
   return key[1:]
 
 
-def diffusers_to_original_key(key: str, cfg: VAEConfig) -> str:
-  """Inverse of :func:`original_to_diffusers_key` (to write original-layout files)."""
-  for orig, ours in _STATS.items():
-    if key == ours:
-      return orig
-  key = "." + key
-  for old, new in reversed(_SEGMENTS[:3]):  # the last two are top-level only: handled below
-    key = key.replace(new, old)
-  key = key[1:]
-  table = _block_table(cfg)
-  side, _, rest = key.partition(".")
-  if side in table:
-    # longest diffusers block path that prefixes the key
-    best = max(((i, p) for i, p in table[side].items() if rest.startswith(p + ".")), key=lambda ip: len(ip[1]),
-               default=None)
-    if best is not None:
-      block = "down_blocks" if side == "encoder" else "up_blocks"
-      key = f"{side}.{block}.{best[0]}.{rest[len(best[1]) + 1:]}"
-  if key.startswith("decoder.") and key.count(".") == 1 and key.endswith("scale_shift_table"):
-    key = "decoder.last_scale_shift_table"
-  if key.startswith("decoder.time_embedder."):
-    key = "decoder.last_time_embedder." + key[len("decoder.time_embedder."):]
-  return key
-
-
 def _detect_variant(original: Mapping[str, np.ndarray]) -> str:
   """0.9.0 / 0.9.1 / 0.9.5 from the keys, as diffusers' single-file loader decides."""
   w = original.get("encoder.conv_out.conv.weight")

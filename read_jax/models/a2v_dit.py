@@ -502,13 +502,6 @@ def param_shapes(model: A2VDiT) -> dict:
   return nn.unbox(boxed)
 
 
-def param_axes(model: A2VDiT) -> dict:
-  """Logical axis names of every param (``nn.get_partition_spec`` of the boxed shapes)."""
-  boxed = jax.eval_shape(lambda k: model.init(k, *dummy_inputs(model), **dummy_kwargs(model)),
-                         jax.random.key(0))["params"]
-  return nn.get_partition_spec(boxed)
-
-
 def null_text(caption_channels: int):
   """No text conditioning: one zero token with an all-False mask, for which the model adds no text update
   (see the module docstring). ``(text [1, 1, caption_channels], mask [1, 1] bool)``."""
