@@ -2,10 +2,11 @@
 
 The video is made by an engine session fed the whole file, so it uses the programs compiled at start-up (no
 new compilation for any length or ``steps``), counts in the engine's admission beside the live sessions, and
-gets the frames a live session of the same audio gets (clip mode; the same as ``scripts/sample.py`` where the
-checkpoint's ``speech_window`` is a live policy, as the demo's is). The audio goes in a clip or two ahead of
-the frames written, so one long file never holds a lane for long, and the engine pauses the session while
-the writer is behind (``max_pending``). A stop (the client left, the deadline) is seen between blocks.
+gets the frames a live session of the same audio gets (in the engine's mode, clip by default: the frames of
+``scripts/sample.py`` where the checkpoint's ``speech_window`` is a live policy, as the demo's is). The audio
+goes in a unit or two ahead of the frames written, so one long file never holds a lane for long, and the engine
+pauses the session while the writer is behind (``max_pending``). A stop (the client left, the deadline) is
+seen between blocks.
 """
 
 from __future__ import annotations
