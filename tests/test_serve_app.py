@@ -341,6 +341,18 @@ def test_key_origin_and_host(engine, pipe):
   values = metrics_lib.parse(client.get("/metrics", headers=auth).text)
   assert values['read_refused_total{reason="auth"}'] == 6 and values['read_refused_total{reason="origin"}'] == 2
   assert values['read_refused_total{reason="host"}'] == 1
+  other = _client(engine, pipe, security=app_lib.Security(api_key=KEY, trusted_hosts=("testserver",),
+                                                          allowed_origins=("https://app.example.com",)))
+  preflight = other.options("/v1/videos", headers={"Origin": "https://app.example.com",
+                                                   "Access-Control-Request-Method": "POST",
+                                                   "Access-Control-Request-Headers": "authorization"})
+  assert preflight.status_code == 200  # a listed web app may POST from its pages (CORS), with the key
+  assert preflight.headers["access-control-allow-origin"] == "https://app.example.com"
+  assert other.options("/v1/videos", headers={"Origin": "https://elsewhere.example",
+                                              "Access-Control-Request-Method": "POST"}).status_code == 400
+  with other.websocket_connect("/v1/stream", headers={**auth, "Origin": "https://app.example.com"}) as ws:
+    ws.send_text('{"type": "cancel"}')
+    _expect_error(ws, app_lib.POLICY, "first message")
   with pytest.raises(ConfigError, match="api key"):
     app_lib.Security(api_key="short")
   with pytest.raises(ConfigError, match="allowed origin"):

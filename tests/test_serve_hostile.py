@@ -50,7 +50,8 @@ SR = audio_lib.SAMPLE_RATE
 KEY = "test-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 LIMITS = Limits(max_sessions=6, max_message_bytes=1 << 20, max_session_seconds=20.0, max_session_wall_seconds=4.0,
-                idle_timeout_seconds=1.0, max_messages_per_second=1000.0, max_pending_blocks=2,
+                idle_timeout_seconds=1.0, max_messages_per_second=1000.0, max_audio_ahead_seconds=3.0,
+                max_pending_blocks=2,
                 send_timeout_seconds=1.0, max_portrait_pixels=1 << 20, max_upload_bytes=2 << 20, max_videos=2,
                 upload_timeout_seconds=2.0, video_deadline_seconds=20.0)
 HEADER_TIMEOUT = 1.0  # seconds for a whole request head
@@ -455,6 +456,31 @@ def audio_after_end(srv):
                          lambda ws: ws.send(_speech(0.1).tobytes()))
 
 
+def six_seconds_at_once(srv):
+  """6 s of speech in one message, then end: passed to the engine 3 s ahead of the frames sent (the
+  lane is never held for the whole file), and every frame comes."""
+  with _ws(srv) as ws:
+    ws.send(_start())
+    assert json.loads(ws.recv(timeout=15))["type"] == "ready"
+    ws.send(_speech(6.0).tobytes())
+    ws.send('{"type": "end"}')
+    frames, done = 0, None
+    while done is None:
+      msg = ws.recv(timeout=30)
+      if isinstance(msg, str):
+        m = json.loads(msg)
+        assert m["type"] in ("clip", "done"), m
+        frames += m["frames"] if m["type"] == "clip" else 0
+        done = m["frames"] if m["type"] == "done" else None
+    outcome = _outcome(ws)
+    assert frames == done == 150
+    return outcome[:2] + ("done",)
+
+
+def end_without_audio(srv):
+  return _ws_after_ready(srv, lambda ws: ws.send('{"type": "end"}'))
+
+
 def over_audio_budget(srv):
   chunk = np.zeros(SR, "<i2").tobytes()  # 1 s
   return _ws_after_ready(srv, lambda ws: [ws.send(chunk) for _ in range(21)])
@@ -767,6 +793,8 @@ CASES = [  # (case, kind, expected status or close code, words in the reason)
   (odd_byte_count, "close", 1003, "even byte count"),
   (text_between_audio, "close", 1008, "unexpected message type"),
   (audio_after_end, "close", 1008, "audio after end"),
+  (end_without_audio, "close", 1003, "shorter than one video frame"),
+  (six_seconds_at_once, "close", 1000, "done"),
   (over_audio_budget, "close", 1008, "max_session_seconds"),
   (empty_keepalive, "close", 1008, "idle"),
   (trickle_past_deadline, "close", 1008, "deadline"),

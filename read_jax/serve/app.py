@@ -21,6 +21,7 @@ import logging
 import os
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -34,7 +35,7 @@ from read_jax.serve.metrics import ServeMetrics
 from read_jax.serve.protocol import (FORMATS, INTERNAL, POLICY, RESTART, SAMPLE_RATE, TOO_BIG, TRY_LATER,  # noqa: F401
                                      UNSUPPORTED, ProtocolError, parse_start)
 from read_jax.serve.routes_page import STATIC
-from read_jax.serve.security import Security, SecurityMiddleware
+from read_jax.serve.security import Security, SecurityMiddleware, normal_origin
 from read_jax.serve.state import ServeState
 from read_jax.serve.uploads import decode_portrait
 
@@ -81,6 +82,10 @@ def create_app(engine: Engine, pipe: ReadPipeline, limits: Limits = Limits(), *,
           message=message)
 
   app.add_middleware(SecurityMiddleware, security=security, on_refused=refused)
+  if security.allowed_origins:  # outside the key check: a browser's CORS preflight carries no key
+    origins = ["*"] if "*" in security.allowed_origins else [normal_origin(o) for o in security.allowed_origins]
+    app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                       allow_headers=["authorization"], max_age=600)
 
   @app.exception_handler(Exception)
   async def fault(request: Request, exc: Exception):  # a bug in a route: this request only, logged with its id

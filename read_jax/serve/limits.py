@@ -22,6 +22,7 @@ class Limits:
   max_session_wall_seconds: float = 720.0  # wall-clock life of a session from its start message, seconds
   idle_timeout_seconds: float = 10.0  # no audio, end or cancel for this long closes the session
   max_messages_per_second: float = 400.0  # a session's messages are read no faster (tiny-frame floods slow down)
+  max_audio_ahead_seconds: float = 10.0  # audio passed to the engine ahead of the frames sent (at least 2 units)
   max_pending_blocks: int = 2  # blocks generated for a session and not yet sent; its generation pauses there
   send_timeout_seconds: float = 30.0  # a block the client does not take for this long closes the session
   max_portrait_pixels: int = 4096 * 4096  # width · height of a portrait, checked from its header

@@ -31,7 +31,7 @@ from read_jax.serve.security import new_request_id
 from read_jax.serve.state import ServeState, run_in
 from read_jax.serve.uploads import decode_portrait
 
-FEED_BYTES = 640  # PCM coalesced to 20 ms before it goes to the engine: tiny frames cost the engine nothing more
+FEED_BYTES = 640  # PCM passed on in 20 ms pieces (coalesced, or split): tiny frames cost the engine nothing more
 CLOSE_SECONDS = 2.0  # the final error and close frame get this long (a client that does not read gets no more)
 
 
@@ -49,8 +49,10 @@ class StreamSession:
     self.sid = None  # the engine's session id
     self.deadline = self.loop.time() + self.limits.max_session_wall_seconds
     self.samples = 0  # PCM samples received
-    self.fed = bytearray()  # PCM received and not yet fed (under FEED_BYTES)
-    self.arrivals: collections.deque = collections.deque()  # (samples fed so far, time)
+    self.samples_fed = 0  # PCM samples passed on to the engine
+    self.fed = bytearray()  # PCM received and not yet passed on (under FEED_BYTES, or ahead of the frames)
+    self.arrivals: collections.deque = collections.deque()  # (samples received so far, time), one per 20 ms
+    self.progress = asyncio.Event()  # set when a block has been sent or the session fails (wakes the reader)
     self.first_audio: float | None = None
     self.ended_at: float | None = None
     self.keep_pcm = False  # fmp4: each block carries its speech
@@ -93,6 +95,7 @@ class StreamSession:
     """End the session with ``code`` (the first failure wins); the writer sends it."""
     if self.failure is None:
       self.failure = proto.ProtocolError(code, message)
+    self.progress.set()
     try:
       self.events.put_nowait(("wake",))
     except asyncio.QueueFull:  # the writer has events to take and checks the failure after each
@@ -177,13 +180,16 @@ class StreamSession:
         if self.samples + len(data) // 2 > max_samples:
           raise proto.ProtocolError(proto.POLICY, f"session over the {limits.max_session_seconds:g} s limit "
                                                   "(max_session_seconds)")
-        active = self.loop.time()
+        now = time.perf_counter()
         if self.first_audio is None:
-          self.first_audio = time.perf_counter()
+          self.first_audio = now
+        if not self.arrivals or self.samples + len(data) // 2 - self.arrivals[-1][0] >= FEED_BYTES // 2:
+          self.arrivals.append((self.samples + len(data) // 2, now))
         self.samples += len(data) // 2
         self.fed += data
-        if len(self.fed) >= FEED_BYTES:
-          self._feed()
+        if not await self._feed(final=False):
+          return
+        active = self.loop.time()  # a wait for the frames to catch up is not the client's idleness
         continue
       if text is None:
         raise proto.ProtocolError(proto.POLICY, "a message with neither text nor bytes")
@@ -199,20 +205,40 @@ class StreamSession:
         return
       if ended:
         raise proto.ProtocolError(proto.POLICY, "end sent twice")
-      self._feed()
+      if not await self._feed(final=True):
+        return
       ended = True
       self.ended_at = time.perf_counter()
       engine.end(self.sid)
 
-  def _feed(self) -> None:
-    if not self.fed:
-      return
-    data = bytes(self.fed)
-    self.fed.clear()
-    self.arrivals.append((self.samples, time.perf_counter()))
-    if self.keep_pcm:
-      self.pcm += data
-    self.state.engine.feed(self.sid, np.frombuffer(data, "<i2"))
+  async def _feed(self, final: bool) -> bool:
+    """Pass the received PCM on in FEED_BYTES pieces (``final``: the rest too), never more than
+    ``max_audio_ahead_seconds`` ahead of the frames sent: a client that sends minutes of audio at once gets its
+    frames at the engine's pace and holds its lane for one unit at a time, not for the whole file (TCP holds
+    the rest of its audio back). False when the session ended while waiting."""
+    sr, fps = proto.SAMPLE_RATE, self.state.fps
+    ahead = int(max(self.limits.max_audio_ahead_seconds, 2 * self.state.engine.unit_duration + 1) * sr)
+    while len(self.fed) >= FEED_BYTES or (final and self.fed):
+      room = ahead - (self.samples_fed - self.frames_sent * sr // fps)  # samples
+      if room < min(len(self.fed), FEED_BYTES) // 2:  # the frames catch up first (the engine has units to work on)
+        self.progress.clear()
+        try:
+          async with asyncio.timeout_at(self.deadline):
+            await self.progress.wait()
+        except TimeoutError:
+          return False  # the writer closes the session at its deadline
+        if self.failure is not None:
+          return False
+        continue
+      n = min(len(self.fed), 2 * room)  # bytes, even: messages are
+      n = n if final else n - n % FEED_BYTES
+      data = bytes(self.fed[:n])
+      del self.fed[:n]
+      self.samples_fed += n // 2
+      if self.keep_pcm:
+        self.pcm += data
+      self.state.engine.feed(self.sid, np.frombuffer(data, "<i2"))
+    return True
 
   # ------------------------------------------------------------------------------------------
   # Engine → client
@@ -284,6 +310,7 @@ class StreamSession:
     await self.send(payload)
     state.engine.delivered(self.sid)
     self.frames_sent += n
+    self.progress.set()
     state.metrics.blocks.inc()
     state.metrics.frames.inc(n)
     if latency is not None:
