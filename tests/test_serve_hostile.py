@@ -577,8 +577,9 @@ def never_reads(srv):
     assert closes, "the server never closed the session"
     # The session is closed; the kernel then drops the connection itself (TCP_USER_TIMEOUT), with the block the
     # app could not send.
+    ours = ("127.0.0.1", port)
     dropped = _wait_for(lambda: not [c for c in list(srv.server.server_state.connections)
-                                     if getattr(c, "client", None) == ("127.0.0.1", port)], timeout=UNACKED_TIMEOUT + 10)
+                                     if getattr(c, "client", None) == ours], timeout=UNACKED_TIMEOUT + 10)
     assert dropped, "the connection outlived its session"
     return ("close", closes[0]["code"], closes[0]["reason"])
   finally:

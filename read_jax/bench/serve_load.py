@@ -179,7 +179,8 @@ async def _good_session(url: str, headers: dict, start: str, pcm: np.ndarray, st
 def _summary(name: str, results: list, wall: float) -> dict:
   counts = collections.Counter(outcome for outcome, _ in results)
   seconds = np.array([s for _, s in results])
-  return {"phase": name, "requests": len(results), "outcomes": ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())),
+  outcomes = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+  return {"phase": name, "requests": len(results), "outcomes": outcomes,
           "p50 s": float(np.percentile(seconds, 50)), "p99 s": float(np.percentile(seconds, 99)), "wall s": wall}
 
 

@@ -97,4 +97,5 @@ def create_app(engine: Engine, pipe: ReadPipeline, limits: Limits = Limits(), *,
   return app
 
 
-__all__ = ["Limits", "ProtocolError", "Security", "create_app", "parse_start"]
+__all__ = ["FORMATS", "INTERNAL", "POLICY", "RESTART", "SAMPLE_RATE", "TOO_BIG", "TRY_LATER", "UNSUPPORTED", "Limits",
+           "ProtocolError", "Security", "create_app", "parse_start"]

@@ -1,8 +1,8 @@
 """``POST /v1/videos``: multipart ``portrait`` + ``audio`` [+ ``steps``, ``seed``] → an mp4.
 
 Admission first (``max_videos`` in flight, else 429; draining, 503), then the body streamed with its cap (413,
-before anything is kept) and its time limit (408), then the work in the app's own pool (``videos.render_video``) under a deadline
-(503), stopped when the client disconnects. The admission slot is held until the worker itself ends.
+before anything is kept) and its time limit (408), then the work in the app's own pool (``videos.render_video``)
+under a deadline (503), stopped when the client disconnects. The admission slot is held until the worker itself ends.
 """
 
 from __future__ import annotations

@@ -253,8 +253,8 @@ class StreamSession:
         else:
           await self.ws.send_bytes(data)
     except TimeoutError:
-      raise proto.ProtocolError(proto.POLICY, f"client is not reading: a message waited over "
-                                              f"{self.limits.send_timeout_seconds:g} s (send_timeout_seconds)") from None
+      raise proto.ProtocolError(proto.POLICY, "client is not reading: a message waited over "
+                                f"{self.limits.send_timeout_seconds:g} s (send_timeout_seconds)") from None
 
   async def write(self, encoder) -> int:
     """Engine → client until done; the close code (1000 when the session finished or was cancelled)."""
@@ -345,7 +345,8 @@ async def serve_stream(ws: WebSocket, state: ServeState) -> None:
   offered = ws.scope.get("subprotocols") or []
   await ws.accept(subprotocol=proto.SUBPROTOCOL if proto.SUBPROTOCOL in offered else None)
   s = StreamSession(ws, state, session_id)
-  code, reason, admitted, tmp, opened = proto.NORMAL, "", False, None, time.perf_counter()
+  code, reason = proto.RESTART, "cancelled by the server's shutdown"  # unless a path below says otherwise
+  admitted, tmp, opened = False, None, time.perf_counter()
   try:
     try:
       msg = await asyncio.wait_for(ws.receive(), limits.idle_timeout_seconds)
@@ -430,7 +431,8 @@ async def serve_stream(ws: WebSocket, state: ServeState) -> None:
     metrics.sessions_closed.labels(str(code)).inc()
     if tmp is not None:
       shutil.rmtree(tmp, ignore_errors=True)
-    event(state.log, "session.close", level=logging.INFO if code in (proto.NORMAL, proto.GOING_AWAY) else logging.WARNING,
+    quiet = code in (proto.NORMAL, proto.GOING_AWAY)
+    event(state.log, "session.close", level=logging.INFO if quiet else logging.WARNING,
           session=session_id, client=_client(client), code=code, reason=reason, admitted=admitted,
           frames=s.frames_sent, audio_seconds=round(s.samples / proto.SAMPLE_RATE, 3),
           wall_seconds=round(time.perf_counter() - opened, 3))
