@@ -12,6 +12,9 @@ import logging
 import time
 
 LOGGER = "read_jax.serve"
+# A library's convention: nothing is printed until the program configures logging (scripts/serve.py does, with
+# config() below); otherwise Python's last-resort handler would print each warning's bare event name.
+logging.getLogger(LOGGER).addHandler(logging.NullHandler())
 
 
 def event(log: logging.Logger, name: str, level: int = logging.INFO, exc_info=None, **fields) -> None:
