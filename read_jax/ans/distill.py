@@ -61,8 +61,15 @@ def student_schedules(student_steps: int, shift: float = 1.0) -> tuple[np.ndarra
   return coarse, fine
 
 
-def progressive_example(key, latents, student_steps: int, *, shift: float = 1.0, p_sync: float = 0.5) -> dict:
+PATTERNS = ("clip", "causal")  # the reverse process a student step is drawn from (module docstring)
+
+
+def progressive_example(key, latents, student_steps: int, *, shift: float = 1.0, p_sync: float = 0.5,
+                        pattern: str = "clip") -> dict:
   """One student step per example (module docstring) from clean latents [B, 1+f, h, w, C] (z_R first).
+
+  ``pattern="causal"``: the causal window's step (:mod:`read_jax.ans.causal`): the last frame alone is owned, at
+  T'_i, after f − 1 clean context frames at t = 0 (what the cache holds), and no motion frame (``is_sync`` False).
 
   Returns a dict:
     x          [B, 1+f, h, w, C]  the student's input: owned frames at T'_i, the motion frame at T'_{i+1}
@@ -70,11 +77,14 @@ def progressive_example(key, latents, student_steps: int, *, shift: float = 1.0,
     motion_mid [B, h, w, C]       the motion frame at T_m (the teacher's first substep)
     t_a, t_m, t_b  [B]            T'_i, the midpoint, T'_{i+1}
     owned      [B, 1+f]           1 where the clip updates the frame (never z_R; not the motion frame of a later clip)
+    motion     [B, 1+f]           the motion frame of a later clip (given, not updated)
     is_sync    [B]                True for clip 0
   """
   b, num_frames = latents.shape[:2]
   if num_frames < 3:
     raise ValueError(f"progressive_example: {num_frames} frames; need z_R and at least 2 latent frames")
+  if pattern not in PATTERNS:
+    raise ValueError(f"progressive_example: pattern {pattern!r} is not one of {PATTERNS}")
   coarse, fine = student_schedules(student_steps, shift)
   k_i, k_sync, k_noise = jax.random.split(key, 3)
   i = jax.random.randint(k_i, (b,), 0, student_steps)
@@ -83,7 +93,10 @@ def progressive_example(key, latents, student_steps: int, *, shift: float = 1.0,
   is_sync = jax.random.bernoulli(k_sync, p_sync, (b,))
   frame = jnp.arange(num_frames)
   t_own = jnp.where(frame[None] == 0, 0.0, t_a[:, None])  # [B, 1+f]: z_R clean, the rest at T'_i
-  motion = (frame[None] == 1) & ~is_sync[:, None]  # [B, 1+f]
+  if pattern == "causal":
+    is_sync = jnp.zeros((b,), bool)
+    t_own = jnp.where(frame[None] == num_frames - 1, t_a[:, None], 0.0)  # the context clean, the last at T'_i
+  motion = (frame[None] == 1) & ~is_sync[:, None] & (pattern == "clip")  # [B, 1+f]
   # One ε per frame for every time (Eq. 13): the owned frames at T'_i, the motion frame at T_m and T'_{i+1}.
   z0 = latents.astype(jnp.float32)
   eps = jax.random.normal(k_noise, z0.shape, jnp.float32)
@@ -93,8 +106,10 @@ def progressive_example(key, latents, student_steps: int, *, shift: float = 1.0,
 
   t_student = jnp.where(motion, t_b[:, None], t_own)
   owned = ((frame[None] > 0) & ~motion).astype(jnp.float32)
+  if pattern == "causal":
+    owned = jnp.broadcast_to(frame[None] == num_frames - 1, (b, num_frames)).astype(jnp.float32)
   return dict(x=at(t_student), t=t_student, motion_mid=at(jnp.where(motion, t_m[:, None], t_own))[:, 1],
-              t_a=t_a, t_m=t_m, t_b=t_b, owned=owned, is_sync=is_sync, x_a=at(t_own))
+              t_a=t_a, t_m=t_m, t_b=t_b, owned=owned, motion=motion, is_sync=is_sync, x_a=at(t_own))
 
 
 def progressive_target(velocity: Velocity, ex: dict, speech, guidance) -> jax.Array:
@@ -103,8 +118,7 @@ def progressive_target(velocity: Velocity, ex: dict, speech, guidance) -> jax.Ar
   Returns v* [B, 1+f, h, w, C] float32: (Z_teacher(T'_{i+1}) − Z(T'_i)) / (T'_{i+1} − T'_i) on the owned
   frames, 0 elsewhere.
   """
-  x, owned = ex["x"], ex["owned"]
-  motion = (jnp.arange(x.shape[1])[None] == 1) & (owned[:, 1:2] == 0)  # [B, 1+f]
+  x, owned, motion = ex["x"], ex["owned"], ex["motion"]  # motion [B, 1+f]
   cast = lambda a: a.reshape(a.shape + (1,) * (x.ndim - a.ndim))  # noqa: E731  [B, 1+f] / [B] → broadcastable
   t_a, t_m, t_b = ex["t_a"], ex["t_m"], ex["t_b"]
   own = cast(owned)

@@ -87,6 +87,33 @@ class TextKV(NamedTuple):
   mask: jax.Array  # [B, L] bool, True = real token
 
 
+class FrameKV(NamedTuple):
+  """Self-attention keys and values of whole latent frames, every block: what the causal window caches."""
+  k: jax.Array  # [layers, B, F, H·W, N·K] keys after norm_k, before RoPE (rotated where they are attended)
+  v: jax.Array  # [layers, B, F, H·W, N·K]
+
+
+class KVCacheView(NamedTuple):
+  """The cached frames a cached pass (:meth:`A2VDiT.cached`) attends to, besides its own.
+
+  The pass's one query frame sits at window position C + 1, z_R at 0 and slot s at ``position[:, s]``: the
+  window's last frame, as training's windows have it. Slots are a ring, in any order (attention does not care)."""
+  ref: FrameKV  # F = 1: z_R, which attends only to itself, so its K/V are fixed for a session
+  frames: FrameKV  # F = C slots
+  position: jax.Array  # [B, C] int32 window positions, 1 … C
+  valid: jax.Array  # [B, C] bool: the slot holds a frame of the window
+
+
+class CausalContext(NamedTuple):
+  """Masks and rotations of one causal self-attention call, shared by every block (built once per call)."""
+  mask: jax.Array  # [B|1, 1, Lq, Lk] bool, True = may attend
+  ref_rope: Any = None  # (cos, sin) [H·W, N·K] of z_R's keys at frame 0 (cached pass)
+  cache_rope: Any = None  # (cos, sin) [B, C·H·W, N·K] of the cached keys at their window positions (cached pass)
+  # Past the window (uncached, T − 1 > window): consecutive groups of query rows, each with its own rotations,
+  # ((q_cos, q_sin) [rows, N·K], (k_cos, k_sin) [L, N·K], mask [1, 1, rows, L]), in row order.
+  groups: Any = None
+
+
 def _dtype(d):
   return jnp.dtype(d)
 
@@ -147,6 +174,39 @@ class Attention(nn.Module):
                               implementation=self.implementation)  # [B, Lq, N, K]
     o = checkpoint_name(o.reshape(*x.shape[:-1], -1), "attention")
     return self.to_out_0(o)  # [B, Lq, D]
+
+  def causal_self(self, x, rope, ctx: "CausalContext", cache=None):
+    """Block-causal self-attention (``A2VDiT.causal``, module docstring "Causal streaming").
+
+    x [B, Lq, D]; rope (cos, sin) [Lq, N·K] of the queries; ``ctx`` the masks and rotations of this call;
+    ``cache`` this block's (ref_k, ref_v, k, v) [B, HW | C·HW, N·K], keys before RoPE, or None (uncached).
+    Returns (out [B, Lq, D], (k, v) [B, Lq, N·K] of x's own tokens, k before RoPE: what a cache stores).
+    """
+    q = checkpoint_name(self.norm_q(self.to_q(x)), "query")
+    k, v = self.project_kv(x)
+    qr, kr = apply_rope(q, *rope), apply_rope(k, *rope)
+    keys, values = kr, v
+    if cache is not None:  # z_R at frame 0, the cached frames at their window positions, then x's own
+      ref_k, ref_v, ck, cv = cache
+      keys = jnp.concatenate([apply_rope(ref_k.astype(k.dtype), *ctx.ref_rope),
+                              apply_rope(ck.astype(k.dtype), *ctx.cache_rope), kr], axis=1)
+      values = jnp.concatenate([ref_v.astype(v.dtype), cv.astype(v.dtype), v], axis=1)
+    heads = lambda a: nn.with_logical_constraint(  # noqa: E731
+      a.reshape(*a.shape[:-1], self.num_heads, self.head_dim), ("batch", "length", "heads", "kv"))
+    if ctx.groups is None:
+      o = dot_product_attention(heads(qr), heads(keys), heads(values).astype(q.dtype), ctx.mask,
+                                implementation=self.implementation)  # [B, Lq, N, K]
+    else:  # past the window: each group of query frames rotated (with every key) as the last of its own window
+      outs, start = [], 0
+      for q_cos, q_sin, k_cos, k_sin, mask in ctx.groups:
+        rows = q_cos.shape[0]
+        qg, kg = apply_rope(q[:, start:start + rows], q_cos, q_sin), apply_rope(k, k_cos, k_sin)
+        outs.append(dot_product_attention(heads(qg), heads(kg), heads(v).astype(q.dtype), mask,
+                                          implementation=self.implementation))
+        start += rows
+      o = jnp.concatenate(outs, axis=1)
+    o = checkpoint_name(o.reshape(*x.shape[:-1], -1), "attention")
+    return self.to_out_0(o), (k, v)  # [B, Lq, D]
 
 
 class GELUProj(nn.Module):
@@ -259,11 +319,14 @@ class LTXVideoTransformerBlock(nn.Module):
   implementation: str = "xla"  # self-attention implementation
   dtype: Any = jnp.float32  # compute dtype
   param_dtype: Any = jnp.float32  # storage dtype
+  causal: bool = False  # block-causal self-attention (A2VDiT.causal); the block then also returns its (k, v)
+  ref_first: bool = True  # frame 0 of h is z_R (no speech); False in a cached pass, whose frames are all latents
 
   @nn.compact
-  def __call__(self, h, temb, rope, text, text_mask, has_text, speech):
+  def __call__(self, h, temb, rope, text, text_mask, has_text, speech, causal_ctx=None, layer_cache=None):
     """h [B, L, D] carry; temb [B, T, 6·D]; rope (cos, sin) [L, D]; text [B, Lt, D] or this block's (k, v);
-    text_mask [B, 1, 1, Lt] or None; has_text [B] bool; speech [B, T-1, S, A] or None."""
+    text_mask [B, 1, 1, Lt] or None; has_text [B] bool; speech [B, T-1, S, A] (T with ``ref_first=False``) or
+    None; causal_ctx a :class:`CausalContext`, layer_cache this block's cached (ref_k, ref_v, k, v) or None."""
     dim = self.num_heads * self.head_dim
     kw = dict(dtype=_dtype(self.dtype), param_dtype=_dtype(self.param_dtype))
     attn = lambda name, **a: Attention(self.num_heads, self.head_dim, dim, name=name, **a, **kw)  # noqa: E731
@@ -279,7 +342,12 @@ class LTXVideoTransformerBlock(nn.Module):
     def modulate(x, scale, shift):  # x [B, L, D]; scale/shift [B, T, 1, D] broadcast over the frame's tokens
       return (per_frame(rms_normalize(x, self.norm_eps)) * (1 + scale) + shift).reshape(b, length, dim)
 
-    a = attn("attn1", implementation=self.implementation)(modulate(h, scale_msa, shift_msa), rope=rope)
+    attn1 = attn("attn1", implementation=self.implementation)
+    kv = None
+    if self.causal:
+      a, kv = attn1.causal_self(modulate(h, scale_msa, shift_msa), rope, causal_ctx, layer_cache)
+    else:
+      a = attn1(modulate(h, scale_msa, shift_msa), rope=rope)
     h = h + (per_frame(a) * gate_msa).reshape(b, length, dim)
 
     attn2 = attn("attn2")
@@ -288,15 +356,16 @@ class LTXVideoTransformerBlock(nn.Module):
 
     if speech is not None:  # Eq. 10, per latent frame k ≥ 1: its H·W tokens attend to its S speech tokens
       hf = per_frame(h)
-      f, s = frames - 1, speech.shape[2]
-      q_in = hf[:, 1:].reshape(b * f, -1, dim)  # [B·f, H·W, D]
+      first = 1 if self.ref_first else 0
+      f, s = frames - first, speech.shape[2]
+      q_in = hf[:, first:].reshape(b * f, -1, dim)  # [B·f, H·W, D]
       c = speech.reshape(b * f, s, speech.shape[-1]).astype(h.dtype)  # [B·f, S, A]
       a = attn("audio_attn", context_axis="audio", zero_out=True)(q_in, c)
-      h = hf.at[:, 1:].add(a.reshape(b, f, -1, dim)).reshape(b, length, dim)
+      h = hf.at[:, first:].add(a.reshape(b, f, -1, dim)).reshape(b, length, dim)
 
     ff = FeedForward(dim, name="ff", **kw)(modulate(h, scale_mlp, shift_mlp))
     h = h + (per_frame(ff) * gate_mlp).reshape(b, length, dim)
-    return nn.with_logical_constraint(h, ("batch", "length", "embed")), None
+    return nn.with_logical_constraint(h, ("batch", "length", "embed")), kv
 
 
 class _TextKVBlock(nn.Module):
@@ -339,6 +408,9 @@ class A2VDiT(nn.Module):
   # A guidance-distilled student (read_jax.train.distill_stage): (α, β) are an input, embedded like the
   # timestep (``guidance_embedder``), and one pass replaces Split CFG's three branches.
   guidance_embeds: bool = False
+  # Block-causal self-attention (module docstring, "Causal streaming"): latent frame i sees z_R, the text and
+  # frames ≤ i; z_R sees itself. Same parameters either way: a causal student is fine-tuned from a teacher.
+  causal: bool = False
 
   @property
   def dim(self) -> int:
@@ -352,12 +424,36 @@ class A2VDiT(nn.Module):
     """Project a (constant) prompt once: per-block text keys/values for ``__call__``'s ``text``."""
     return self._forward(None, None, None, text, text_mask, None, encode_only=True)
 
+  def causal_call(self, x, t, speech, text, text_mask=None, guidance=None, *, window: int | None = None):
+    """``__call__`` of a causal model over a sequence longer than its window (module docstring, "Causal
+    streaming"): frame i sees z_R and the ``window`` frames up to itself, z_R placed ``min(i, window)`` frames
+    before it. Equal to ``__call__`` while T − 1 ≤ window. The reference a cached stream is checked against."""
+    return self._forward(x, t, speech, text, text_mask, guidance, encode_only=False, window=window)
+
+  def frame_kv(self, x, t, speech, text, text_mask=None, guidance=None) -> FrameKV:
+    """A causal model's per-block self-attention K/V of every frame of x (z_R first), uncached: what a cache
+    holds for them (the pre-roll, and z_R). [layers, B, T, H·W, N·K], keys before RoPE."""
+    _, (k, v) = self._forward(x, t, speech, text, text_mask, guidance, encode_only=False, want_kv=True)
+    b, frames, height, width = x.shape[:4]
+    shape = (k.shape[0], b, frames, height * width, k.shape[-1])
+    return FrameKV(k.reshape(shape), v.reshape(shape))
+
+  def cached(self, x, t, speech, text, cache: KVCacheView, text_mask=None, guidance=None):
+    """One latent frame against a cache of the frames before it (a causal model): x [B, 1, H, W, C] (no z_R), t
+    [B, 1], speech [B, 1, S, A]. Returns (v [B, 1, H, W, C], its FrameKV [layers, B, 1, H·W, N·K]): equal to the
+    frame's rows of the uncached forward of [z_R, cached frames, x] (``tests/test_causal.py``)."""
+    v, (k, vv) = self._forward(x, t, speech, text, text_mask, guidance, encode_only=False, want_kv=True,
+                               cache=cache)
+    shape = (k.shape[0],) + x.shape[:2] + (x.shape[2] * x.shape[3], k.shape[-1])
+    return v, FrameKV(k.reshape(shape), vv.reshape(shape))
+
   def _blocks(self, body, in_axes):
     return nn.scan(body, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=in_axes,
                    length=self.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
 
   @nn.compact
-  def _forward(self, x, t, speech, text, text_mask, guidance, *, encode_only: bool):
+  def _forward(self, x, t, speech, text, text_mask, guidance, *, encode_only: bool, want_kv: bool = False,
+               cache: KVCacheView | None = None, window: int | None = None):
     dt, pdt = _dtype(self.dtype), _dtype(self.param_dtype)
     kw = dict(dtype=dt, param_dtype=pdt)
     if self.cross_attention_dim != self.dim:
@@ -383,9 +479,15 @@ class A2VDiT(nn.Module):
       raise ValueError(f"x has {channels} channels, the model expects in_channels={self.in_channels}")
     if t.shape != (b, frames):
       raise ValueError(f"t must be per-frame [B, T] = {(b, frames)}, got {t.shape}")
-    if speech is not None and (speech.ndim != 4 or speech.shape[:2] != (b, frames - 1)
+    if (want_kv or cache is not None or window is not None) and not self.causal:
+      raise ValueError("frame K/V, cached passes and causal windows need a causal A2V-DiT (causal=True)")
+    if cache is not None and frames != 1:
+      raise ValueError(f"a cached pass takes one latent frame (the window's last), got {frames}")
+    speech_frames = frames if cache is not None else frames - 1
+    if speech is not None and (speech.ndim != 4 or speech.shape[:2] != (b, speech_frames)
                                or speech.shape[-1] != self.audio_dim):
-      raise ValueError(f"speech must be [B, T-1, S, A] = [{b}, {frames - 1}, S, {self.audio_dim}], got {speech.shape}")
+      raise ValueError(f"speech must be [B, {'T' if cache is not None else 'T-1'}, S, A] = [{b}, {speech_frames}, "
+                       f"S, {self.audio_dim}], got {speech.shape}")
     length = frames * height * width
 
     if isinstance(text, TextKV):
@@ -420,10 +522,24 @@ class A2VDiT(nn.Module):
     policy = REMAT_POLICIES[self.remat]
     if self.remat != "none":
       body = nn.remat(body, policy=policy, prevent_cse=False)
-    blocks = self._blocks(body, (nn.broadcast, nn.broadcast, text_axis, nn.broadcast, nn.broadcast,
-                                 nn.broadcast))(self.num_heads, self.head_dim, self.norm_eps, self.attention,
-                                                name="transformer_blocks", **kw)
-    h, _ = blocks(h, temb, rope, text_arg, mask[:, None, None, :], has_text, speech)
+    in_axes = (nn.broadcast, nn.broadcast, text_axis, nn.broadcast, nn.broadcast, nn.broadcast)
+    if not self.causal:
+      blocks = self._blocks(body, in_axes)(self.num_heads, self.head_dim, self.norm_eps, self.attention,
+                                           name="transformer_blocks", **kw)
+      h, _ = blocks(h, temb, rope, text_arg, mask[:, None, None, :], has_text, speech)
+    else:
+      if cache is not None:
+        rope, ctx = _cached_context(cache, height, width, scale, self.rope_base, self.dim, self.rope_theta)
+        layer_cache = (cache.ref.k[:, :, 0], cache.ref.v[:, :, 0],
+                       cache.frames.k.reshape(cache.frames.k.shape[:2] + (-1, self.dim)),
+                       cache.frames.v.reshape(cache.frames.v.shape[:2] + (-1, self.dim)))  # [layers, B, L*, N·K]
+      else:
+        ctx, layer_cache = _causal_context(frames, height, width, scale, self.rope_base, self.dim,
+                                           self.rope_theta, window), None
+      blocks = self._blocks(body, in_axes + (nn.broadcast, nn.broadcast if layer_cache is None else 0))(
+        self.num_heads, self.head_dim, self.norm_eps, self.attention, causal=True, ref_first=cache is None,
+        name="transformer_blocks", **kw)
+      h, kv = blocks(h, temb, rope, text_arg, mask[:, None, None, :], has_text, speech, ctx, layer_cache)
 
     table = self.param("scale_shift_table", _table_init(2), (2, self.dim), pdt)
     ada = table.astype(emb.dtype) + emb[:, :, None]  # [B, T, 2, D]
@@ -434,7 +550,57 @@ class A2VDiT(nn.Module):
     hn = ((h32 - mean) * jax.lax.rsqrt(var + 1e-6)).astype(dt).reshape(b, frames, height * width, self.dim)
     hn = (hn * (1 + scale_) + shift).reshape(b, length, self.dim)
     out = dense(self.out_channels, ("embed", "channels"), name="proj_out", **kw)(hn)
-    return out.reshape(b, frames, height, width, self.out_channels)
+    out = out.reshape(b, frames, height, width, self.out_channels)
+    return (out, kv) if want_kv else out
+
+
+def _frame_coords(index, height: int, width: int, scale, base):
+  """RoPE coordinates [..., H·W, 3] of the tokens of frames at (traced) window positions ``index`` [...], with
+  the float32 operations of :func:`ltx_coords` (index·scale, then / base), so a rotation matches its angles."""
+  grid = ltx_coords(1, height, width, scale=scale, base=base)  # [H·W, 3], frame coordinate 0
+  f = jnp.asarray(index).astype(jnp.float32) * jnp.float32(scale[0]) / jnp.float32(base[0])  # [...]
+  f = jnp.broadcast_to(f[..., None, None], f.shape + (height * width, 1))
+  return jnp.concatenate([f, jnp.broadcast_to(grid[:, 1:], f.shape[:-1] + (2,))], axis=-1)
+
+
+def _causal_context(frames: int, height: int, width: int, scale, base, dim: int, theta: float,
+                    window: int | None) -> CausalContext:
+  """The uncached block-causal masks of [z_R, T − 1 frames] (static shapes: compile-time constants).
+
+  Frame i ≥ 1 sees z_R and frames max(1, i − window + 1) … i; z_R sees itself. Past the window (T − 1 > window)
+  frame i is computed as the last frame of the window that ends at it, as a cached pass computes it: it and
+  every other frame rotated s = i − window frames back (z_R stays at 0), so its window sits at positions
+  1 … window, the angles a cached pass uses, bit for bit."""
+  i, j = np.arange(frames)[:, None], np.arange(frames)[None, :]
+  band = np.ones_like(i - j, bool) if window is None else (i - j < window)
+  seen = ((i == 0) & (j == 0)) | ((i >= 1) & ((j == 0) | ((j >= 1) & (j <= i) & band)))  # [T, T]
+  hw = height * width
+  tokens = lambda m: np.repeat(np.repeat(m, hw, 0), hw, 1)  # noqa: E731  [Tq, Tk] → [Lq, Lk]
+  if window is None or frames - 1 <= window:
+    return CausalContext(jnp.asarray(tokens(seen))[None, None])
+  groups = []
+  with jax.ensure_compile_time_eval():
+    for shift in range(frames - window):
+      rows = np.arange(window + 1) if shift == 0 else np.asarray([window + shift])  # query frames of this shift
+      at = np.where(np.arange(frames) == 0, 0, np.arange(frames) - shift)  # every frame's position, z_R at 0
+      k_rope = rope_cos_sin(_frame_coords(at, height, width, scale, base).reshape(-1, 3), dim, theta)
+      q_rope = rope_cos_sin(_frame_coords(at[rows], height, width, scale, base).reshape(-1, 3), dim, theta)
+      groups.append(q_rope + k_rope + (jnp.asarray(tokens(seen[rows]))[None, None],))
+  return CausalContext(jnp.asarray(tokens(seen))[None, None], groups=tuple(groups))
+
+
+def _cached_context(cache: KVCacheView, height: int, width: int, scale, base, dim: int, theta: float):
+  """(rope of the query frame at window position C + 1, the cached pass's CausalContext)."""
+  b, slots = cache.position.shape
+  hw = height * width
+  with jax.ensure_compile_time_eval():
+    rope = rope_cos_sin(_frame_coords(slots + 1, height, width, scale, base), dim, theta)  # [H·W, N·K]
+    ref_rope = rope_cos_sin(_frame_coords(0, height, width, scale, base), dim, theta)
+  cos, sin = rope_cos_sin(_frame_coords(cache.position, height, width, scale, base).reshape(-1, 3), dim, theta)
+  cache_rope = (cos.reshape(b, slots * hw, dim), sin.reshape(b, slots * hw, dim))
+  seen = cache.valid & (cache.position >= 1) & (cache.position <= slots)  # [B, C]
+  mask = jnp.concatenate([jnp.ones((b, hw), bool), jnp.repeat(seen, hw, axis=1), jnp.ones((b, hw), bool)], axis=1)
+  return rope, CausalContext(mask[:, None, None, :], ref_rope=ref_rope, cache_rope=cache_rope)
 
 
 def denoise(model: A2VDiT, params, x, t, speech, guidance=None):
@@ -455,6 +621,18 @@ class Denoiser:
 
   def __call__(self, params, x, t, speech, guidance=None):
     return denoise(self.model, params, x, t, speech, guidance)
+
+  def frame_kv(self, params, x, t, speech, guidance=None) -> FrameKV:
+    """:meth:`A2VDiT.frame_kv` with :func:`denoise`'s ``params``."""
+    dit_params, text_kv = params
+    return self.model.apply({"params": dit_params}, x, t, speech, text_kv, guidance=guidance,
+                            method=A2VDiT.frame_kv)
+
+  def cached(self, params, x, t, speech, cache: KVCacheView, guidance=None):
+    """:meth:`A2VDiT.cached` with :func:`denoise`'s ``params``: (v, the frame's FrameKV)."""
+    dit_params, text_kv = params
+    return self.model.apply({"params": dit_params}, x, t, speech, text_kv, cache, guidance=guidance,
+                            method=A2VDiT.cached)
 
 
 def full_size_fields(**overrides) -> dict:

@@ -1,0 +1,185 @@
+"""The block-causal A2V-DiT and its KV-cached window (read_jax.ans.causal).
+
+* causality by perturbation: changing latent frame k moves no output of a frame before it, nor z_R's;
+* a cached pass equals the frame's rows of the uncached forward (the ring in any slot order);
+* the cached window's stream equals the uncached banded block-causal forward of the whole stream
+  (``A2VDiT.causal_call``), step by step, across the ring's wrap: max error ≤ 1e-5 of the latents' scale;
+* a batch of sessions (vmapped advance) gives each session's own frames;
+* the causal progressive-distillation example owns only the last frame, its context clean.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from read_jax.ans import causal, distill, rolling
+from read_jax.ans.solvers import Sampler
+from read_jax.config import load_config
+from read_jax.models import a2v_dit as dit
+
+H, W = 3, 5  # odd latent sizes: a swapped axis cannot pass
+F = 4  # the window: 3 cached frames, so 5 advances wrap the ring
+
+
+@pytest.fixture(scope="module")
+def model_params():
+  cfg = dict(load_config("a2v_dit:tiny").model)
+  model = dit.build_model({**cfg, "causal": True})
+  params = dit.init_params(model, jax.random.key(0))
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(1), len(leaves))  # every parameter random, the zero-init ones too
+  params = tree.unflatten([p + 0.2 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+  text = jax.random.normal(jax.random.key(2), (1, 4, model.caption_channels))
+  text_kv = model.apply({"params": params}, text, jnp.ones((1, 4), bool), method=dit.A2VDiT.encode_text)
+  return model, params, (params, text_kv)
+
+
+def _inputs(model, frames, key=3):
+  ks = jax.random.split(jax.random.key(key), 3)
+  x = jax.random.normal(ks[0], (2, frames, H, W, model.in_channels))
+  t = jax.random.uniform(ks[1], (2, frames)).at[:, 0].set(0.0)
+  speech = jax.random.normal(ks[2], (2, frames - 1, model.audio_tokens, model.audio_dim))
+  return x, t, speech
+
+
+def test_block_causal_by_perturbation(model_params):
+  model, _, params = model_params
+  den = dit.Denoiser(model)
+  x, t, speech = _inputs(model, 7)
+  v = den(params, x, t, speech)
+  for k in (2, 5):
+    moved = den(params, x.at[:, k].add(1.0), t, speech.at[:, k - 1].add(1.0))
+    diff = np.abs(np.asarray(moved - v)).max(axis=(2, 3, 4))  # [B, T]
+    assert diff[:, :k].max() == 0.0  # z_R and every earlier frame: bitwise unchanged
+    assert diff[:, k:].min() > 1e-3  # the frame itself and every later one move
+  # The same weights without the mask: earlier frames see later ones.
+  bidir = dit.Denoiser(dit.build_model(_fields(model, causal=False)))
+  moved = bidir(params, x.at[:, 5].add(1.0), t, speech)
+  assert np.abs(np.asarray(moved - bidir(params, x, t, speech)))[:, 1:5].max() > 1e-3
+
+
+def _fields(model, **over):
+  return {**{k: getattr(model, k) for k in dit.full_size_fields()}, **over}
+
+
+def test_cached_pass_equals_uncached_rows(model_params):
+  model, _, params = model_params
+  den = dit.Denoiser(model)
+  x, t, speech = _inputs(model, F + 1, key=4)
+  x, speech = x[:1], speech[:1]
+  t = t[:1].at[:, :F].set(0.0)  # a window: z_R and F − 1 clean frames, the last noisy
+  v = den(params, x, t, speech)[:, -1:]
+  kv = den.frame_kv(params, x[:, :F], t[:, :F], speech[:, :F - 1])
+  for order in ([0, 1, 2], [2, 0, 1]):  # ring slots in any order
+    o = np.asarray(order)
+    view = dit.KVCacheView(dit.FrameKV(kv.k[:, :, :1], kv.v[:, :, :1]),
+                           dit.FrameKV(kv.k[:, :, 1:][:, :, o], kv.v[:, :, 1:][:, :, o]),
+                           jnp.asarray(o + 1, jnp.int32)[None], jnp.ones((1, F - 1), bool))
+    vc, kv_new = den.cached(params, x[:, -1:], t[:, -1:], speech[:, -1:], view)
+    scale = float(np.abs(np.asarray(v)).max())
+    assert float(np.abs(np.asarray(vc - v)).max()) <= 1e-5 * scale
+    full = den.frame_kv(params, x, t, speech)
+    assert float(np.abs(np.asarray(kv_new.k - full.k[:, :, -1:])).max()) <= 1e-5 * float(np.abs(full.k).max())
+  # An invalid slot is not attended: masking the oldest equals dropping it from the window.
+  view = dit.KVCacheView(dit.FrameKV(kv.k[:, :, :1], kv.v[:, :, :1]), dit.FrameKV(kv.k[:, :, 1:], kv.v[:, :, 1:]),
+                         jnp.asarray([[1, 2, 3]], jnp.int32), jnp.asarray([[False, True, True]]))
+  vm, _ = den.cached(params, x[:, -1:], t[:, -1:], speech[:, -1:], view)
+  assert float(np.abs(np.asarray(vm - vc)).max()) > 1e-3
+
+
+def _stream_reference(model, params, sampler, z_ref, pre_roll, pre_speech, noises, speeches):
+  """The uncached reference: every step of every frame recomputes the whole stream so far (z_R, the clean frames,
+  the noisy one) with the banded block-causal forward, window F."""
+  clean, speech_all, out, velocities = list(pre_roll), list(pre_speech), [], []
+  sched = np.asarray(sampler.schedule)
+  for noise, sp in zip(noises, speeches):
+    x = noise
+    for s in range(sampler.steps):
+      seq = jnp.stack([z_ref] + clean + [x])[None]
+      t = jnp.zeros(seq.shape[:2]).at[:, -1].set(sched[s])
+      v = model.apply({"params": params[0]}, seq, t, jnp.stack(speech_all + [sp])[None], params[1],
+                      window=F, method=dit.A2VDiT.causal_call)[0, -1]
+      velocities.append(v)
+      x = x + (sched[s + 1] - sched[s]) * v
+    clean.append(x)
+    speech_all.append(sp)
+    out.append(x)
+  return out, velocities
+
+
+def test_cached_stream_equals_uncached_across_the_wrap(model_params):
+  model, _, params = model_params
+  den = dit.Denoiser(model)
+  sampler = Sampler.create(steps=2, cfg="none")
+  ks = jax.random.split(jax.random.key(5), 4)
+  c = model.in_channels
+  z_ref = jax.random.normal(ks[0], (H, W, c))
+  pre_roll = jax.random.normal(ks[1], (F - 1, H, W, c))
+  pre_speech = jax.random.normal(ks[2], (F - 1, model.audio_tokens, model.audio_dim))
+  speeches = jax.random.normal(ks[3], (5, model.audio_tokens, model.audio_dim))
+  window = causal.CausalWindow(den, sampler, params, z_ref, pre_roll, pre_speech, jax.random.key(9))
+  got, noises = [], []
+  for r in range(5):  # C = 3 slots: advances 3 and 4 overwrite slots the ring already reused
+    job = window.job(speeches[r])
+    noises.append(job.noise)
+    e = window.complete(job, causal.advance(den, sampler, params, job))
+    assert (e.q, e.r) == (F - 1 + r, r)
+    got.append(e.latent)
+  assert sorted(np.asarray(window.cache.index).tolist()) == [5, 6, 7]  # the last three frames, wrapped
+  want, _ = _stream_reference(model, params, sampler, z_ref, list(pre_roll), list(pre_speech), noises, speeches)
+  scale = max(float(np.abs(np.asarray(w)).max()) for w in want)
+  errors = [float(np.abs(np.asarray(g - w)).max()) / scale for g, w in zip(got, want)]
+  print("relative max error per advance:", ["%.2e" % e for e in errors])
+  assert max(errors) <= 1e-5
+  # The band matters: past the window, the unbanded forward (every frame since the start, z_R at position 0) is
+  # another model, which the cache must not (and does not) equal.
+  seq = jnp.stack([z_ref] + list(pre_roll) + got[:4] + [noises[4]])[None]
+  t = jnp.zeros(seq.shape[:2]).at[:, -1].set(1.0)
+  sp = jnp.concatenate([pre_speech, speeches])[None]
+  banded, unbanded = (model.apply({"params": params[0]}, seq, t, sp, params[1], window=w,
+                                  method=dit.A2VDiT.causal_call)[0, -1] for w in (F, None))
+  assert float(np.abs(np.asarray(banded - unbanded)).max()) > 1e-3
+
+
+def test_batched_advance_equals_single(model_params):
+  model, _, params = model_params
+  den = dit.Denoiser(model)
+  sampler = Sampler.create(steps=2, cfg="none")
+  c = model.in_channels
+  windows, jobs = [], []
+  for i in range(3):
+    ks = jax.random.split(jax.random.key(20 + i), 3)
+    w = causal.CausalWindow(den, sampler, params, jax.random.normal(ks[0], (H, W, c)),
+                            jax.random.normal(ks[1], (F - 1, H, W, c)),
+                            jax.random.normal(ks[2], (F - 1, model.audio_tokens, model.audio_dim)), jax.random.key(i))
+    windows.append(w)
+    jobs.append(w.job(jnp.full((model.audio_tokens, model.audio_dim), 0.1 * i)))
+  stacked = jax.tree.map(lambda *a: jnp.stack(a), *jobs)
+  latents, caches = causal.advance_batch(den, sampler, params, stacked)
+  for b, (w, job) in enumerate(zip(windows, jobs)):
+    one, cache = causal.advance(den, sampler, params, job)
+    np.testing.assert_allclose(np.asarray(latents[b]), np.asarray(one), atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(caches.index[b]), np.asarray(cache.index))
+
+
+def test_window_refuses_bidirectional_models_and_cfg_branches(model_params):
+  model, _, params = model_params
+  c = model.in_channels
+  args = (params, jnp.zeros((H, W, c)), jnp.zeros((F - 1, H, W, c)),
+          jnp.zeros((F - 1, model.audio_tokens, model.audio_dim)), jax.random.key(0))
+  with pytest.raises(ValueError, match="not block-causal"):
+    causal.CausalWindow(dit.Denoiser(dit.build_model(_fields(model, causal=False))), Sampler.create(cfg="none"), *args)
+  with pytest.raises(ValueError, match="runs one"):
+    causal.CausalWindow(dit.Denoiser(model), Sampler.create(cfg="split"), *args)
+
+
+def test_causal_progressive_example_owns_the_last_frame():
+  z0 = jax.random.normal(jax.random.key(7), (64, 1 + 5, 3, 5, 4))
+  ex = distill.progressive_example(jax.random.key(8), z0, 2, pattern="causal")
+  owned, t = np.asarray(ex["owned"]), np.asarray(ex["t"])
+  np.testing.assert_array_equal(owned, np.broadcast_to(np.arange(6) == 5, owned.shape).astype(owned.dtype))
+  np.testing.assert_array_equal(t[:, :5], 0.0)  # z_R and the context clean, as the cache holds them
+  np.testing.assert_array_equal(np.asarray(ex["x"])[:, 1:5], np.asarray(z0)[:, 1:5])
+  assert set(np.round(t[:, 5], 6).tolist()) == {1.0, 0.5}  # the 2-step student's points T'_0, T'_1
+  assert not np.asarray(ex["is_sync"]).any()
