@@ -62,13 +62,15 @@ def add_args(p):
 # The client side
 
 
-async def _session(url: str, portrait: bytes, pcm: np.ndarray, clock: dict, marks=(), on_mark=None) -> dict:
+async def _session(url: str, portrait: bytes, pcm: np.ndarray, clock: dict, marks=(), on_mark=None,
+                   api_key: str = "") -> dict:
   """One client at real speed: per-frame latencies [F] and the done message's frame count."""
   import websockets  # the serve extra
 
   chunk = audio_lib.SAMPLE_RATE * CHUNK_MS // 1000
   fps = 25
-  async with websockets.connect(url, max_size=None) as ws:
+  headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+  async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
     await ws.send(json.dumps({"type": "start", "portrait": base64.b64encode(portrait).decode(),
                               "sample_rate": audio_lib.SAMPLE_RATE, "format": "raw"}))
     ready = json.loads(await ws.recv())
@@ -181,7 +183,7 @@ def run(args) -> dict:
     for label, batch_sizes in modes:
       server = None if args.url else _Server(pipe, portrait, batch_sizes, k, args.seconds)
       try:
-        results, clock = _clients(args.url or server.url, portrait, [pcm] * k)
+        results, clock = _clients(args.url or server.url, portrait, [pcm] * k, api_key=args.api_key)
         busy = server.busy() - server.busy0 if server else None
       finally:
         if server is not None:
@@ -218,7 +220,8 @@ def _long(args, pipe, portrait) -> dict:
           f"RSS {mem['rss_mib']:.0f} MiB", flush=True)
 
   try:
-    (result,), _ = _clients(args.url or server.url, portrait, [pcm], marks=marks, on_mark=on_mark)
+    (result,), _ = _clients(args.url or server.url, portrait, [pcm], marks=marks, on_mark=on_mark,
+                            api_key=args.api_key)
   finally:
     if server is not None:
       server.close()

@@ -61,7 +61,7 @@ def add_args(p):
   p.add_argument("--connections", type=int, default=200, help="--load: WebSockets opened and dropped")
   p.add_argument("--posts", type=int, default=50, help="--load: POST /v1/videos")
   p.add_argument("--concurrency", type=int, default=20, help="--load: clients at once in each phase")
-  p.add_argument("--api-key", default="", help="--load with --url: the server's key")
+  p.add_argument("--api-key", default="", help="with --url: the server's key")
 
 
 class _Server:
