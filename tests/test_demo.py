@@ -82,7 +82,8 @@ def test_distill_steps_add_students_to_the_build(demo):
   work, out = demo
   done = list(json.load(open(os.path.join(work, "run", "done.json"))))
   assert done[done.index("assets") + 1:] == ["student_g", "distill_2", "student_2", "distill_1", "student_1",
-                                             "assets_2step"]
+                                             "assets_2step", "a2v_causal", "causal_teacher", "causal_student_g",
+                                             "causal_distill_1", "causal_student_1"]
   config = json.load(open(os.path.join(work, "run", "distill_1", "config.json")))
   assert config["init_checkpoint"] == os.path.join(str(work), "run", "student_2")  # a student's student
   bundled = out + "_2step"  # the 2-step student beside the teacher: its own A2V-DiT, the rest linked

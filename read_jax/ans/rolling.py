@@ -43,9 +43,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from read_jax.ans.solvers import Sampler
-from read_jax.models.vae import FRAMES_PER_LATENT
+from read_jax.constants import FRAMES_PER_LATENT
 
-MODES = ("clip", "rolling")
+MODES = ("clip", "rolling", "causal")  # "causal": the KV-cached window of a causal model (read_jax.ans.causal)
 CLEAN_AGE = 1 << 20  # the age of a pre-roll frame: clean whatever W
 
 

@@ -43,6 +43,7 @@ def get_config(arg=None):
     remat="full",  # remat policy name (read_jax.models.a2v_dit.REMAT_POLICIES); paper C.3: gradient checkpointing
     dtype="bfloat16",  # compute dtype (float32 for CPU runs and parity checks)
     param_dtype="float32",  # storage dtype
+    causal=False,  # block-causal self-attention: frame i sees z_R, the text, frames ≤ i (the KV-cached live mode)
   ))
   # The constant prompt embedding (safetensors with prompt_embeds / prompt_attention_mask); empty: no
   # text conditioning (see read_jax.convert.load_text_embedding).

@@ -5,6 +5,9 @@
   configs/demo_a2v_dit.py:smoke    a few steps at configs/demo.py:tiny's sizes (the end-to-end test)
   configs/demo_a2v_dit.py:rolling  the fine-tune of the bundled stage 2 for the rolling window (docs/serving.md):
                                    half the examples with rolling-window timesteps, from --config.init_checkpoint
+  configs/demo_a2v_dit.py:causal   the bidirectional teacher made block-causal (the KV-cached window,
+                                   read_jax/ans/causal.py): the causal mask, most examples in the causal window's
+                                   pattern (clean context, the last frame noisy), from --config.init_checkpoint
 
 Everything else is configs/a2v_dit.py (the paper's stage 2: the ANS forward process) but the sizes, the
 schedule and two choices for this toy size and its 1e-3 learning rate: stage 1's SpeechAE stays frozen, and
@@ -16,7 +19,7 @@ from read_jax.models.vae import compression_ratios, make_config
 
 
 def get_config(arg=None):
-  arg = parse_arg(arg, smoke=False, rolling=False)
+  arg = parse_arg(arg, smoke=False, rolling=False, causal=False)
   demo = load_config("demo.py:tiny" if arg.smoke else "demo.py")  # smoke: the tiny sizes
   c = load_config("a2v_dit.py")
   c.unlock()
@@ -34,6 +37,13 @@ def get_config(arg=None):
   if arg.rolling:
     c.ans.p_rolling = 0.5  # the other half keeps the ANS patterns, so clip mode stays as trained
     c.ans.rolling_noisy = (1, 2)
+    c.train.update(dict(steps=4000, lr=3e-4, warmup_steps=50, ckpt_every=2000))
+  if arg.causal:
+    c.model.causal = True
+    # The cached window's step is a rolling pattern with W = 1 (f − 1 clean frames at t = 0, the last noisy); a
+    # quarter keep the ANS patterns (every frame a target, under the mask: diffusion forcing's noisy context).
+    c.ans.p_rolling = 0.75
+    c.ans.rolling_noisy = (1,)
     c.train.update(dict(steps=4000, lr=3e-4, warmup_steps=50, ckpt_every=2000))
   if arg.smoke:
     c.mesh.data = 1  # one device

@@ -6,6 +6,8 @@
                                                   scripts/train_demo.py's distillation steps run it
   configs/distill.py:smoke                        tiny (configs/a2v_dit.py:tiny sizes): tests
   configs/distill.py:demo,smoke                   a few steps at the demo build's smoke sizes (configs/demo.py:tiny)
+  configs/distill.py:demo,causal,mode=progressive,student_steps=2   a causal student's round
+                                                  (configs/demo_a2v_dit.py:causal's model; the causal window's step)
 
   python scripts/train.py --config distill.py:demo --workdir runs/guidance \\
       --config.init_checkpoint=assets/demo --config.data.train_glob='clips/train-*'
@@ -22,9 +24,9 @@ from read_jax.config import load_config, parse_arg
 
 
 def get_config(arg=None):
-  arg = parse_arg(arg, demo=False, smoke=False, mode="guidance", student_steps=4)
+  arg = parse_arg(arg, demo=False, smoke=False, causal=False, mode="guidance", student_steps=4)
   if arg.demo:
-    c = load_config("demo_a2v_dit.py:smoke" if arg.smoke else "demo_a2v_dit.py")
+    c = load_config("demo_a2v_dit.py:" + ",".join(a for a, on in (("smoke", arg.smoke), ("causal", arg.causal)) if on))
   elif arg.smoke:
     c = load_config("a2v_dit.py:tiny")
   else:
@@ -36,6 +38,9 @@ def get_config(arg=None):
     mode=arg.mode,  # "guidance" (Split CFG → one pass) or "progressive" (2n → n steps)
     student_steps=arg.student_steps,  # progressive: the student's steps n (the teacher samples with 2n)
     shift=1.0,  # progressive: the schedules' time shift (the pipeline's ``shift``)
+    # progressive: the sampler whose steps are distilled, read_jax.ans.distill.PATTERNS: "clip" (ANS clips) or
+    # "causal" (the cached window: the last frame after a clean context; a causal model, model.causal)
+    pattern="causal" if arg.causal else "clip",
     # (α, β) drawn uniformly per example from these ranges (the student takes them as input; the paper's
     # (2, 6) inside). A range of width 0 distils one setting.
     alpha=[1.0, 3.0],

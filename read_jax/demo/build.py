@@ -36,6 +36,13 @@ With ``distill`` (scripts/train_demo.py --distill), after the teacher (docs/dist
 
 15. assets_2step  ``<out>_2step``: the 2-step student's a2v_dit/ and pipeline.json, its other parts linked to
      ``out``'s (``python scripts/sample.py --ckpt assets/demo_2step``)
+16. a2v_causal  (scripts/train.py --config demo_a2v_dit.py:causal --config.init_checkpoint=ckpt)   the teacher
+                fine-tuned with the block-causal mask, mostly on the causal window's pattern (read_jax/ans/causal.py)
+     causal_teacher  ckpt copied, its a2v_dit/ the causal model (8 steps, one branch)
+17. causal_student_g  the one-pass causal student (the causal teacher plus a zero guidance embedding)
+18. causal_distill_4, causal_distill_2   progressive rounds of the cached window's step (distill.py:demo,causal,…)
+     causal_student_4, causal_student_2   the 2-step causal student, its pipeline.json mode/live_mode "causal"
+                (docs/distillation.md, "A causal student"; smoke: one round, 2 → 1 steps)
 
 Each student is a whole checkpoint directory in the workdir (``student_g``, ``student_4`` …: the teacher's parts
 with the student's a2v_dit/ and pipeline.json), so ``scripts/sample.py --ckpt WORKDIR/student_2`` runs it.
@@ -63,13 +70,13 @@ from read_jax import media
 from read_jax.config import load_config
 from read_jax.convert.ctranslate2 import is_ctranslate2_dir
 from read_jax.convert import checkpoint_dir, export_vae, load_vae
-from read_jax.convert.whisper import export_whisper_encoder, load_whisper_encoder
+from read_jax.convert.speech_encoders import load_speech_encoder, part_path
 from read_jax.data import espeak, preprocess, records, speech, synthetic
 from read_jax.files import atomic_path, read_json, write_json
 from read_jax.pipeline import PIPELINE_CONFIG, PipelineConfig, ReadPipeline
 from read_jax.speech import speech_features
 from read_jax.train import train, vae_stage
-from read_jax.train.export import import_run, one_pass_student, run_params
+from read_jax.train.export import import_run, one_pass_student, run_params, set_pipeline_settings
 
 DEMO_CLIP_SECONDS = 6.0  # synthetic clip length: 150 frames, two 57-frame training clips and then some
 SYNTHETIC_WORKERS = 2  # processes drawing and encoding the synthetic set
@@ -129,12 +136,12 @@ def write_synthetic(out: str, num: int, seconds: float, size: int, workers: int 
   log(f"synthetic: {len(seeds)} clips (train seeds {seeds.start}..{seeds.stop - 1}) in {out}")
 
 
-def extract_speech(synthetic_dir: str, whisper_dir: str, out: str, *, min_frames: int, val_fraction: float,
+def extract_speech(synthetic_dir: str, encoder_dir: str, out: str, *, min_frames: int, val_fraction: float,
                    speech_window: str = "whole") -> None:
-  """Stage-1 data: the Whisper windows of every wav in ``synthetic_dir`` (as scripts/extract_speech.py)."""
+  """Stage-1 data: the speech-encoder windows of every wav in ``synthetic_dir`` (as scripts/extract_speech.py)."""
   paths = speech.list_audio(sorted(glob.glob(os.path.join(synthetic_dir, "*.wav"))))
-  encoder, params = load_whisper_encoder(whisper_dir)
-  featurize = lambda wave: speech_features(wave, encoder, params, policy=speech_window)  # noqa: E731
+  encoder = load_speech_encoder(encoder_dir)
+  featurize = lambda wave: speech_features(wave, encoder, policy=speech_window)  # noqa: E731
   result = speech.extract_speech(paths, out, featurize, val_fraction=val_fraction, min_frames=min_frames,
                                  examples_per_shard=256)
   log(f"speech: {result['train']} train + {result['val']} val clips written to {out}; "
@@ -145,8 +152,7 @@ def stage2_clips(synthetic_dir: str, ckpt: str, out: str, *, resolution: int, cl
                  val_fraction: float, speech_window: str = "whole") -> None:
   """Stage-2 data: VAE latents + Whisper windows of the synthetic videos, whole frames (no face detector),
   clips every 16 frames (as scripts/preprocess.py --no_detector --stride 16)."""
-  encode_video, featurize = preprocess.load_encoders(os.path.join(ckpt, "vae"), os.path.join(ckpt, "whisper"),
-                                                     speech_window)
+  encode_video, featurize = preprocess.load_encoders(os.path.join(ckpt, "vae"), part_path(ckpt), speech_window)
   report = preprocess.preprocess(preprocess.list_videos([synthetic_dir]), out, encode_video, featurize,
                                  clip_frames=clip_frames, stride=16, resolution=resolution,
                                  val_fraction=val_fraction, detector=None, no_face="center")
@@ -155,15 +161,12 @@ def stage2_clips(synthetic_dir: str, ckpt: str, out: str, *, resolution: int, cl
 
 
 def import_whisper_fp16(whisper_dir: str, ckpt: str) -> None:
-  """ckpt/whisper from a transformers or CTranslate2 Whisper directory, stored as float16 (+ a source note)."""
-  encoder, params = load_whisper_encoder(whisper_dir)
-  target = os.path.join(ckpt, "whisper")
-  shutil.rmtree(target, ignore_errors=True)
-  export_whisper_encoder(encoder, jax.tree.map(lambda a: np.asarray(a, np.float16), params), target)
-  if is_ctranslate2_dir(whisper_dir):
-    with open(os.path.join(target, "README.md"), "w") as fh:
-      fh.write(WHISPER_NOTE)
-  log(f"whisper: {sum(a.size for a in jax.tree.leaves(params)):,} parameters from {whisper_dir}")
+  """ckpt/speech_encoder from a transformers or CTranslate2 Whisper directory, stored as float16 (+ a source
+  note)."""
+  checkpoint_dir.import_whisper(whisper_dir, ckpt, param_dtype=np.float16,
+                                note=WHISPER_NOTE if is_ctranslate2_dir(whisper_dir) else "")
+  encoder = load_speech_encoder(part_path(ckpt))
+  log(f"whisper: {sum(a.size for a in jax.tree.leaves(encoder.params)):,} parameters from {whisper_dir}")
 
 
 STUDENT_STEPS = (4, 2, 1)  # the progressive rounds after the guidance round: 8 → 4 → 2 → 1
@@ -172,14 +175,17 @@ BUNDLED_STUDENTS = (2,)  # the students bundled beside the teacher (assets/demo_
 
 
 def distill_students(step, train_stage, path, teacher: str, teacher_cfg: str,
-                     rounds: tuple = STUDENT_STEPS) -> dict[str, str]:
+                     rounds: tuple = STUDENT_STEPS, *, prefix: str = "", config_arg: str = "") -> dict[str, str]:
   """Steps 13–14 (module docstring): the guidance round from ``teacher`` (none when it samples with one branch,
   ``teacher_cfg="none"`` as the demo does: the one-pass student is then the teacher plus a zero guidance
   embedding), then one progressive round per entry of ``rounds``, each from the previous student.
-  Returns {name: student checkpoint directory}."""
+  ``prefix`` names the steps and students (``causal_``), ``config_arg`` is added to configs/distill.py's argument
+  (``causal``). Returns {name: student checkpoint directory} (names without the prefix)."""
   students = {}
+  config = ",".join(filter(None, ["distill.py:demo", config_arg])).replace(":,", ":")
 
-  def student(name, run, base):
+  def student(key, run, base):
+    name, run = prefix + key, run and prefix + run
     def make():
       tmp = path(name + ".tmp")
       shutil.rmtree(tmp, ignore_errors=True)
@@ -191,24 +197,51 @@ def distill_students(step, train_stage, path, teacher: str, teacher_cfg: str,
       shutil.rmtree(path(name), ignore_errors=True)
       os.replace(tmp, path(name))
     step(name, make)
-    students[name] = path(name)
+    students[key] = path(name)
     return path(name)
 
   if teacher_cfg == "none":
     previous = student("student_g", None, teacher)
   else:
-    step("distill_g", lambda: train_stage("distill.py:demo", "distill_g", "clips",
-                                          f"--config.init_checkpoint={teacher}"))
+    step(prefix + "distill_g", lambda: train_stage(config, prefix + "distill_g", "clips",
+                                                   f"--config.init_checkpoint={teacher}"))
     previous = student("student_g", "distill_g", teacher)
   for n in rounds:
-    step(f"distill_{n}", lambda n=n, previous=previous: train_stage(
-        f"distill.py:demo,mode=progressive,student_steps={n}", f"distill_{n}", "clips",
+    step(f"{prefix}distill_{n}", lambda n=n, previous=previous: train_stage(
+        f"{config},mode=progressive,student_steps={n}", f"{prefix}distill_{n}", "clips",
         f"--config.init_checkpoint={previous}"))
     previous = student(f"student_{n}", f"distill_{n}", previous)
   return students
 
 
-SHARED_PARTS = ("vae", "whisper", "speech_ae")  # a student's parts that are its teacher's, unchanged
+CAUSAL_STUDENT_STEPS = (4, 2)  # the causal student's rounds: 8 → 4 → 2 (the live mode's 2 steps)
+SMOKE_CAUSAL_STUDENT_STEPS = (1,)  # smoke (a 2-step teacher): one round exercises the causal targets
+CAUSAL_LIVE = {"mode": "causal", "live_mode": "causal", "noisy_frames": 1}  # a causal student's pipeline.json
+
+
+def causal_student(step, train_stage, path, ckpt: str, rounds: tuple = CAUSAL_STUDENT_STEPS) -> str:
+  """Steps 16–18 (module docstring): the teacher fine-tuned block-causal (configs/demo_a2v_dit.py:causal), then
+  step-distilled for the KV-cached window; returns the last student's checkpoint directory, set to sample files
+  and live sessions through the causal window."""
+  step("a2v_causal", lambda: train_stage("demo_a2v_dit.py:causal", "a2v_causal", "clips",
+                                         f"--config.init_checkpoint={ckpt}"))
+
+  def teacher():
+    tmp = path("causal_teacher.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(ckpt, tmp)
+    import_run(path("a2v_causal"), tmp)
+    shutil.rmtree(path("causal_teacher"), ignore_errors=True)
+    os.replace(tmp, path("causal_teacher"))
+  step("causal_teacher", teacher)
+  students = distill_students(step, train_stage, path, path("causal_teacher"), "none", rounds, prefix="causal_",
+                              config_arg="causal")
+  last = students[f"student_{rounds[-1]}"]
+  set_pipeline_settings(last, CAUSAL_LIVE)
+  return last
+
+
+SHARED_PARTS = ("vae", checkpoint_dir.SPEECH_ENCODER, "speech_ae")  # a student's parts that are its teacher's
 
 
 def bundle_student(student: str, teacher_out: str, dest: str) -> None:
@@ -294,7 +327,7 @@ def build(workdir: str, out: str, *, num: int = 320, vae: str = "", dit_steps: i
     export_vae(model, {"params": params, "buffers": stats}, os.path.join(ckpt, "vae"))
   step("vae.ckpt", vae_ckpt)
 
-  step("speech", lambda: extract_speech(path("synthetic"), os.path.join(ckpt, "whisper"), path("speech"),
+  step("speech", lambda: extract_speech(path("synthetic"), part_path(ckpt), path("speech"),
                                         min_frames=clip_video_frames, val_fraction=val_fraction,
                                         speech_window=speech_window))
   step("speechae", lambda: train_stage("demo_speechae.py", "speechae", "speech"))
@@ -330,5 +363,6 @@ def build(workdir: str, out: str, *, num: int = 320, vae: str = "", dit_steps: i
                                 SMOKE_STUDENT_STEPS if smoke else STUDENT_STEPS)
     for n in BUNDLED_STUDENTS:  # beside the teacher: <out>_2step
       step(f"assets_{n}step", lambda n=n: bundle_student(students[f"student_{n}"], out, f"{out.rstrip('/')}_{n}step"))
+    causal_student(step, train_stage, path, ckpt, SMOKE_CAUSAL_STUDENT_STEPS if smoke else CAUSAL_STUDENT_STEPS)
   log(f"demo model in {out} ({sum(step.done.values()) / 60:.1f} min of steps)")
   return dict(step.done)

@@ -12,6 +12,8 @@ guidance embedding, whose zero last layer makes it compute the teacher's conditi
                                        per-frame timesteps from the ANS forward process
   config.distill.mode = "progressive"  teacher: a guidance-distilled student at 2n steps; student: n steps
                                        (``config.distill.student_steps``); one student step per example
+  config.distill.pattern = "causal"    with a causal model (``config.model.causal``): the steps of the KV-cached
+                                       window (read_jax.ans.causal), the last frame after a clean context
 """
 
 from __future__ import annotations
@@ -60,6 +62,12 @@ class DistillStage:
       raise ConfigError(f"config.speech_ae (latent_tokens={s.latent_tokens}, latent_dim={s.latent_dim}) must "
                         f"match config.model (audio_tokens={m['audio_tokens']}, audio_dim={m['audio_dim']})")
     self.mode = d.mode
+    self.pattern = d.get("pattern", "clip")  # absent in configs saved before the key
+    if self.pattern not in distill.PATTERNS:
+      raise ConfigError(f"config.distill.pattern={self.pattern!r} is not one of {distill.PATTERNS}")
+    if self.pattern == "causal" and not (d.mode == "progressive" and config.model.causal):
+      raise ConfigError("config.distill.pattern='causal' distils the cached window's steps: a progressive round of "
+                        "a causal model (config.model.causal=True; configs/distill.py:demo,causal)")
     # The teacher of the guidance round has CFG branches; a progressive round's teacher is a student.
     self.teacher_is_student = d.mode == "progressive"
     self.student = a2v_dit.build_model({**m, "guidance_embeds": True})
@@ -107,7 +115,8 @@ class DistillStage:
       t_mean = jnp.sum(ex["t"] * ex["loss_mask"]) / jnp.maximum(jnp.sum(ex["loss_mask"]), 1.0)
       return loss, {"t_mean": t_mean, "sync_fraction": jnp.mean(ex["is_sync"].astype(jnp.float32))}
 
-    ex = distill.progressive_example(k_ex, latents, d.student_steps, shift=d.shift, p_sync=self.ans.p_sync)
+    ex = distill.progressive_example(k_ex, latents, d.student_steps, shift=d.shift, p_sync=self.ans.p_sync,
+                                     pattern=self.pattern)
     teacher = lambda x, t, s, g: self.teacher.apply({"params": teacher_params}, x, t, s, self.text,  # noqa: E731
                                                     self.text_mask, guidance=g)
     target = jax.lax.stop_gradient(distill.progressive_target(teacher, ex, c, guidance))
