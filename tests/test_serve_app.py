@@ -27,9 +27,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from starlette.testclient import WebSocketDenialResponse  # noqa: E402
 
 from read_jax import audio as audio_lib  # noqa: E402
-from read_jax.config import load_config  # noqa: E402
 from read_jax.errors import AudioError, ConfigError, MediaError  # noqa: E402
-from read_jax.pipeline import ReadPipeline  # noqa: E402
 
 engine_lib = pytest.importorskip("read_jax.serve.engine")
 from read_jax.serve import app as app_lib  # noqa: E402
@@ -55,8 +53,8 @@ def _speech(seconds: float, seed=0) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def pipe():
-  return ReadPipeline.from_config(jax.random.key(0), load_config("demo.py:tiny"))
+def pipe(tiny_pipeline):  # conftest's: ReadPipeline.from_config(key(0), load_config("demo.py:tiny")), built once
+  return tiny_pipeline
 
 
 @pytest.fixture(scope="module")

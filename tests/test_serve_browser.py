@@ -25,8 +25,6 @@ webdriver = pytest.importorskip("selenium.webdriver")
 uvicorn = pytest.importorskip("uvicorn")
 engine_lib = pytest.importorskip("read_jax.serve.engine")
 
-from read_jax.config import load_config  # noqa: E402
-from read_jax.pipeline import ReadPipeline  # noqa: E402
 from read_jax.serve import app as app_lib  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,8 +38,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server():
-  pipe = ReadPipeline.from_config(jax.random.key(0), load_config("demo.py:tiny"))
+def server(tiny_pipeline):
+  pipe = tiny_pipeline
   engine = engine_lib.Engine(pipe, batch_sizes=(1,), max_sessions=2, devices=jax.local_devices()[:1])
   engine.start()
   with open(os.path.join(ROOT, "assets", "demo", "reference.png"), "rb") as f:

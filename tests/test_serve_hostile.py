@@ -1,9 +1,10 @@
 """The server under hostile and broken clients (read_jax/serve, docs/serving.md "Security model" and "Limits").
 
 A real uvicorn on 127.0.0.1 and a free port, in a thread, with an API key and small limits so every case trips
-quickly. Each row of CASES is one attack or broken client and the status or close code and reason it must get;
-meanwhile a background client runs good sessions one after another, and every one must deliver every frame,
-the same frames each time. The last test reads /metrics: no session, queue, video or thread left over, the
+quickly. Each row of CASES is one attack or broken client and the status or close code and reason it must get
+(those that mostly wait for a timeout run on their own threads from the start, beside the rest); meanwhile a
+background client runs good sessions one after another, and every one must deliver every frame, the same frames
+each time. The last test reads /metrics: no session, queue, video or thread left over, the
 engine's lane alive, and the resident memory back within 50 MB of where it was before the cases.
 
 Clients: httpx for HTTP, websockets' sync client for well-formed WebSockets, and a raw socket where the attack
@@ -11,6 +12,7 @@ is below what a client library will send (a frame header claiming 100 MB, invali
 client that never reads)."""
 
 import base64
+import concurrent.futures
 import ctypes
 import gc
 import io
@@ -37,8 +39,6 @@ ws_client = pytest.importorskip("websockets.sync.client")
 from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
 
 from read_jax import audio as audio_lib  # noqa: E402
-from read_jax.config import load_config  # noqa: E402
-from read_jax.pipeline import ReadPipeline  # noqa: E402
 from read_jax.serve import metrics as metrics_lib  # noqa: E402
 from read_jax.serve import server as server_lib  # noqa: E402
 from read_jax.serve.app import Limits, Security, create_app  # noqa: E402
@@ -49,7 +49,7 @@ pytestmark = pytest.mark.slow  # the module's engine compiles at start (~10 s on
 SR = audio_lib.SAMPLE_RATE
 KEY = "test-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-LIMITS = Limits(max_sessions=6, max_message_bytes=1 << 20, max_session_seconds=20.0, max_session_wall_seconds=4.0,
+LIMITS = Limits(max_sessions=8, max_message_bytes=1 << 20, max_session_seconds=20.0, max_session_wall_seconds=4.0,
                 idle_timeout_seconds=1.0, max_messages_per_second=1000.0, max_audio_ahead_seconds=3.0,
                 max_pending_blocks=2,
                 send_timeout_seconds=1.0, max_portrait_pixels=1 << 20, max_upload_bytes=2 << 20, max_videos=2,
@@ -116,9 +116,8 @@ class _Records(logging.Handler):
 
 
 class _Server:
-  def __init__(self, tmp):
+  def __init__(self, tmp, pipe):
     self.tmp = tmp
-    pipe = ReadPipeline.from_config(jax.random.key(0), load_config("demo.py:tiny"))
     self.engine = Engine(pipe, batch_sizes=(1,), max_sessions=16, devices=jax.local_devices()[:1]).start()
     self.log = _Records()
     logger = logging.getLogger("read_jax.serve.hostile-test")
@@ -633,16 +632,19 @@ def slow_upload_body(srv):
 
 
 def busy(srv):
-  """max_sessions (6) open: the next start is refused with 1013 and the reason (the good sessions wait their turn)."""
+  """Sessions opened until max_sessions (8) are open, with the cases running in the background: the next start is
+  refused with 1013 and the reason (the good sessions wait their turn)."""
   sockets = []
   with srv.good.turn:
     try:
-      for _ in range(LIMITS.max_sessions):
+      for _ in range(LIMITS.max_sessions + 1):
         ws = _ws(srv)
         sockets.append(ws)
         ws.send(_start())
-        assert json.loads(ws.recv(timeout=15))["type"] == "ready"
-      return _ws_start(srv, _start())
+        msg = json.loads(ws.recv(timeout=15))
+        if msg["type"] != "ready":
+          return _outcome(ws)[:2] + (msg["message"],)
+      return ("open", None, "never refused")
     finally:
       for ws in sockets:
         ws.close()
@@ -765,6 +767,10 @@ def disconnect_mid_generation(srv):
   return ("http", None, "cancelled, slot freed" if after else "still admitted")
 
 
+# Cases that mostly wait (for a timeout or a deadline) run on their own threads from the start, beside the rest;
+# each holds one session slot at most, and none is a POST (those would take the video slots the POST cases test).
+BACKGROUND = (empty_keepalive, trickle_past_deadline, half_a_frame, never_reads, slow_request_head)
+
 CASES = [  # (case, kind, expected status or close code, words in the reason)
   (no_key, "http", 401, "API key"),
   (wrong_key, "http", 401, "API key"),
@@ -877,8 +883,8 @@ class _GoodSessions:
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-  server = _Server(str(tmp_path_factory.mktemp("hostile")))
+def srv(tiny_pipeline, tmp_path_factory):
+  server = _Server(str(tmp_path_factory.mktemp("hostile")), tiny_pipeline)
   yield server
   server.close()
 
@@ -891,13 +897,17 @@ def baseline(srv):
   assert _wait_for(lambda: good.count >= 1 or good.errors, timeout=60) and not good.errors, good.errors
   r = _post(srv, {"portrait": ("p.png", _png()), "audio": ("a.wav", _wav(0.5))})
   assert r.status_code == 200, r.text
-  yield _held_metrics(srv), good
+  before = _held_metrics(srv)
+  srv.background_pool = concurrent.futures.ThreadPoolExecutor(len(BACKGROUND), "hostile-background")
+  srv.background = {case: srv.background_pool.submit(case, srv) for case in BACKGROUND}
+  yield before, good
+  srv.background_pool.shutdown(wait=True)
   good.finish()
 
 
 @pytest.mark.parametrize("case, kind, expected, words", CASES, ids=[c[0].__name__ for c in CASES])
 def test_hostile(srv, baseline, case, kind, expected, words):
-  got_kind, got, reason = case(srv)
+  got_kind, got, reason = srv.background[case].result(60) if case in BACKGROUND else case(srv)
   print(f"\n  {case.__name__}: {got_kind} {got} {reason[:110]!r}")
   assert (got_kind, got) == (kind, expected), reason
   assert words in reason, reason
@@ -908,6 +918,7 @@ def test_nothing_leaked(srv, baseline):
   shows no session, queue, video or engine work left, the lane alive, threads bounded by the pools, and the
   resident memory within 50 MB of where it was."""
   before, good = baseline
+  srv.background_pool.shutdown(wait=True)  # the test's own client threads
   good.finish()
   assert not good.errors, good.errors
   assert good.count >= 3, f"only {good.count} good sessions ran beside the cases"
