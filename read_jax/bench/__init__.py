@@ -9,6 +9,7 @@
   distill teacher (8 steps × 3 CFG rows) vs one-pass students at 4, 2, 1 steps: seconds per clip (bench/distill.py)
   live    live latency (first, worst, mean) and real-time factor, clip mode vs rolling window (bench/live.py)
   decode  streaming VAE decode vs the rolling window's decode: ms, FLOPs, bytes per latent frame (bench/decode.py)
+  cost    full-size cost model: FLOPs and memory per second of video and sessions per device, per live mode (bench/cost.py)
 
 Each module has ``add_args(parser)`` and ``run(args) -> dict``: it prints its table and returns its numbers,
 which ``--json PATH`` writes. Timings belong here, not in tests (STYLE.md).
@@ -19,11 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from read_jax.bench import decode, dit, distill, gpu, live, long, sample, serve, vae
+from read_jax.bench import cost, decode, dit, distill, gpu, live, long, sample, serve, vae
 from read_jax.files import atomic_path
 
 BENCHMARKS = {"dit": dit, "vae": vae, "sample": sample, "long": long, "gpu": gpu, "serve": serve, "distill": distill,
-              "live": live, "decode": decode}
+              "live": live, "decode": decode, "cost": cost}
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:

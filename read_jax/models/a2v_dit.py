@@ -53,6 +53,8 @@ masked, so they always use "xla".
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 from typing import Any, NamedTuple
@@ -68,6 +70,20 @@ from read_jax.nn.attention import dot_product_attention
 from read_jax.nn.embeddings import TimestepEmbedding, dense, timestep_sinusoid
 from read_jax.nn.norms import rms_normalize
 from read_jax.nn.rope import apply_rope, ltx_coords, rope_cos_sin
+
+_unroll = contextvars.ContextVar("read_jax_a2v_unroll", default=1)
+
+
+@contextlib.contextmanager
+def unrolled_layers():
+  """Trace the block stack unrolled (XLA's cost analysis counts a loop body once: ``read_jax.bench.cost`` lowers
+  under this, so every block is counted); the computation is the same."""
+  token = _unroll.set(True)
+  try:
+    yield
+  finally:
+    _unroll.reset(token)
+
 
 _cp = jax.checkpoint_policies
 REMAT_POLICIES = {
@@ -449,7 +465,7 @@ class A2VDiT(nn.Module):
 
   def _blocks(self, body, in_axes):
     return nn.scan(body, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=in_axes,
-                   length=self.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+                   length=self.num_layers, metadata_params={nn.PARTITION_NAME: "layers"}, unroll=_unroll.get())
 
   @nn.compact
   def _forward(self, x, t, speech, text, text_mask, guidance, *, encode_only: bool, want_kv: bool = False,
