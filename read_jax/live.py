@@ -56,7 +56,7 @@ import numpy as np
 from read_jax import audio as audio_lib
 from read_jax import media
 from read_jax import speech as speech_lib
-from read_jax.ans import rolling, sampling, solvers
+from read_jax.ans import causal, rolling, sampling, solvers
 from read_jax.errors import AudioError, ConfigError
 from read_jax.models.speech_ae import SpeechAE
 from read_jax.models.vae import FRAMES_PER_LATENT, DecodeState
@@ -545,7 +545,55 @@ class RollingSession(LiveSession):
     return self._block(r, FRAMES_PER_LATENT * r, decoded)
 
 
-SESSIONS = {cls.mode: cls for cls in (ClipSession, RollingSession)}  # live mode → session class
+class CausalSession(RollingSession):
+  """Causal mode (:mod:`read_jax.ans.causal`): the rolling session's units (one latent frame each, the same pre-roll,
+  feeding and decoding), run through the KV-cached window of a causal model, one noisy frame. The programs of its
+  first advance and first decode are compiled (or loaded from the persistent cache) when the session is made, before
+  the speech starts, so the first block does not wait for them."""
+
+  mode = "causal"
+
+  def __init__(self, pipe: ReadPipeline, portrait, *, noisy: int | None = None, decode_context: int | None = None,
+               **kwargs):
+    if noisy not in (None, 1):
+      raise ConfigError(f"LiveSession: mode 'causal' has one noisy frame, got noisy={noisy}")
+    super().__init__(pipe, portrait, noisy=1, decode_context=decode_context, **kwargs)
+    try:
+      causal.check_causal(self.sampler, pipe.dit)
+    except ValueError as e:
+      raise ConfigError(f"LiveSession: {e}") from None
+    self._warm()
+
+  def _warm(self) -> None:
+    """Run the window's programs once on stand-in inputs of the session's shapes (nothing of the session changes)."""
+    t0 = time.perf_counter()
+    f, shape = self.clip_frames, self._z_ref.shape
+    speech = np.zeros((f - 1, self.pipe.dit.audio_tokens, self.pipe.dit.audio_dim), np.float32)
+    window = causal.CausalWindow(self.pipe.denoiser, self.sampler, self.params, self._z_ref, self._pre_roll, speech,
+                                 self._key)
+    job = window.job(speech[0])
+    jax.block_until_ready(causal.advance(self.pipe.denoiser, self.sampler, self.params, job))
+    if self._stream is None:
+      self.pipe.decode_frames(np.zeros((self.decode_context,) + shape, np.float32), decode_key(self._key, 0))
+    self.timings.reference += time.perf_counter() - t0
+
+  def _sampler_window(self) -> causal.CausalWindow | None:
+    f = self.clip_frames
+    if self._window is None and self._available >= f - 1:
+      self._window = causal.CausalWindow(self.pipe.denoiser, self.sampler, self.params, self._z_ref, self._pre_roll,
+                                         np.stack(self._latents[:f - 1]), self._key)
+    return self._window
+
+  @classmethod
+  def denoise_batch(cls, pipe, sampler, params, works, *, batched=True, size=None):
+    if not batched:
+      return [causal.advance(pipe.denoiser, sampler, params, w.inputs) for w in works]
+    inputs = _stack([w.inputs for w in _padded(works, size)])
+    latents, caches = causal.advance_batch(pipe.denoiser, sampler, params, inputs)
+    return [(latents[b], jax.tree.map(lambda x, b=b: x[b], caches)) for b in range(len(works))]
+
+
+SESSIONS = {cls.mode: cls for cls in (ClipSession, RollingSession, CausalSession)}  # live mode → session class
 
 # ---------------------------------------------------------------------------------------------
 # Real-time replay

@@ -36,7 +36,7 @@ import numpy as np
 from read_jax import audio as audio_lib
 from read_jax import media
 from read_jax import speech as speech_lib
-from read_jax.ans import rolling, sampling, solvers
+from read_jax.ans import causal, rolling, sampling, solvers
 from read_jax.ans.guidance import CFG_MODES, guidance_scales
 from read_jax.convert import checkpoint_dir, native
 from read_jax.convert.prompt import load_text_embedding
@@ -478,17 +478,18 @@ class ReadPipeline:
     ``steps``/``cfg``/``alpha``/``beta``/``solver``: the sampler (:meth:`sampler`), the config's where None.
     ``motion_prior=False``: clips sampled independently (the ablation of ANS; see ``sampling.stream_clips``).
     ``mode``: "clip" or "rolling" (the config's when None); rolling yields 8 frames per latent frame, with
-    ``noisy`` noisy frames in the window and ``decode_context`` latents decoded together (``read_jax.ans.rolling``).
+    ``noisy`` noisy frames in the window and ``decode_context`` latents decoded together (``read_jax.ans.rolling``);
+    "causal" too, through the KV-cached window of a causal model (``read_jax.ans.causal``: one noisy frame).
     """
     mode = self.config.mode if mode is None else mode
     if mode not in rolling.MODES:
       raise ValueError(f"mode: must be one of {rolling.MODES}, got {mode!r}")
-    if mode == "rolling":
+    if mode in ("rolling", "causal"):
       if not motion_prior:
         raise ValueError("motion_prior=False is the clip mode's ablation; the rolling window always has one")
       sampler = self.sampler(steps=steps, cfg=cfg, alpha=alpha, beta=beta, solver=solver)
       yield from self._stream_rolling(image, audio, sampler, seed=seed, progress=progress, noisy=noisy,
-                                      decode_context=decode_context)
+                                      decode_context=decode_context, cached=mode == "causal")
       return
     clips, total, num_video, key = self._latent_clips(image, audio, steps=steps, cfg=cfg, alpha=alpha, beta=beta,
                                                       solver=solver, seed=seed, motion_prior=motion_prior)
@@ -510,11 +511,16 @@ class ReadPipeline:
       if frames.shape[0]:
         yield frames
 
-  def _stream_rolling(self, image, audio, sampler: solvers.Sampler, *, seed, progress, noisy, decode_context):
-    """The rolling window offline (``read_jax.ans.rolling``): the live session's frames from a whole waveform."""
+  def _stream_rolling(self, image, audio, sampler: solvers.Sampler, *, seed, progress, noisy, decode_context,
+                      cached: bool = False):
+    """The rolling window offline (``read_jax.ans.rolling``): the live session's frames from a whole waveform;
+    ``cached``: the causal window instead (``read_jax.ans.causal``), same stream, one noisy frame."""
     c = self.config
-    noisy, decode_context = self.rolling_settings(noisy, decode_context)
-    rolling.check_noisy(sampler.steps, noisy, c.clip_frames)
+    noisy, decode_context = self.rolling_settings(1 if cached else noisy, decode_context)
+    if cached:
+      causal.check_causal(sampler, self.dit)
+    else:
+      rolling.check_noisy(sampler.steps, noisy, c.clip_frames)
     self.timings = Timings()
     wave = self._load_wave(audio)
     num_video = audio_lib.num_video_frames(wave.shape[0], c.fps)
@@ -526,8 +532,11 @@ class ReadPipeline:
     z_ref = self.reference_latent(image)
     pre = self.pre_roll_latents(image)
     key = jax.random.key(seed)
-    window = rolling.RollingSampler(self._denoise, sampler, self.denoiser_params(), z_ref, pre, speech[:f - 1], key,
-                                    noisy=noisy)
+    if cached:
+      window = causal.CausalWindow(self._denoise, sampler, self.denoiser_params(), z_ref, pre, speech[:f - 1], key)
+    else:
+      window = rolling.RollingSampler(self._denoise, sampler, self.denoiser_params(), z_ref, pre, speech[:f - 1],
+                                      key, noisy=noisy)
     stream = self.start_decode(key, pre)  # a causal decoder: one stream; else windows of decode_context latents
     history = rolling.DecodeHistory(pre, decode_context)
     emitted, total = 0, n - (f - 1)

@@ -52,9 +52,10 @@ def main(argv=None) -> int:
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                  help="compute dtype of every model (bfloat16 on accelerators)")
   p.add_argument("--live", action="store_true", help="feed the audio into a live session at real speed")
-  p.add_argument("--mode", choices=("clip", "rolling"), default=None,
+  p.add_argument("--mode", choices=("clip", "rolling", "causal"), default=None,
                  help="clip: ANS clips; rolling: a window advancing one latent frame (0.32 s) at a time, for low "
-                      "latency (default: the checkpoint's mode, with --live its live_mode)")
+                      "latency; causal: the same through a causal model's KV cache, the new frame alone (default: "
+                      "the checkpoint's mode, with --live its live_mode)")
   p.add_argument("--noisy", type=int, default=None, help="rolling: noisy frames in the window (default: the checkpoint's)")
   p.add_argument("--no-cache", action="store_true", help="no persistent compilation cache")
   args = p.parse_args(argv)
@@ -93,7 +94,7 @@ def _live(pipe: ReadPipeline, args) -> int:
   session_mode = args.mode or pipe.config.live_mode
 
   def on_block(block, latencies):
-    print(f"{'block' if session_mode == 'rolling' else 'clip'} {block.index}: frames {block.first_frame}–{block.first_frame + block.frames.shape[0] - 1}, "
+    print(f"{'clip' if session_mode == 'clip' else 'block'} {block.index}: frames {block.first_frame}–{block.first_frame + block.frames.shape[0] - 1}, "
           f"latency {latencies.min():.2f}–{latencies.max():.2f} s", flush=True)
 
   stats = live.run_live(pipe, args.ref, wave, args.out, realtime=True, on_block=on_block, steps=args.steps,

@@ -183,3 +183,58 @@ def test_causal_progressive_example_owns_the_last_frame():
   np.testing.assert_array_equal(np.asarray(ex["x"])[:, 1:5], np.asarray(z0)[:, 1:5])
   assert set(np.round(t[:, 5], 6).tolist()) == {1.0, 0.5}  # the 2-step student's points T'_0, T'_1
   assert not np.asarray(ex["is_sync"]).any()
+
+
+# ---------------------------------------------------------------------------------------------
+# Integration on the demo: the offline causal stream and a live causal session agree
+
+
+@pytest.fixture(scope="module")
+def causal_pipe(tmp_path_factory):
+  """The demo's checkpoint with its A2V-DiT run under the causal mask (the teacher's weights: the frames are not
+  good, the plumbing is what is tested; the trained student is docs/distillation.md's)."""
+  import json
+  import os
+  import shutil
+
+  from read_jax.pipeline import ReadPipeline
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  ckpt = str(tmp_path_factory.mktemp("causal") / "ckpt")
+  shutil.copytree(os.path.join(root, "assets", "demo"), ckpt)
+  path = os.path.join(ckpt, "a2v_dit", "config.json")
+  config = json.load(open(path))
+  config["config"]["causal"] = True
+  json.dump(config, open(path, "w"))
+  pipeline = json.load(open(os.path.join(ckpt, "pipeline.json")))
+  json.dump({**pipeline, "live_mode": "causal", "steps": 2}, open(os.path.join(ckpt, "pipeline.json"), "w"))
+  return ReadPipeline.from_pretrained(ckpt).with_config(speech_window="live:1"), os.path.join(ckpt, "reference.png")
+
+
+@pytest.mark.slow
+def test_live_causal_equals_offline(causal_pipe):
+  from read_jax import audio as audio_lib
+  from read_jax import live
+  pipe, portrait = causal_pipe
+  wave = audio_lib.load_audio(portrait.replace("reference.png", "speech.wav"))[:int(1.5 * audio_lib.SAMPLE_RATE)]
+  pcm = np.round(np.clip(wave, -1, 1) * 32767).astype(np.int16)
+  wave = pcm.astype(np.float32) / 32768
+  offline = pipe.generate(portrait, wave, seed=1, mode="causal", decode_context=3)
+  assert offline.shape[0] == 37
+  session = live.LiveSession(pipe, portrait, seed=1, policy="live:1", decode_context=3)  # live_mode "causal"
+  assert isinstance(session, live.CausalSession)
+  blocks = []
+  for lo in range(0, pcm.shape[0], 320):
+    session.feed(pcm[lo:lo + 320])
+    blocks += list(session.frames())
+  blocks += session.finish()
+  frames = np.concatenate([b.frames for b in blocks])
+  diff = np.abs(frames.astype(np.int16) - offline.astype(np.int16))
+  assert frames.shape == offline.shape and diff.max() <= 1
+  assert [b.first_frame for b in blocks] == [0, 8, 16, 24, 32] and session.done
+  rolling_frames = pipe.generate(portrait, wave, seed=1, mode="rolling", noisy=1, decode_context=3)
+  assert np.abs(rolling_frames.astype(np.int16) - offline.astype(np.int16)).max() > 1  # another sampler
+  from read_jax.errors import ConfigError
+  with pytest.raises(ConfigError, match="one noisy frame"):
+    live.LiveSession(pipe, portrait, policy="live:1", noisy=2)
+  with pytest.raises(ConfigError, match="one"):
+    live.LiveSession(pipe, portrait, policy="live:1", cfg="split", steps=2)

@@ -36,7 +36,6 @@ import jax
 import jax.numpy as jnp
 
 from read_jax.ans import causal as causal_lib
-from read_jax.bench.decode import _stream_fns, _window_fn
 from read_jax.bench.timing import print_table
 from read_jax.config import load_config
 from read_jax.models import a2v_dit
@@ -61,6 +60,12 @@ def add_args(parser):
   parser.add_argument("--causal-steps", type=int, default=2, help="the causal student's steps")
   parser.add_argument("--vae-variant", default="0.9.1", choices=("0.9.0", "0.9.1", "0.9.5"))
   parser.add_argument("--live-window", type=float, default=4.0, help="seconds of audio per Whisper window")
+
+
+def _window_decode(model, timestep):
+  """A rolling/clip window decode (``ReadPipeline.decode_rolling``'s work, as bench/decode.py lowers it)."""
+  kt = compression_ratios(model.config)[1]
+  return lambda v, z, key: model.apply(v, z, timestep, key=key, method=model.decode_latents)[:, -kt:]
 
 
 def _flops(fn, *args) -> float:
@@ -120,8 +125,8 @@ def vae_costs(args) -> dict:
   key = jax.eval_shape(lambda: jax.random.key(0))
   z = lambda n: _sds((1, n, h, w, cfg.latent_channels))  # noqa: E731
   timestep = 0.05 if cfg.timestep_conditioning else 0.0
-  window = _flops(_window_fn(noncausal, timestep), variables, z(args.clip_frames), key)
-  first, step = _stream_fns(causal)
+  window = _flops(_window_decode(noncausal, timestep), variables, z(args.clip_frames), key)
+  first, step = (functools.partial(vae_lib.stream_decode_apply, module=causal, stream=s) for s in ("first", "next"))
   state = jax.eval_shape(lambda: vae_lib.stream_decode_init(causal, 1, h, w, decode_timestep=timestep,
                                                             key=jax.random.key(0)))
   state, _ = jax.eval_shape(first, variables, state, z(1))
