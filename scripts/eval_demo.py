@@ -33,8 +33,9 @@ def main(argv=None) -> int:
   parser.add_argument("--alpha", type=float, default=None, help="guidance α (None: the checkpoint's)")
   parser.add_argument("--beta", type=float, default=None, help="guidance β (split only; None: the checkpoint's)")
   parser.add_argument("--steps", type=int, default=None, help="sampling steps (None: the checkpoint's)")
-  parser.add_argument("--mode", choices=("clip", "rolling"), default=None,
-                      help="clip (the ANS clips) or rolling (the low-latency window); None: the checkpoint's")
+  parser.add_argument("--mode", choices=("clip", "rolling", "causal"), default=None,
+                      help="clip (the ANS clips), rolling (the low-latency window) or causal (a causal student's "
+                           "KV-cached window); None: the checkpoint's")
   parser.add_argument("--noisy", type=int, default=None, help="rolling mode: noisy frames in the window")
   parser.add_argument("--decode-context", dest="decode_context", type=int, default=None,
                       help="rolling mode: latent frames decoded together per frame (None: the checkpoint's)")

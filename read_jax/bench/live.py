@@ -1,6 +1,8 @@
-"""Live latency, clip mode vs the rolling window side by side: speech fed at real speed, frames timed on arrival.
+"""Live latency, clip mode vs the rolling window vs the causal window side by side: speech fed at real speed, frames
+timed on arrival.
 
-For each mode (``--modes``, e.g. ``clip,rolling:1,rolling:2``; ``rolling:W`` has W noisy frames) a
+For each mode (``--modes``, e.g. ``clip,rolling:1,rolling:2,causal``; ``rolling:W`` has W noisy frames; ``causal``
+is the KV-cached window of a causal student, ``--causal-ckpt``, read_jax/ans/causal.py) a
 :class:`read_jax.live.LiveSession` is fed ``--seconds`` of speech in 20 ms chunks at real speed
 (``live.run_live``), after one warm-up session that compiles every shape. Reported per mode: the latency of the
 first frame, the worst and the mean (a frame's arrival minus the moment its instant was spoken) and the
@@ -33,7 +35,9 @@ DEMO = os.path.join(ROOT, "assets", "demo")
 
 def add_args(p):
   p.add_argument("--ckpt", default=DEMO, help="checkpoint directory (default: the bundled demo)")
-  p.add_argument("--modes", default="clip,rolling:1,rolling:2", help="comma-separated: clip, rolling:<noisy>")
+  p.add_argument("--modes", default="clip,rolling:1,rolling:2",
+                 help="comma-separated: clip, rolling:<noisy>, causal")
+  p.add_argument("--causal-ckpt", default="", help="the causal student the causal mode runs (default: --ckpt)")
   p.add_argument("--seconds", type=float, default=20.0, help="seconds of speech per live run")
   p.add_argument("--steps", type=int, default=None, help="denoiser passes per frame (default: the checkpoint's)")
   p.add_argument("--decode-context", type=int, default=None, help="rolling: latent frames decoded together")
@@ -51,8 +55,10 @@ def parse_modes(text: str) -> list[tuple[str, dict]]:
       out.append((item, {"mode": "clip"}))
     elif mode == "rolling" and noisy.isdigit() and int(noisy) >= 1:
       out.append((item, {"mode": "rolling", "noisy": int(noisy)}))
+    elif mode == "causal" and not noisy:
+      out.append((item, {"mode": "causal"}))
     else:
-      raise InputError(f"--modes: {item!r} is not 'clip' or 'rolling:<noisy frames>'")
+      raise InputError(f"--modes: {item!r} is not 'clip', 'rolling:<noisy frames>' or 'causal'")
   if not out:
     raise InputError("--modes: need at least one mode")
   return out
@@ -68,12 +74,15 @@ def speech_of_length(path: str, seconds: float) -> np.ndarray:
 
 def run(args) -> dict:
   modes = parse_modes(args.modes)
-  pipe = ReadPipeline.from_pretrained(args.ckpt)
+  teacher = ReadPipeline.from_pretrained(args.ckpt)
+  student = ReadPipeline.from_pretrained(args.causal_ckpt) if args.causal_ckpt else teacher
   portrait = os.path.join(args.ckpt, "reference.png")
   wave = speech_of_length(os.path.join(args.ckpt, "speech.wav"), args.seconds)
-  rows, result = [], {"ckpt": args.ckpt, "seconds": args.seconds, "modes": {}}
+  rows, result = [], {"ckpt": args.ckpt, "causal_ckpt": args.causal_ckpt or args.ckpt, "seconds": args.seconds,
+                      "modes": {}}
   for name, kw in modes:
-    if kw["mode"] == "rolling" and args.decode_context is not None:
+    pipe = student if kw["mode"] == "causal" else teacher
+    if kw["mode"] != "clip" and args.decode_context is not None:
       kw = dict(kw, decode_context=args.decode_context)
     kw = dict(kw, steps=args.steps)
     live.run_live(pipe, portrait, wave[:3 * audio_lib.SAMPLE_RATE], realtime=False, **kw)  # compile everything
@@ -98,7 +107,7 @@ def run(args) -> dict:
   header = ["mode", "first s", "worst s", "mean s", "RTF", "blocks"]
   if args.eval:
     header += ["lip sync", "colour", "latent bound.", "flicker"]
-  print(f"live latency, {args.seconds:g} s of speech at real speed ({args.ckpt})")
+  print(f"live latency, {args.seconds:g} s of speech at real speed ({args.ckpt}; causal: {result['causal_ckpt']})")
   print_table(rows, header)
   for name, entry in result["modes"].items():
     if len(entry["minutes"]) > 1:

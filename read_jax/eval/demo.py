@@ -98,7 +98,7 @@ def evaluate(pipe, *, num: int = 8, seconds: float = 8.0, first: int = 100, seed
     other = clips[(i + 1) % len(clips)]
     video = pipe.generate(portrait, clip.audio, seed=seed, **sample)
     crossed = pipe.generate(portrait, other.audio, seed=seed, **sample)
-    rolling_mode = sample.get("mode", pipe.config.mode) == "rolling"
+    rolling_mode = sample.get("mode", pipe.config.mode) in ("rolling", "causal")  # a block per latent frame
     latent_bounds = talking.latent_boundaries(len(video), first=FRAMES_PER_LATENT if rolling_mode else 1)
     bounds = latent_bounds if rolling_mode else talking.clip_boundaries(len(video), pipe.config.clip_frames)
     envelope = synthetic.audio_envelope(clip.audio, len(video))
