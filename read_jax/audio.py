@@ -24,11 +24,10 @@ import numpy as np
 import soundfile
 import soxr
 
+from read_jax.constants import HOP_LENGTH, SAMPLE_RATE  # 16 kHz; log-mel frames at 100 Hz
 from read_jax.errors import AudioError  # re-exported: read_jax.audio.AudioError
 
-SAMPLE_RATE = 16000  # Hz, what every Whisper checkpoint expects
 N_FFT = 400  # 25 ms STFT window
-HOP_LENGTH = 160  # 10 ms: log-mel frames at 100 Hz
 CHUNK_SECONDS = 30  # Whisper's fixed input window
 WINDOW = 10  # Whisper frames per video frame (Hw in the paper)
 BLOCK_FRAMES = 1 << 18  # input frames decoded, downmixed and resampled at a time (≤ 8 MB for 8 channels)

@@ -59,7 +59,8 @@ from read_jax import speech as speech_lib
 from read_jax.ans import causal, rolling, sampling, solvers
 from read_jax.errors import AudioError, ConfigError
 from read_jax.models.speech_ae import SpeechAE
-from read_jax.models.vae import FRAMES_PER_LATENT, DecodeState
+from read_jax.constants import FPS, FRAMES_PER_LATENT, SAMPLE_RATE
+from read_jax.models.vae import DecodeState
 from read_jax.pipeline import ReadPipeline, decode_key
 
 CHUNK_MS = 20  # run_live's feeding granularity
@@ -140,7 +141,7 @@ def _pcm(pcm) -> np.ndarray:
 
 def _default_policy(pipe: ReadPipeline) -> str:
   """"live" (4 s windows), or the encoder's whole window when that is shorter (the test and old demo Whispers)."""
-  seconds = pipe.whisper.max_source_positions * speech_lib.STATE_SAMPLES / audio_lib.SAMPLE_RATE
+  seconds = pipe.speech_encoder.window_samples / SAMPLE_RATE
   return "live" if seconds >= speech_lib.DEFAULT_LIVE_SECONDS else f"live:{seconds:g}"
 
 
@@ -179,15 +180,15 @@ class LiveSession:
     c = pipe.config
     if mode is not None and mode != self.mode:
       raise ConfigError(f"mode: a {type(self).__name__} is mode {self.mode!r}, got {mode!r}")
-    if c.fps != speech_lib.FPS:
-      raise ConfigError(f"LiveSession: fps must be {speech_lib.FPS} (two Whisper states per frame), got {c.fps}")
+    if c.fps != FPS:
+      raise ConfigError(f"LiveSession: fps must be {FPS} (two speech states per frame), got {c.fps}")
     if policy is None:
       policy = c.speech_window if speech_lib.window_policy(c.speech_window) is not None else _default_policy(pipe)
     self.pipe = pipe
     self.fps = c.fps
     self.clip_frames = c.clip_frames
     self.timings = SessionTimings()
-    self._features = speech_lib.LiveSpeechFeatures(pipe.whisper, pipe.whisper_params, policy)
+    self._features = speech_lib.LiveSpeechFeatures(pipe.speech_encoder, policy)
     self.policy = self._features.policy
     try:
       self.sampler = pipe.sampler(steps=steps, cfg=cfg, alpha=alpha, beta=beta, solver=solver)
@@ -407,7 +408,11 @@ class ClipSession(LiveSession):
 
   mode = "clip"
 
-  def __init__(self, pipe: ReadPipeline, portrait, **kwargs):
+  def __init__(self, pipe: ReadPipeline, portrait, *, noisy: int | None = None, decode_context: int | None = None,
+               **kwargs):
+    for name, value in (("noisy", noisy), ("decode_context", decode_context)):
+      if value is not None:
+        raise ConfigError(f"{name}: a setting of the rolling window, not of clip mode (got {value!r})")
     super().__init__(pipe, portrait, **kwargs)
     self._stream = pipe.start_decode(self._key)  # a causal decoder: clips continue one decode stream
     self._carry = sampling.first_carry(self._z_ref.shape, self.sampler.steps)

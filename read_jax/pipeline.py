@@ -9,12 +9,14 @@ A read_jax checkpoint directory holds:
 
   pipeline.json        generation settings (fps, clip length, steps, CFG, ...; :class:`PipelineConfig`)
   vae/                 the LTX-Video VAE, diffusers layout (config.json + diffusion_pytorch_model.safetensors)
-  whisper/             the Whisper encoder, transformers layout (config.json + model.safetensors)
+  speech_encoder/      the speech encoder in its kind's layout (Whisper: transformers, config.json +
+                       model.safetensors; :mod:`read_jax.convert.speech_encoders`); older checkpoints: whisper/
   speech_ae/, a2v_dit/ read_jax modules (config.json + model.safetensors, :mod:`read_jax.convert.native`)
-  prompt.safetensors   the constant T5 prompt embedding (optional: without it text attention is off)
+  prompt.safetensors   the constant T5 prompt embedding (pipeline.json ``text_conditioning``: without one the
+                       model has no text attention; a checkpoint that expects one warns when it is missing)
 
 Data flow: the reference image is face-cropped and encoded to z_R; the audio is resampled to 16 kHz,
-encoded by Whisper into per-frame windows S [F, 10, D], padded with silence to whole clips and
+encoded by the speech encoder (Whisper) into per-frame windows S [F, 10, D], padded with silence to whole clips and
 compressed by the SpeechAE into C [N, 2, dA]; the ANS sampler generates the latent clips one after
 another (:func:`read_jax.ans.sampling.stream_clips`), each decoded by the VAE as soon as it is done.
 Every stage has fixed shapes per clip, so a longer audio runs the same compiled programs more often.
@@ -39,15 +41,16 @@ from read_jax import speech as speech_lib
 from read_jax.ans import causal, rolling, sampling, solvers
 from read_jax.ans.guidance import CFG_MODES, guidance_scales
 from read_jax.convert import checkpoint_dir, native
+from read_jax.constants import FRAMES_PER_LATENT
 from read_jax.convert.prompt import load_text_embedding
+from read_jax.convert.speech_encoders import init_speech_encoder, load_speech_encoder, part_path, save_speech_encoder
 from read_jax.convert.vae import export_vae, load_vae
-from read_jax.convert.whisper import export_whisper_encoder, load_whisper_encoder
 from read_jax.errors import ConfigError
 from read_jax.files import CheckpointError, read_json, write_json, write_safetensors
-from read_jax.models import a2v_dit, whisper
+from read_jax.models import a2v_dit
 from read_jax.models.speech_ae import SpeechAE
-from read_jax.models.vae import (FRAMES_PER_LATENT, AutoencoderKLLTXVideo, DecodeState, compression_ratios,
-                                 stream_decode_apply, stream_decode_init, stream_decode_step, stream_lookahead)
+from read_jax.models.vae import (AutoencoderKLLTXVideo, DecodeState, compression_ratios, stream_decode_apply,
+                                 stream_decode_init, stream_decode_step, stream_lookahead)
 
 PIPELINE_CONFIG = "pipeline.json"
 PROMPT_FILE = checkpoint_dir.PROMPT_FILE
@@ -68,6 +71,9 @@ class PipelineConfig:
   shift: float = 1.0  # timestep shift of the schedule (1 = linear)
   decode_timestep: float = 0.0  # timestep-conditioned VAE decoders only (LTX 0.9.1+)
   decode_noise_scale: float | None = None  # idem; None = decode_timestep
+  # Whether the model was trained with the text prompt (DESIGN §2): without prompt.safetensors such a checkpoint
+  # warns (text attention is then off); the demo model has no text conditioning by design (False: no warning).
+  text_conditioning: bool = True
   # Crop the reference around the detected face, as the training data was cropped (scripts/preprocess.py);
   # False: take the largest centred square as it is (models trained on whole frames, e.g. the demo model).
   face_crop: bool = True
@@ -136,7 +142,7 @@ def check_checkpoint_sampling(path: str, steps: int | None = None, cfg: str | No
 class Timings:
   """Wall seconds per stage of the last generation (filled as it runs)."""
 
-  whisper: float = 0.0
+  speech_encoder: float = 0.0
   speech_ae: float = 0.0
   reference: float = 0.0
   denoise: float = 0.0
@@ -146,20 +152,20 @@ class Timings:
 
   @property
   def total(self) -> float:
-    return self.whisper + self.speech_ae + self.reference + self.denoise + self.vae_decode + self.write
+    return self.speech_encoder + self.speech_ae + self.reference + self.denoise + self.vae_decode + self.write
 
 
 class ReadPipeline:
   """The whole READ generator. Build it with :meth:`from_pretrained` or from modules and params."""
 
-  def __init__(self, *, vae, vae_variables, whisper_encoder, whisper_params, speech_ae, speech_ae_params, dit,
-               dit_params, text=None, text_mask=None, config: PipelineConfig = PipelineConfig()):
+  def __init__(self, *, vae, vae_variables, speech_encoder: speech_lib.SpeechEncoder, speech_ae, speech_ae_params,
+               dit, dit_params, text=None, text_mask=None, config: PipelineConfig = PipelineConfig()):
     self.vae, self.vae_variables = vae, vae_variables
-    self.whisper, self.whisper_params = whisper_encoder, whisper_params
+    self.speech_encoder = speech_encoder
     self.speech_ae, self.speech_ae_params = speech_ae, speech_ae_params
     self.dit, self.dit_params = dit, dit_params
     if text is None:
-      text, text_mask = load_text_embedding(None, dit.caption_channels)
+      text, text_mask = _prompt(None, dit.caption_channels, config)
     self.text, self.text_mask = jnp.asarray(text), jnp.asarray(text_mask, bool)
     self.config = config
     self.timings = Timings()
@@ -194,55 +200,56 @@ class ReadPipeline:
     if os.path.isfile(config_path):
       settings = PipelineConfig.from_dict(read_json(config_path))
     vae, vae_variables = load_vae(os.path.join(path, "vae"), dtype=dtype)
-    whisper_encoder, whisper_params = load_whisper_encoder(os.path.join(path, "whisper"), dtype=dtype)
+    speech_encoder = load_speech_encoder(part_path(path), dtype=dtype)
     sae_config, sae_params = native.load_module(os.path.join(path, "speech_ae"), "speech_ae")
     speech_ae = SpeechAE(**sae_config, dtype=dtype)
     dit_config, dit_params = native.load_module(os.path.join(path, "a2v_dit"), "a2v_dit")
     dit = a2v_dit.build_model({**dit_config, "dtype": jnp.dtype(dtype).name})
     prompt = os.path.join(path, PROMPT_FILE)
-    text, mask = load_text_embedding(prompt if os.path.isfile(prompt) else None, dit.caption_channels)
+    text, mask = _prompt(prompt if os.path.isfile(prompt) else None, dit.caption_channels, settings)
     as_jnp = lambda tree: jax.tree.map(jnp.asarray, tree)
-    return cls(vae=vae, vae_variables=vae_variables, whisper_encoder=whisper_encoder, whisper_params=whisper_params,
-               speech_ae=speech_ae, speech_ae_params=as_jnp(sae_params), dit=dit, dit_params=as_jnp(dit_params),
-               text=text, text_mask=mask, config=settings)
+    return cls(vae=vae, vae_variables=vae_variables, speech_encoder=speech_encoder, speech_ae=speech_ae,
+               speech_ae_params=as_jnp(sae_params), dit=dit, dit_params=as_jnp(dit_params), text=text,
+               text_mask=mask, config=settings)
 
   @classmethod
   def from_config(cls, key, config) -> "ReadPipeline":
-    """Fresh weights from one config with sections ``vae``, ``whisper``, ``speech_ae``, ``dit`` and
+    """Fresh weights from one config with sections ``vae``, ``speech_encoder``, ``speech_ae``, ``dit`` and
     ``pipeline`` (configs/demo.py)."""
-    return cls.from_configs(key, vae=config.vae, whisper_encoder=config.whisper, speech_ae=dict(config.speech_ae),
-                            dit=dict(config.dit), config=PipelineConfig(**config.pipeline))
+    return cls.from_configs(key, vae=config.vae, speech_encoder=config.speech_encoder,
+                            speech_ae=dict(config.speech_ae), dit=dict(config.dit),
+                            config=PipelineConfig(**config.pipeline))
 
   @classmethod
-  def from_configs(cls, key, *, vae, whisper_encoder, speech_ae, dit, text=None, text_mask=None,
+  def from_configs(cls, key, *, vae, speech_encoder, speech_ae, dit, text=None, text_mask=None,
                    config: PipelineConfig = PipelineConfig()) -> "ReadPipeline":
     """A pipeline with freshly initialised weights, from ConfigDicts/dicts of each part:
-    ``vae`` (configs/vae_ltx.py), ``whisper_encoder`` (configs/whisper.py), ``speech_ae`` (SpeechAE
-    fields) and ``dit`` (A2VDiT fields). For tests, benchmarks and the start of demo training."""
+    ``vae`` (configs/vae_ltx.py), ``speech_encoder`` (a ``kind`` and its fields: configs/whisper.py),
+    ``speech_ae`` (SpeechAE fields) and ``dit`` (A2VDiT fields). For tests, benchmarks and the start of demo
+    training."""
     # Jitted inits with the "rbg" PRNG: XLA compiles the VAE's init several times faster than with threefry.
     seed = int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
-    k_vae, k_whisper, k_sae, k_dit = jax.random.split(jax.random.key(seed, impl="rbg"), 4)
+    k_vae, k_speech, k_sae, k_dit = jax.random.split(jax.random.key(seed, impl="rbg"), 4)
     vae_module = AutoencoderKLLTXVideo.from_config(vae)
     ks, _ = compression_ratios(vae_module.config)
     vae_variables = _init(vae_module, k_vae, ((1, 1, ks, ks, vae_module.config.in_channels),))
-    encoder = whisper.encoder_from_config(whisper_encoder)
-    whisper_params = _init(encoder, k_whisper, ((1, encoder.num_input_frames, encoder.num_mel_bins),))["params"]
+    encoder = init_speech_encoder(k_speech, speech_encoder)
     sae = SpeechAE(**speech_ae)
     sae_params = _init(sae, k_sae, ((1, 1, sae.window, sae.feature_dim),))["params"]
     dit_module = a2v_dit.build_model(dit)
     if text is None:
-      text, text_mask = load_text_embedding(None, dit_module.caption_channels)
+      text, text_mask = _prompt(None, dit_module.caption_channels, config)
     dit_params = a2v_dit.init_params(dit_module, k_dit)  # unboxed: plain arrays for inference
-    return cls(vae=vae_module, vae_variables=vae_variables, whisper_encoder=encoder, whisper_params=whisper_params,
-               speech_ae=sae, speech_ae_params=sae_params, dit=dit_module, dit_params=dit_params, text=text,
-               text_mask=text_mask, config=config)
+    return cls(vae=vae_module, vae_variables=vae_variables, speech_encoder=encoder, speech_ae=sae,
+               speech_ae_params=sae_params, dit=dit_module, dit_params=dit_params, text=text, text_mask=text_mask,
+               config=config)
 
   def save_pretrained(self, path: str) -> None:
     """Write this pipeline as a read_jax checkpoint directory."""
     os.makedirs(path, exist_ok=True)
     write_json(os.path.join(path, PIPELINE_CONFIG), dataclasses.asdict(self.config))
     export_vae(self.vae, self.vae_variables, os.path.join(path, "vae"))
-    export_whisper_encoder(self.whisper, self.whisper_params, os.path.join(path, "whisper"))
+    save_speech_encoder(self.speech_encoder, os.path.join(path, checkpoint_dir.SPEECH_ENCODER))
     sae_fields = {f: getattr(self.speech_ae, f) for f in ("feature_dim", "window", "hidden_dim", "latent_tokens",
                                                          "latent_dim", "kernel_size")}
     native.save_module(os.path.join(path, "speech_ae"), "speech_ae", sae_fields, self.speech_ae_params)
@@ -305,9 +312,9 @@ class ReadPipeline:
     samples = int(np.ceil(num_video * audio_lib.SAMPLE_RATE / fps))
     padded = np.pad(wave, (0, max(0, samples - wave.shape[0])))
     t0 = time.perf_counter()
-    s = speech_lib.speech_features(padded, self.whisper, self.whisper_params, fps=fps, num_frames=num_video,
+    s = speech_lib.speech_features(padded, self.speech_encoder, fps=fps, num_frames=num_video,
                                    policy=self.config.speech_window)
-    self.timings.whisper += _block(s, t0)
+    self.timings.speech_encoder += _block(s, t0)
     return s
 
   def encode_speech(self, s) -> jax.Array:
@@ -335,10 +342,14 @@ class ReadPipeline:
   # ------------------------------------------------------------------------------------------
   # Generation
 
-  def sample_latents(self, image, audio, **kwargs) -> np.ndarray:
-    """The latents Z(0) [N, h, w, C] that :meth:`stream` decodes (normalised, z_R not included; latent 0 is
-    video frame 0, latent k ≥ 1 frames 8k − 7 … 8k), sampled but not decoded; keywords as :meth:`stream`
-    but ``progress``."""
+  def sample_latents(self, image, audio, *, mode: str | None = "clip", noisy=None, decode_context=None,
+                     **kwargs) -> np.ndarray:
+    """The latents Z(0) [N, h, w, C] that :meth:`stream` decodes in clip mode (normalised, z_R not included;
+    latent 0 is video frame 0, latent k ≥ 1 frames 8k − 7 … 8k), sampled but not decoded; keywords as
+    :meth:`stream` but ``progress`` (the rolling window's hand out one frame at a time: ``stream``)."""
+    del noisy, decode_context  # the rolling window's settings: not used by clips
+    if mode not in (None, "clip"):
+      raise ValueError(f"sample_latents: mode={mode!r}: the latents of a whole clip-mode generation (mode='clip')")
     clips, total, num_video, _ = self._latent_clips(image, audio, **kwargs)
     # Clip j > 0 starts with clip j−1's last latent: keep it once.
     out = np.concatenate([np.asarray(clip if j == 0 else clip[1:]) for j, clip in zip(range(total), clips)])
@@ -461,7 +472,7 @@ class ReadPipeline:
     jitted programs are shared, so each device compiles each shape once."""
     other = copy.copy(self)
     put = functools.partial(jax.device_put, device=device)
-    other.vae_variables, other.whisper_params = put(self.vae_variables), put(self.whisper_params)
+    other.vae_variables, other.speech_encoder = put(self.vae_variables), self.speech_encoder.on_device(device)
     other.speech_ae_params, other.dit_params = put(self.speech_ae_params), put(self.dit_params)
     other.text, other.text_mask = put(self.text), put(self.text_mask)
     other.timings = Timings()
@@ -580,6 +591,14 @@ class ReadPipeline:
         writer.write(frames)
         self.timings.write += time.perf_counter() - t0
     return self.timings
+
+
+def _prompt(path: str | None, caption_channels: int, config: PipelineConfig):
+  """The constant prompt (text, mask): ``path``'s, or none — silently where the checkpoint has no text
+  conditioning by design (``config.text_conditioning``), with :func:`load_text_embedding`'s warning otherwise."""
+  if path is None and not config.text_conditioning:
+    return a2v_dit.null_text(caption_channels)
+  return load_text_embedding(path, caption_channels)
 
 
 def decode_key(key, index: int):

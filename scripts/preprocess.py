@@ -2,7 +2,7 @@
 """Videos → stage-2 training shards (latents with the reference first + Whisper windows).
 
   python scripts/preprocess.py VIDEO_DIRS_OR_FILES... --ckpt CKPT_DIR --out data/stage2
-  python scripts/preprocess.py videos/ --vae VAE_DIR --whisper WHISPER_DIR --out data/stage2 \
+  python scripts/preprocess.py videos/ --vae VAE_DIR --speech-encoder WHISPER_DIR --out data/stage2 \
       --clip_frames 121 --stride 121 --resolution 512
 
 CKPT_DIR is a read_jax checkpoint directory (its vae/ and whisper/ are used); --vae / --whisper
@@ -24,9 +24,11 @@ def main(argv=None) -> int:
   p = cli.parser(__doc__)
   p.add_argument("inputs", nargs="+", help="video files, directories (searched recursively) or quoted globs")
   p.add_argument("--out", required=True, help="output directory for the shards and report.json")
-  p.add_argument("--ckpt", help="read_jax checkpoint directory (uses CKPT/vae and CKPT/whisper)")
+  p.add_argument("--ckpt", help="read_jax checkpoint directory (uses its vae/ and speech_encoder/)")
   p.add_argument("--vae", help="VAE directory (diffusers layout) or LTX-Video .safetensors")
-  p.add_argument("--whisper", help="Whisper checkpoint directory (transformers layout)")
+  p.add_argument("--speech-encoder", "--whisper", dest="speech_encoder",
+                 help="speech encoder directory (a transformers or CTranslate2 Whisper, or a checkpoint's "
+                      "speech_encoder/)")
   p.add_argument("--clip_frames", type=int, default=121, help="video frames per clip, 1 + 8k")
   p.add_argument("--stride", type=int, default=None, help="frames between clip starts (default: clip_frames)")
   p.add_argument("--resolution", type=int, default=512, help="side of the square face crop, pixels")
@@ -42,7 +44,7 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
 
   report = preprocess.preprocess_videos(
-      args.inputs, args.out, ckpt=args.ckpt, vae=args.vae, whisper=args.whisper, clip_frames=args.clip_frames,
+      args.inputs, args.out, ckpt=args.ckpt, vae=args.vae, speech_encoder=args.speech_encoder, clip_frames=args.clip_frames,
       stride=args.stride, resolution=args.resolution, val_fraction=args.val_fraction, no_face=args.no_face,
       no_detector=args.no_detector, detect_every=args.detect_every, retry_skipped=args.retry_skipped,
       speech_window=args.speech_window)

@@ -114,7 +114,7 @@ def nan_weight(ckpt, other):
 
 
 def inf_weight(ckpt, other):
-  _set_value(os.path.join(ckpt, "whisper", "model.safetensors"), "model.encoder.layer_norm.weight", np.inf)
+  _set_value(os.path.join(ckpt, "speech_encoder", "model.safetensors"), "model.encoder.layer_norm.weight", np.inf)
 
 
 def newer_format(ckpt, other):
@@ -151,12 +151,12 @@ CASES = [
                   r"corrupt\?"),
   (part_missing, PIPELINE, r"{ckpt}: missing speech_ae/ \(from a stage-1 training run.*\)"),
   (speech_ae_of_another_width, PIPELINE, r"{ckpt}: parts do not fit together: speech_ae latent \[2, 16\] vs "
-                                         r"a2v_dit audio \[2, 64\].*speech_ae feature_dim 12 vs whisper d_model 384"),
+                                         r"a2v_dit audio \[2, 64\].*speech_ae feature_dim 12 vs speech_encoder width 384"),
   (dit_of_other_latent_channels, PIPELINE, r"{ckpt}: parts do not fit together: a2v_dit in_channels 8 vs vae "
                                            r"latent_channels 16.*"),
   (nan_weight, BOTH, r"{ckpt}/speech_ae/model\.safetensors: tensor encoder/proj_in/kernel holds 1 NaN/inf "
                      r"value\(s\) of \d+"),
-  (inf_weight, BOTH, r"{ckpt}/whisper/model\.safetensors: tensor model\.encoder\.layer_norm\.weight holds 1 "
+  (inf_weight, BOTH, r"{ckpt}/speech_encoder/model\.safetensors: tensor model\.encoder\.layer_norm\.weight holds 1 "
                      r"NaN/inf value\(s\) of \d+"),
   (newer_format, BOTH, r"{ckpt}/a2v_dit/config\.json: format_version 2 is newer than this read_jax reads \(1\); "
                        r"update read_jax"),
@@ -214,14 +214,14 @@ def test_broken_checkpoint_is_one_clear_error(base, tmp_path, capsys, brk, reade
 def test_fit_problems_name_both_parts(base):
   """The cross-part widths (native.fit_problems), from the parts' own config files."""
   vae = json.load(open(os.path.join(DEMO, "vae", "config.json")))
-  whisper = json.load(open(os.path.join(DEMO, "whisper", "config.json")))
+  encoder = {"width": json.load(open(os.path.join(DEMO, "speech_encoder", "config.json")))["d_model"]}
   demo = {p: native.read_config(os.path.join(DEMO, p), p) for p in ("speech_ae", "a2v_dit")}
-  assert native.fit_problems({**demo, "vae": vae, "whisper": whisper}) == []
+  assert native.fit_problems({**demo, "vae": vae, "speech_encoder": encoder}) == []
   other_sae = native.read_config(str(base / "other" / "speech_ae"), "speech_ae")
   other_dit = native.read_config(str(base / "other" / "a2v_dit"), "a2v_dit")
-  assert native.fit_problems({**demo, "speech_ae": other_sae, "whisper": whisper}) == [
+  assert native.fit_problems({**demo, "speech_ae": other_sae, "speech_encoder": encoder}) == [
       "speech_ae latent [2, 16] vs a2v_dit audio [2, 64] (audio_tokens, audio_dim)",
-      "speech_ae feature_dim 12 vs whisper d_model 384"]
+      "speech_ae feature_dim 12 vs speech_encoder width 384"]
   assert native.fit_problems({**demo, "a2v_dit": other_dit, "vae": vae}) == [
       "a2v_dit in_channels 8 vs vae latent_channels 16", "a2v_dit out_channels 8 vs vae latent_channels 16"]
   assert native.fit_problems({"a2v_dit": other_dit}) == []  # one part alone always fits

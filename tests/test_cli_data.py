@@ -136,7 +136,7 @@ PREPROCESS_CASES = [
   ("negative_resolution", ["{in}/videos", "--resolution", "-64"], "--resolution -64", "must be >= 1"),
   ("zero_detect_every", ["{in}/videos", "--detect_every", "0"], "--detect_every 0", "must be >= 1"),
   ("val_fraction_1", ["{in}/videos", "--val_fraction", "1"], "--val_fraction 1.0", "must be in [0, 1)"),
-  ("no_checkpoint", ["{in}/videos", "--ckpt", ""], "--ckpt", "or both --vae and --whisper"),
+  ("no_checkpoint", ["{in}/videos", "--ckpt", ""], "--ckpt", "or both --vae and --speech-encoder"),
   ("missing_checkpoint", ["{in}/videos", "--ckpt", "{tmp}/no_ckpt"], "{tmp}/no_ckpt/vae", "no such file"),
   ("corrupt_report", ["{in}/videos", "--out", "{tmp}/bad_report"], "{tmp}/bad_report/report.json",
    "not valid JSON"),
@@ -249,7 +249,8 @@ SPEECH_CASES = [
   ("zero_min_frames", ["{in}/audio", "--min_frames", "0"], "--min_frames 0", "must be >= 1"),
   ("zero_examples_per_shard", ["{in}/audio", "--examples_per_shard", "0"], "--examples_per_shard 0", "must be >= 1"),
   ("negative_val_fraction", ["{in}/audio", "--val_fraction", "-0.5"], "--val_fraction -0.5", "must be in [0, 1)"),
-  ("missing_whisper", ["{in}/audio", "--whisper", "{tmp}/no_whisper"], "{tmp}/no_whisper", "not a directory"),
+  ("missing_whisper", ["{in}/audio", "--whisper", "{tmp}/no_whisper"], "{tmp}/no_whisper",
+   "no such speech encoder directory"),
   ("only_a_text_file_named_wav", ["{in}/audio/notes.wav", "--out", "{tmp}/new"], "{in}/audio/notes.wav",
    "cannot read audio"),
   ("shards_but_no_report", ["{in}/audio", "--out", "{tmp}/old_layout"], "{tmp}/old_layout",
@@ -258,8 +259,8 @@ SPEECH_CASES = [
 
 
 def _stub_whisper(monkeypatch):
-  monkeypatch.setattr(speech, "load_whisper_encoder", lambda path: (None, None))
-  monkeypatch.setattr(speech, "speech_features", lambda wave, encoder, params, policy=None: np.zeros(
+  monkeypatch.setattr(speech, "load_speech_encoder", lambda path: None)
+  monkeypatch.setattr(speech, "speech_features", lambda wave, encoder, policy=None: np.zeros(
       (len(wave) * 25 // 16000, 10, 4), np.float32) + wave[:1])
 
 

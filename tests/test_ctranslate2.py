@@ -293,11 +293,11 @@ def test_whisper_tiny_en_parity_with_ctranslate2(tiny_en, speech_mel):
 
 
 def test_import_whisper_from_ctranslate2(tiny_en, tmp_path):
-  """checkpoint_dir.import_whisper (scripts/convert.py import-whisper) takes a CTranslate2 directory: whisper/
-  of the read_jax checkpoint holds the same weights, in transformers layout."""
+  """checkpoint_dir.import_whisper (scripts/convert.py import-whisper) takes a CTranslate2 directory: the read_jax
+  checkpoint's speech_encoder/ holds the same weights, in transformers layout."""
   checkpoint_dir.import_whisper(tiny_en, str(tmp_path))
   direct_encoder, direct = load_whisper_encoder(tiny_en)
-  encoder, params = load_whisper_encoder(str(tmp_path / "whisper"))
+  encoder, params = load_whisper_encoder(str(tmp_path / "speech_encoder"))
   assert encoder == direct_encoder
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(direct)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

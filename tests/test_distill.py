@@ -257,7 +257,7 @@ def test_bundled_student_is_a_complete_two_step_checkpoint():
   if not os.path.isdir(student):
     pytest.skip("assets/demo_2step (the bundled student) is not in this checkout")
   checkpoint_dir.check_complete(student)
-  for part in ("vae", "whisper", "speech_ae"):
+  for part in ("vae", "speech_encoder", "speech_ae"):
     assert os.path.samefile(os.path.join(student, part), os.path.join(ROOT, "assets", "demo", part))
   settings = PipelineConfig.from_dict(json.load(open(os.path.join(student, "pipeline.json"))))
   assert settings.cfg == "distilled" and settings.steps == 2 and settings.distilled_steps == (2,)

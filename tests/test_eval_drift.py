@@ -57,7 +57,7 @@ class _FakePipeline:
 
   def __init__(self):
     self.config = types.SimpleNamespace(resolution=SIZE, fps=25, clip_frames=8, mode="clip", steps=8)
-    self.timings = types.SimpleNamespace(whisper=0.0, speech_ae=0.0, denoise=0.0, vae_decode=0.0)
+    self.timings = types.SimpleNamespace(speech_encoder=0.0, speech_ae=0.0, denoise=0.0, vae_decode=0.0)
     self.videos = {}
 
   def sampler(self, *, steps=None, cfg=None, alpha=None, beta=None, solver=None):

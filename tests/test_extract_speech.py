@@ -72,9 +72,10 @@ def test_whisper_features_end_to_end(tmp_path, audio_dir):
   from read_jax.models import whisper
   encoder = whisper.encoder_from_config(whisper.size_config("test"))
   mel = jax.ShapeDtypeStruct((1, 2 * 50, encoder.num_mel_bins), np.float32)
-  params = jax.jit(encoder.init)(jax.random.key(0), np.zeros(mel.shape, mel.dtype))["params"]
+  enc = speech_lib.WhisperSpeechEncoder(encoder, jax.jit(encoder.init)(jax.random.key(0), np.zeros(mel.shape,
+                                                                                             mel.dtype))["params"])
   paths = [str(audio_dir / "sub" / "clip0.wav"), str(audio_dir / "broken.wav")]
-  out = speech.extract_speech(paths, str(tmp_path / "out"), lambda w: speech_lib.speech_features(w, encoder, params),
+  out = speech.extract_speech(paths, str(tmp_path / "out"), lambda w: speech_lib.speech_features(w, enc),
                               min_frames=17, val_fraction=0.0, progress=False)
   assert out["train"] == 1 and [os.path.basename(p) for p, _ in out["skipped"]] == ["broken.wav"]
   ex = records.read_source(out["shards"]["train"])[0]

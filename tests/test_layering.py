@@ -2,7 +2,7 @@
 
 Layers, lowest first (an arrow means "may be imported by"):
 
-  base (errors, files, config, cli, sharding) → nn → models → ans, audio, speech, media → convert, data, torch
+  base (constants, errors, files, config, cli, sharding) → nn → models → ans, audio, speech, media → convert, data, torch
   → train → pipeline, live, eval, aot, bench, demo, serve, configs (loaded by name, never imported by the package)
 
 Also checked: no cycle between modules, no module imports another module's ``_private`` name, and no
@@ -19,7 +19,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "read_jax"
 
 LAYERS = [
-  ("errors", "files", "config", "cli", "sharding"),
+  ("constants", "errors", "files", "config", "cli", "sharding"),
   ("nn",),
   ("models",),
   ("ans", "audio", "speech", "media"),

@@ -15,7 +15,7 @@ import pytest
 from read_jax import audio as audio_lib
 from read_jax import live, media, speech
 from read_jax.errors import AudioError
-from read_jax.models.vae import FRAMES_PER_LATENT
+from read_jax.constants import FRAMES_PER_LATENT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "assets", "demo")

@@ -13,7 +13,7 @@ import pytest
 
 from read_jax import live
 from read_jax.config import load_config
-from read_jax.models.vae import FRAMES_PER_LATENT
+from read_jax.constants import FRAMES_PER_LATENT
 from read_jax.pipeline import ReadPipeline, decode_key
 from read_jax.serve.engine import Engine
 

@@ -50,7 +50,7 @@ def setup(tmp_path_factory, tiny_checkpoint):
   _write_video(faceless, np.broadcast_to(rng.integers(0, 255, (40, 1, 1, 3), np.uint8), (40, 128, 128, 3)),
                0.1 * rng.standard_normal(40 * 640).astype(np.float32))
   os.remove(faceless + ".wav")
-  encoders = preprocess.load_encoders(os.path.join(ckpt, "vae"), os.path.join(ckpt, "whisper"))
+  encoders = preprocess.load_encoders(os.path.join(ckpt, "vae"), os.path.join(ckpt, "speech_encoder"))
   return dict(root=root, vids=str(vids), ckpt=ckpt, good=good, short=short, corrupt=corrupt, silent=silent,
               faceless=faceless, encoders=encoders)
 

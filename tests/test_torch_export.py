@@ -75,7 +75,7 @@ def ckpt(tmp_path_factory):
   encoder = whisper.encoder_from_config(whisper_config("test"))
   shapes = encoder_param_shapes(encoder)
   wparams = _random_params(shapes, 3)
-  export_whisper_encoder(encoder, wparams, str(root / "whisper"))
+  export_whisper_encoder(encoder, wparams, str(root / "speech_encoder"))
   # SpeechAE and A2V-DiT in read_jax's native layout.
   sparams = _random_params(speech_ae_shapes(SAE), 4)
   native.save_module(str(root / "speech_ae"), "speech_ae", SAE, sparams)
@@ -103,7 +103,7 @@ def test_export_layout_and_round_trip_is_bit_exact(ckpt, tmp_path):
   assert sorted(os.listdir(out)) == ["audio_attention", "pipeline.json", "prompt.safetensors", "speech_ae",
                                      "transformer", "vae", "whisper"]
   back = str(tmp_path / "back")
-  assert sorted(import_torch(out, back)) == ["a2v_dit", "speech_ae", "vae", "whisper"]
+  assert sorted(import_torch(out, back)) == ["a2v_dit", "speech_ae", "speech_encoder", "vae"]
   a, b = _files(root), _files(back)
   assert sorted(a) == sorted(b)
   for rel in a:
@@ -289,10 +289,11 @@ def test_import_ltx_and_whisper_build_a_loadable_checkpoint(pretrained, tmp_path
   out = str(tmp_path / "ckpt")
   with pytest.warns(UserWarning, match="3 transformer blocks"):
     cd.import_ltx(str(pretrained / "ltx"), out, config=_tiny_dit_config(), num_layers=2)
-  with pytest.raises(CheckpointError, match=r"missing whisper/ \(from scripts/convert.py import-whisper\); speech_ae/"):
+  with pytest.raises(CheckpointError, match=r"missing speech_encoder/ \(from scripts/convert.py import-whisper\); "
+                                            "speech_ae/"):
     cd.check_complete(out)
   cd.import_whisper(str(pretrained / "whisper"), out)
-  with pytest.raises(CheckpointError, match="feature_dim 7 vs whisper d_model 24"):
+  with pytest.raises(CheckpointError, match="feature_dim 7 vs speech_encoder width 24"):
     cd.init_speech_ae(out, dict(SAE))
   cd.init_speech_ae(out, dict(SAE, feature_dim=24))
   cd.check_complete(out)
@@ -318,7 +319,7 @@ def test_import_ltx_and_whisper_build_a_loadable_checkpoint(pretrained, tmp_path
   from read_jax.pipeline import ReadPipeline
   with pytest.warns(UserWarning, match="no prompt embedding file"):
     pipe = ReadPipeline.from_pretrained(out)
-  assert pipe.dit.num_layers == 2 and pipe.whisper.d_model == 24
+  assert pipe.dit.num_layers == 2 and pipe.speech_encoder.width == 24
 
 
 def test_import_ltx_errors(tmp_path):
@@ -334,7 +335,7 @@ def test_convert_script_round_trip(ckpt, tmp_path, capsys):
   import scripts.convert as convert
   root, out = ckpt
   assert cli.run(convert.main, ["import-torch", "--torch", out, "--out", str(tmp_path / "back")]) == 0
-  assert "wrote vae, whisper, speech_ae, a2v_dit" in capsys.readouterr().out
+  assert "wrote vae, speech_encoder, speech_ae, a2v_dit" in capsys.readouterr().out
   assert cli.run(convert.main, ["export-torch", "--ckpt", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
   assert "--ckpt" in capsys.readouterr().err
 

@@ -13,7 +13,7 @@ from read_jax.convert import CheckpointError
 from read_jax.convert.torch_layout import torch_to_flax
 from read_jax.convert.whisper import config_from_hf, encoder_param_shapes, load_whisper_encoder, whisper_config
 from read_jax.models.whisper import encode, encoder_from_config
-from read_jax.speech import encode_long, speech_features
+from read_jax.speech import WhisperSpeechEncoder, encode_long, speech_features
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -89,7 +89,7 @@ def test_tiny_config_param_count_equals_transformers():
   config = whisper_config("tiny")
   assert (config.d_model, config.num_layers, config.num_heads, config.ffn_dim, config.num_mel_bins,
           config.max_source_positions) == (384, 4, 6, 1536, 80, 1500)
-  assert load_config("whisper:tiny").to_dict() == config.to_dict()
+  assert load_config("whisper:tiny").to_dict() == {"kind": "whisper", **config.to_dict()}  # a speech_encoder section
   hf = transformers.WhisperConfig(d_model=384, encoder_layers=4, encoder_attention_heads=6, encoder_ffn_dim=1536,
                                   decoder_layers=4, decoder_attention_heads=6, decoder_ffn_dim=1536,
                                   num_mel_bins=80, max_source_positions=1500)
@@ -136,11 +136,11 @@ def test_long_audio_is_encoded_window_by_window_at_50hz():
                      decoder_attention_heads=2, max_source_positions=1500)
   model = torch_model(config, seed=2)
   encoder = encoder_from_config(config_from_hf(config.to_dict()))
-  params = torch_to_flax(encoder_state_dict(model), encoder_param_shapes(encoder))
+  enc = WhisperSpeechEncoder(encoder, torch_to_flax(encoder_state_dict(model), encoder_param_shapes(encoder)))
   rng = np.random.default_rng(4)
   wave = (0.1 * rng.standard_normal(65 * SR)).astype(np.float32)
   wave[40 * SR:] *= 3.0  # a louder second window: each window's log-mel clamps at its own maximum
-  hidden = np.asarray(encode_long(wave, encoder, params))
+  hidden = np.asarray(encode_long(wave, enc))
   assert hidden.shape == (3250, 16)
   extractor = transformers.WhisperFeatureExtractor()
   for w, (start, stop) in enumerate([(0, 1500), (1500, 3000), (3000, 3250)]):
@@ -148,7 +148,7 @@ def test_long_audio_is_encoded_window_by_window_at_50hz():
     mel = extractor(chunk, sampling_rate=SR, return_tensors="np")["input_features"].transpose(0, 2, 1)
     ref = torch_encode(model, mel)[0, :stop - start]
     assert rel_err(hidden[start:stop], ref) <= 1e-4, w
-  s = speech_features(wave, encoder, params)
+  s = speech_features(wave, enc)
   assert s.shape == (1625, 10, 16)
   np.testing.assert_array_equal(np.asarray(s[1624, 4]), hidden[3248])
 
@@ -167,23 +167,25 @@ def test_encoder():
 @pytest.mark.parametrize("num_samples,num_frames", [(16000, 25), (40_000, 62), (77_440, 121), (700, 1)])
 def test_speech_features_shapes(test_encoder, num_samples, num_frames):
   encoder, params = test_encoder
+  enc = WhisperSpeechEncoder(encoder, params)
   wave = 0.1 * np.random.default_rng(5).standard_normal(num_samples).astype(np.float32)
-  s = speech_features(wave, encoder, params)
+  s = speech_features(wave, enc)
   assert s.shape == (num_frames, 10, 24) and np.isfinite(np.asarray(s)).all()
-  hidden = np.asarray(encode_long(wave, encoder, params))
+  hidden = np.asarray(encode_long(wave, enc))
   assert hidden.shape == (audio.num_whisper_frames(num_samples), 24)
   np.testing.assert_array_equal(np.asarray(s), audio.frame_windows(hidden, num_frames))
   # any F: extra frames clamp to the last Whisper frame
-  more = speech_features(wave, encoder, params, num_frames=num_frames + 3)
+  more = speech_features(wave, enc, num_frames=num_frames + 3)
   np.testing.assert_array_equal(np.asarray(more[-1]), np.broadcast_to(hidden[-1], (10, 24)))
 
 
 def test_speech_features_errors(test_encoder):
   encoder, params = test_encoder
+  enc = WhisperSpeechEncoder(encoder, params)
   with pytest.raises(ValueError, match="fps must be 25"):
-    speech_features(np.zeros(SR, np.float32), encoder, params, fps=30)
+    speech_features(np.zeros(SR, np.float32), enc, fps=30)
   with pytest.raises(audio.AudioError, match="NaN"):
-    speech_features(np.full(SR, np.nan, np.float32), encoder, params)
+    speech_features(np.full(SR, np.nan, np.float32), enc)
 
 
 def test_click_lands_in_its_video_frame_through_the_encoder(test_encoder):
@@ -195,15 +197,16 @@ def test_click_lands_in_its_video_frame_through_the_encoder(test_encoder):
   video frame round(25τ), position 6 of the frame before and position 2 of the frame after.
   """
   encoder, params = test_encoder
+  enc = WhisperSpeechEncoder(encoder, params)
   wave = 0.05 * np.random.default_rng(6).standard_normal(2 * SR).astype(np.float32)
-  base = np.asarray(speech_features(wave, encoder, params))  # [50, 10, 24]
+  base = np.asarray(speech_features(wave, enc))  # [50, 10, 24]
   # 0.96 / 1.04: either side of the 1 s window boundary. (Exactly on it, frame 2i is the first of a
   # window, where conv zero-padding weakens the local path, so the test would measure the model, not
   # the alignment.) Checked over 12 random encoders: 84/84 cases hold.
   for tau in (0.08, 0.2, 0.52, 0.96, 1.04, 1.44, 1.8):
     clicked = wave.copy()
     clicked[int(round(tau * SR))] += 2.0
-    change = np.linalg.norm(np.asarray(speech_features(clicked, encoder, params)) - base, axis=-1)  # [F, 10]
+    change = np.linalg.norm(np.asarray(speech_features(clicked, enc)) - base, axis=-1)  # [F, 10]
     i = int(round(25 * tau))
     assert np.argmax(change[:, 4]) == i, tau
     assert np.argmax(change[i]) == 4 and np.argmax(change[i - 1]) == 6 and np.argmax(change[i + 1]) == 2, tau
@@ -211,10 +214,11 @@ def test_click_lands_in_its_video_frame_through_the_encoder(test_encoder):
 
 def test_encode_long_batches_windows_without_changing_the_result(test_encoder):
   encoder, params = test_encoder
+  enc = WhisperSpeechEncoder(encoder, params)
   wave = 0.1 * np.random.default_rng(7).standard_normal(int(2.5 * SR)).astype(np.float32)  # 3 windows of 1 s
-  one = np.asarray(encode_long(wave, encoder, params))
-  two = np.asarray(encode_long(wave, encoder, params, batch_size=2))  # 2 batches, the last half silent
+  one = np.asarray(encode_long(wave, enc))
+  two = np.asarray(encode_long(wave, enc, batch_size=2))  # 2 batches, the last half silent
   assert one.shape == two.shape == (125, 24)
   np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match="batch_size"):
-    encode_long(wave, encoder, params, batch_size=0)
+    encode_long(wave, enc, batch_size=0)

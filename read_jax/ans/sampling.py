@@ -55,7 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from read_jax.ans.solvers import Sampler
-from read_jax.models.vae import FRAMES_PER_LATENT
+from read_jax.constants import FRAMES_PER_LATENT
 
 Array = jax.Array
 Denoise = Callable[..., Array]

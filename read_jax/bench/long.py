@@ -32,13 +32,13 @@ from read_jax.bench.timing import print_table
 from read_jax.config import load_config
 from read_jax.data import synthetic
 from read_jax.errors import ConfigError
-from read_jax.models.vae import FRAMES_PER_LATENT
+from read_jax.constants import FRAMES_PER_LATENT
 from read_jax.pipeline import ReadPipeline
 
 DEMO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "assets",
                         "demo")
 MIB = 2.0 ** 20
-STAGES = ("whisper", "speech_ae", "reference", "denoise", "vae_decode", "write")  # read_jax.pipeline.Timings
+STAGES = ("speech_encoder", "speech_ae", "reference", "denoise", "vae_decode", "write")  # read_jax.pipeline.Timings
 
 
 def add_args(p):

@@ -20,7 +20,7 @@ from read_jax.config import load_config
 from read_jax.data.synthetic import make_clip
 from read_jax.pipeline import ReadPipeline
 
-STAGES = ("whisper", "speech_ae", "reference", "denoise", "vae_decode", "write")
+STAGES = ("speech_encoder", "speech_ae", "reference", "denoise", "vae_decode", "write")
 
 
 def add_args(p):

@@ -26,8 +26,9 @@ def _sibling(name, arg):
 def get_config(arg=None):
   arg = parse_arg(arg, tiny=False)
   c = ml_collections.ConfigDict()
-  # tiny.en's encoder (= tiny's; scripts/train_demo.py imports the real weights); tiny: 24 wide, 2 layers, 1 s.
-  c.whisper = _sibling("whisper", "test" if arg.tiny else "tiny")
+  # The speech encoder: tiny.en's Whisper encoder (= tiny's; scripts/train_demo.py imports the real weights);
+  # tiny: 24 wide, 2 layers, 1 s windows. ``kind`` names it in read_jax.convert.speech_encoders.
+  c.speech_encoder = _sibling("whisper", "test" if arg.tiny else "tiny")
   if arg.tiny:
     c.vae = _sibling("vae_ltx", "tiny")  # 32× space / 8× time, 8 latent channels
     c.dit = _sibling("a2v_dit", "tiny").model  # 2 blocks, 2 heads × 8, 8 channels in/out
@@ -41,7 +42,7 @@ def get_config(arg=None):
                       out_channels=16, caption_channels=16, audio_dim=64, vae_scale=(8, 16, 16)))
     sae_hidden = 64
   c.speech_ae = ml_collections.ConfigDict(dict(
-      feature_dim=c.whisper.d_model,  # DA = the Whisper width
+      feature_dim=c.speech_encoder.d_model,  # DA = the speech encoder's width
       window=10,  # Hw (fixed by the per-frame windows)
       hidden_dim=sae_hidden,  # SpeechAE width
       latent_tokens=c.dit.audio_tokens,  # hw
@@ -50,8 +51,9 @@ def get_config(arg=None):
   ))
   # Generation settings (PipelineConfig fields). cfg="none": no guidance for this model (docs/demo.md, "Stage 2").
   c.pipeline = ml_collections.ConfigDict(dict(
-      fps=25, resolution=64, clip_frames=8, steps=8, cfg="none", alpha=None, beta=None, shift=1.0,
+      fps=25, resolution=64, clip_frames=8, steps=8, cfg="none", alpha=None, beta=None, shift=1.0, solver="euler",
       decode_timestep=0.0, decode_noise_scale=None,
+      text_conditioning=False,  # no prompt: the synthetic faces have no text (text attention off, by design)
       face_crop=False,  # trained on whole 64² frames of the drawn faces: the reference is used as it is
       speech_window="live",  # features a live session reproduces exactly (read_jax.speech, "live")
       # Files in ANS clips; live sessions in the rolling window, one noisy frame (docs/serving.md, "Clip mode and

@@ -19,6 +19,7 @@ def get_config(arg=None):
   if name not in SIZES:
     raise ValueError(f"whisper config: unknown size {name!r}; known: {sorted(SIZES)}")
   overrides = ",".join(s for s in items if "=" in s)
+  # kind: the speech encoder's entry in read_jax.convert.speech_encoders (a config section ``speech_encoder``);
   # d_model, num_layers, num_heads, ffn_dim, num_mel_bins, max_source_positions, activation,
   # layer_norm_eps: see read_jax.models.whisper.WhisperEncoder for each key's meaning.
-  return parse_arg(overrides, **size_config(name).to_dict())
+  return parse_arg(overrides, kind="whisper", **size_config(name).to_dict())

@@ -2,7 +2,8 @@
 
   import_ltx(ltx_path, out_dir)        vae/ + a2v_dit/ from LTX-Video (diffusers pipeline directory or an
                                        original single .safetensors file); the audio attention is new, zero output
-  import_whisper(whisper_dir, out_dir) whisper/ from a transformers or CTranslate2 Whisper directory (encoder only)
+  import_whisper(whisper_dir, out_dir) speech_encoder/ from a transformers or CTranslate2 Whisper directory (the
+                                       encoder only; the part is named by its role: read_jax.convert.speech_encoders)
   init_speech_ae(out_dir, config)      speech_ae/ randomly initialised — only on request (it has no pretrained
                                        source: stage 1 trains it)
   set_prompt(prompt_file, out_dir)     prompt.safetensors (from scripts/encode_prompt.py), width checked
@@ -29,14 +30,16 @@ from read_jax.config import load_config
 from read_jax.convert import native
 from read_jax.convert.ltx_transformer import load_transformer
 from read_jax.convert.vae import export_vae, load_vae
+from read_jax.convert import speech_encoders
 from read_jax.convert.whisper import export_whisper_encoder, load_whisper_encoder
 from read_jax.files import CheckpointError, read_json, read_safetensors
 from read_jax.models.speech_ae import SpeechAE
 
+SPEECH_ENCODER = speech_encoders.PART  # "speech_encoder" (older checkpoints: "whisper")
 PARTS = {  # part → how to provide it
   "vae": "scripts/convert.py import-ltx",
   "a2v_dit": "scripts/convert.py import-ltx",
-  "whisper": "scripts/convert.py import-whisper",
+  SPEECH_ENCODER: "scripts/convert.py import-whisper",
   "speech_ae": "a stage-1 training run, or scripts/convert.py import-ltx --init-speech-ae CONFIG (random)",
 }
 PROMPT_FILE = "prompt.safetensors"
@@ -45,7 +48,11 @@ STAGE_PARTS = {"speechae": ("speech_ae",), "a2v_dit": ("a2v_dit", "speech_ae")}
 
 def is_checkpoint_dir(path: str) -> bool:
   """True for a read_jax checkpoint directory (it holds at least one of the parts)."""
-  return os.path.isdir(path) and any(os.path.isdir(os.path.join(path, p)) for p in PARTS)
+  return os.path.isdir(path) and any(os.path.isdir(_part_path(path, p)) for p in PARTS)
+
+
+def _part_path(ckpt_dir: str, part: str) -> str:
+  return speech_encoders.part_path(ckpt_dir) if part == SPEECH_ENCODER else os.path.join(ckpt_dir, part)
 
 
 def _model_config(config) -> dict | None:
@@ -66,8 +73,13 @@ def _native_fields(module) -> dict:
 
 
 def _part_config(ckpt_dir: str, part: str) -> dict | None:
-  """A part's config (read_jax parts: checked by native.read_config; vae/whisper: their config.json), or None."""
-  path = os.path.join(ckpt_dir, part)
+  """A part's config (read_jax parts: checked by native.read_config; vae: its config.json; the speech encoder:
+  its width), or None."""
+  path = _part_path(ckpt_dir, part)
+  if not os.path.isdir(path):
+    return None
+  if part == SPEECH_ENCODER:
+    return {"width": speech_encoders.encoder_width(path)}
   if not os.path.isfile(os.path.join(path, "config.json")):
     return None
   if part in ("speech_ae", "a2v_dit"):
@@ -79,7 +91,7 @@ def check_consistent(ckpt_dir: str, **pending) -> None:
   """Widths that must agree between the parts present; ``pending``: part → config about to be written
   (checked before anything is written, so a refused part leaves the directory as it was)."""
   configs = {p: pending[p] if p in pending else _part_config(ckpt_dir, p)
-             for p in ("speech_ae", "a2v_dit", "whisper", "vae")}
+             for p in ("speech_ae", "a2v_dit", SPEECH_ENCODER, "vae")}
   problems = native.fit_problems(configs)
   dit = configs["a2v_dit"]
   prompt = pending.get("prompt", os.path.join(ckpt_dir, PROMPT_FILE))
@@ -128,12 +140,22 @@ def import_ltx(ltx_path: str, out_dir: str, *, config=None, num_layers: int | No
   export_vae(vae_module, jax.tree.map(np.asarray, vae_variables), os.path.join(out_dir, "vae"))
 
 
-def import_whisper(whisper_dir: str, out_dir: str) -> None:
-  """whisper/ of ``out_dir`` from a transformers or CTranslate2 Whisper directory (the encoder is kept)."""
+def import_whisper(whisper_dir: str, out_dir: str, *, param_dtype=None, note: str = "") -> None:
+  """speech_encoder/ of ``out_dir`` from a transformers or CTranslate2 Whisper directory (the encoder is kept;
+  an older checkpoint's whisper/ is replaced). ``param_dtype``: store the weights in it (None: as they come);
+  ``note``: a README.md beside them (where they came from, their licence)."""
   encoder, params = load_whisper_encoder(whisper_dir)
-  check_consistent(out_dir, whisper={"d_model": encoder.d_model})
+  check_consistent(out_dir, **{SPEECH_ENCODER: {"width": encoder.d_model}})
   os.makedirs(out_dir, exist_ok=True)
-  export_whisper_encoder(encoder, jax.tree.map(np.asarray, params), os.path.join(out_dir, "whisper"))
+  tmp = os.path.join(out_dir, f"{SPEECH_ENCODER}.tmp")
+  shutil.rmtree(tmp, ignore_errors=True)
+  export_whisper_encoder(encoder, jax.tree.map(lambda a: np.asarray(a, param_dtype), params), tmp)
+  if note:
+    with open(os.path.join(tmp, "README.md"), "w") as fh:
+      fh.write(note)
+  _replace_dir(tmp, os.path.join(out_dir, SPEECH_ENCODER))
+  for legacy in speech_encoders.LEGACY_PARTS:
+    shutil.rmtree(os.path.join(out_dir, legacy), ignore_errors=True)
 
 
 def init_speech_ae(out_dir: str, config="speechae", *, seed: int = 0) -> None:
@@ -176,7 +198,7 @@ def set_prompt(prompt_file: str, out_dir: str) -> None:
 
 def check_complete(ckpt_dir: str) -> None:
   """Raise one CheckpointError naming every part ``ReadPipeline.from_pretrained`` needs and does not find."""
-  missing = [p for p in PARTS if not os.path.isdir(os.path.join(ckpt_dir, p))]
+  missing = [p for p in PARTS if not os.path.isdir(_part_path(ckpt_dir, p))]
   if missing:
     raise CheckpointError(f"{ckpt_dir}: missing " + "; ".join(f"{p}/ (from {PARTS[p]})" for p in missing))
   check_consistent(ckpt_dir)

@@ -112,16 +112,16 @@ def fit_problems(configs: Mapping[str, Mapping | None]) -> list[str]:
   """How the parts of one checkpoint directory do not fit each other (empty: they fit).
 
   ``configs``: part → its config (``None`` or absent: not there): ``speech_ae`` and ``a2v_dit`` as in their
-  config.json ``"config"``, ``whisper`` and ``vae`` their transformers / diffusers config.json. Each
+  config.json ``"config"``, ``speech_encoder`` its ``{"width": D}``, ``vae`` its diffusers config.json. Each
   problem names both parts and the widths.
   """
-  sae, dit, whisper, vae = (configs.get(p) for p in ("speech_ae", "a2v_dit", "whisper", "vae"))
+  sae, dit, encoder, vae = (configs.get(p) for p in ("speech_ae", "a2v_dit", "speech_encoder", "vae"))
   problems = []
   if sae and dit and (sae["latent_tokens"], sae["latent_dim"]) != (dit["audio_tokens"], dit["audio_dim"]):
     problems.append(f"speech_ae latent [{sae['latent_tokens']}, {sae['latent_dim']}] vs a2v_dit audio "
                     f"[{dit['audio_tokens']}, {dit['audio_dim']}] (audio_tokens, audio_dim)")
-  if sae and whisper and sae["feature_dim"] != whisper["d_model"]:
-    problems.append(f"speech_ae feature_dim {sae['feature_dim']} vs whisper d_model {whisper['d_model']}")
+  if sae and encoder and sae["feature_dim"] != encoder["width"]:
+    problems.append(f"speech_ae feature_dim {sae['feature_dim']} vs speech_encoder width {encoder['width']}")
   if dit and vae and "latent_channels" in vae:
     for field in ("in_channels", "out_channels"):
       if dit[field] != vae["latent_channels"]:

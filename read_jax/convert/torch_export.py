@@ -9,7 +9,8 @@ PyTorch directory layout (every part that the checkpoint has)::
   audio_attention/  config.json {"read_jax_config": A2V-DiT fields} + model.safetensors with
                     transformer_blocks.{i}.audio_attn.{to_q,to_k,to_v,norm_q,norm_k,to_out.0}.*
   speech_ae/        config.json (SpeechAE fields) + model.safetensors (read_jax.torch.speech_ae names)
-  whisper/          transformers Whisper (encoder only, keys model.encoder.*)
+  whisper/          the speech encoder, a transformers Whisper (encoder only, keys model.encoder.*): the
+                    checkpoint's speech_encoder/ of kind "whisper", named as transformers knows it
   pipeline.json, prompt.safetensors   copied unchanged
 
 Load them with ``diffusers.AutoencoderKLLTXVideo.from_pretrained(out/"vae")``,
@@ -27,7 +28,7 @@ import shutil
 import jax
 import numpy as np
 
-from read_jax.convert import native
+from read_jax.convert import native, speech_encoders
 from read_jax.convert.ltx_transformer import AUDIO, STACKED, diffusers_config, export_transformer, split_audio
 from read_jax.convert.torch_layout import flax_to_torch, torch_to_flax
 from read_jax.convert.vae import export_vae, load_vae
@@ -36,15 +37,20 @@ from read_jax.files import CheckpointError, read_safetensors, safetensors_files,
 from read_jax.models.a2v_dit import build_model, param_shapes
 from read_jax.models.speech_ae import SpeechAE
 
-PARTS = ("vae", "a2v_dit", "speech_ae", "whisper")  # read_jax checkpoint directory parts
+PARTS = ("vae", "a2v_dit", "speech_ae", speech_encoders.PART)  # read_jax checkpoint directory parts
+TORCH_SPEECH_ENCODERS = {"whisper": "whisper"}  # speech encoder kind → its PyTorch directory (transformers)
 COPIED = ("pipeline.json", "prompt.safetensors")  # files copied unchanged both ways
 TRANSFORMER_DIR, AUDIO_DIR = "transformer", "audio_attention"
 AUDIO_WEIGHTS = "model.safetensors"
 SPEECH_AE_FIELDS = ("feature_dim", "window", "hidden_dim", "latent_tokens", "latent_dim", "kernel_size")
 
 
+def _part(ckpt_dir: str, part: str) -> str:
+  return speech_encoders.part_path(ckpt_dir) if part == speech_encoders.PART else os.path.join(ckpt_dir, part)
+
+
 def _present(ckpt_dir: str) -> list[str]:
-  return [p for p in PARTS if os.path.isdir(os.path.join(ckpt_dir, p))]
+  return [p for p in PARTS if os.path.isdir(_part(ckpt_dir, p))]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,7 +146,7 @@ def export_torch(ckpt_dir: str, out_dir: str) -> list[str]:
   parts = _present(ckpt_dir)
   if not parts:
     raise CheckpointError(f"--ckpt {ckpt_dir}: not a read_jax checkpoint directory (none of {list(PARTS)})")
-  src = lambda p: os.path.join(ckpt_dir, p)  # noqa: E731
+  src = lambda p: _part(ckpt_dir, p)  # noqa: E731
   # Everything is written into a temporary sibling first and moved into out_dir only once every part
   # converted, so a part that fails leaves an earlier export in out_dir as it was.
   tmp = f"{os.path.abspath(out_dir).rstrip(os.sep)}.tmp{os.getpid()}"
@@ -149,8 +155,11 @@ def export_torch(ckpt_dir: str, out_dir: str) -> list[str]:
     os.makedirs(tmp)
     if "vae" in parts:
       _copy_vae(src("vae"), os.path.join(tmp, "vae"))
-    if "whisper" in parts:
-      _copy_whisper(src("whisper"), os.path.join(tmp, "whisper"))
+    if speech_encoders.PART in parts:
+      kind = speech_encoders.kind_of(src(speech_encoders.PART))
+      if kind not in TORCH_SPEECH_ENCODERS:
+        raise CheckpointError(f"{src(speech_encoders.PART)}: a {kind!r} speech encoder has no PyTorch export")
+      _copy_whisper(src(speech_encoders.PART), os.path.join(tmp, TORCH_SPEECH_ENCODERS[kind]))
     if "speech_ae" in parts:
       _export_speech_ae(src("speech_ae"), os.path.join(tmp, "speech_ae"))
     if "a2v_dit" in parts:
@@ -180,8 +189,8 @@ def import_torch(torch_dir: str, ckpt_dir: str) -> list[str]:
     _copy_vae(os.path.join(torch_dir, "vae"), os.path.join(ckpt_dir, "vae"))
     written.append("vae")
   if has("whisper"):
-    _copy_whisper(os.path.join(torch_dir, "whisper"), os.path.join(ckpt_dir, "whisper"))
-    written.append("whisper")
+    _copy_whisper(os.path.join(torch_dir, "whisper"), os.path.join(ckpt_dir, speech_encoders.PART))
+    written.append(speech_encoders.PART)
   if has("speech_ae"):
     _import_speech_ae(os.path.join(torch_dir, "speech_ae"), os.path.join(ckpt_dir, "speech_ae"))
     written.append("speech_ae")

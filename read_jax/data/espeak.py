@@ -26,10 +26,10 @@ import numpy as np
 import soundfile
 import soxr
 
+from read_jax.constants import SAMPLE_RATE
 from read_jax.errors import InputError
 
 ESPEAK = "espeak-ng"
-SAMPLE_RATE = 16000
 
 # Syllable inventories per language: onsets and nuclei spelt the way that language writes them.
 _LATIN_VOWELS = ("a", "e", "i", "o", "u")

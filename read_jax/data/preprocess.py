@@ -40,7 +40,9 @@ import tqdm
 
 from read_jax import cli, media
 from read_jax.audio import quiet_fork
-from read_jax.convert import load_vae, load_whisper_encoder
+from read_jax.constants import FPS, SAMPLE_RATE
+from read_jax.convert import load_vae
+from read_jax.convert.speech_encoders import load_speech_encoder, part_path
 from read_jax.data import records
 from read_jax.data.paths import check_output_dir, find_files, usable_summary
 from read_jax.data.speech import is_val
@@ -50,8 +52,6 @@ from read_jax.models.vae import to_pixels
 from read_jax.speech import speech_features, window_policy
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
-FPS = 25  # the paper's (and Whisper's 50 Hz / 2) video rate
-SAMPLE_RATE = 16000
 REPORT = "report.json"
 
 
@@ -204,10 +204,10 @@ def crop_frame(frame: np.ndarray, box: media.Box, resolution: int) -> np.ndarray
 # Models
 
 
-def make_encoders(vae_module, vae_variables, whisper_encoder, whisper_params, speech_window: str = "whole"):
+def make_encoders(vae_module, vae_variables, speech_encoder, speech_window: str = "whole"):
   """``(encode_video, featurize)``: uint8 frames [T, S, S, 3] → normalised latents [t, h, w, C]
-  (t = 1 + (T − 1)/8), and a 16 kHz wave + frame count → Whisper windows [F, 10, D] under the feature window
-  policy ``speech_window`` (``read_jax.speech.window_policy``; the model must generate with the same one)."""
+  (t = 1 + (T − 1)/8), and a 16 kHz wave + frame count → speech-encoder windows [F, 10, D] under the feature
+  window policy ``speech_window`` (``read_jax.speech.window_policy``; the model must generate with the same one)."""
   @jax.jit
   def _encode(variables, x):  # [1, T, S, S, 3] → [1, t, h, w, C]
     z = vae_module.apply(variables, x, method=vae_module.encode).mode()
@@ -217,16 +217,14 @@ def make_encoders(vae_module, vae_variables, whisper_encoder, whisper_params, sp
     return np.asarray(_encode(vae_variables, to_pixels(frames)[None])[0], np.float32)
 
   def featurize(wave: np.ndarray, num_frames: int) -> np.ndarray:
-    return np.asarray(speech_features(wave, whisper_encoder, whisper_params, num_frames=num_frames,
-                                      policy=speech_window), np.float32)
+    return np.asarray(speech_features(wave, speech_encoder, num_frames=num_frames, policy=speech_window), np.float32)
 
   return encode_video, featurize
 
 
-def load_encoders(vae_path: str, whisper_path: str, speech_window: str = "whole"):
+def load_encoders(vae_path: str, speech_encoder_path: str, speech_window: str = "whole"):
   vae_module, vae_variables = load_vae(vae_path)
-  encoder, params = load_whisper_encoder(whisper_path)
-  return make_encoders(vae_module, vae_variables, encoder, params, speech_window)
+  return make_encoders(vae_module, vae_variables, load_speech_encoder(speech_encoder_path), speech_window)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,17 +374,17 @@ def preprocess(paths: Iterable[str], out_dir: str, encode_video: Callable, featu
 
 
 def preprocess_videos(inputs: Sequence[str], out_dir: str, *, ckpt: str | None = None, vae: str | None = None,
-                      whisper: str | None = None, clip_frames: int = 121, stride: int | None = None,
+                      speech_encoder: str | None = None, clip_frames: int = 121, stride: int | None = None,
                       resolution: int = 512, val_fraction: float = 0.05, no_face: str = "skip",
                       no_detector: bool = False, detect_every: int = 5, retry_skipped: bool = False,
                       speech_window: str = "whole") -> dict:
   """``scripts/preprocess.py``: every check that needs no model (options, inputs, the output folder and its
-  report) first, then the VAE and Whisper, then :func:`preprocess`; returns the report. When no video
+  report) first, then the VAE and the speech encoder, then :func:`preprocess`; returns the report. When no video
   has given a clip it is a :class:`DataError` listing the first reasons, with nothing written."""
   vae = vae or (ckpt and os.path.join(ckpt, "vae"))
-  whisper = whisper or (ckpt and os.path.join(ckpt, "whisper"))
-  if not vae or not whisper:
-    raise InputError("--ckpt: needed, or both --vae and --whisper")
+  speech_encoder = speech_encoder or (ckpt and part_path(ckpt))
+  if not vae or not speech_encoder:
+    raise InputError("--ckpt: needed, or both --vae and --speech-encoder")
   stride = clip_frames if stride is None else stride
   settings = check_settings(clip_frames=clip_frames, stride=stride, resolution=resolution,
                             val_fraction=val_fraction, no_face=no_face, detect_every=detect_every)
@@ -396,7 +394,7 @@ def preprocess_videos(inputs: Sequence[str], out_dir: str, *, ckpt: str | None =
   paths = list_videos(inputs)
   out_dir = check_output_dir(out_dir)
   open_report(out_dir, settings)
-  encode_video, featurize = load_encoders(vae, whisper, speech_window)
+  encode_video, featurize = load_encoders(vae, speech_encoder, speech_window)
   report = preprocess(paths, out_dir, encode_video, featurize, clip_frames=clip_frames, stride=stride,
                       resolution=resolution, val_fraction=val_fraction, detector=None if no_detector else "haar",
                       no_face="center" if no_detector else no_face, retry_skipped=retry_skipped,

@@ -25,7 +25,7 @@ import tqdm
 
 from read_jax import cli
 from read_jax.audio import load_audio
-from read_jax.convert.whisper import load_whisper_encoder
+from read_jax.convert.speech_encoders import load_speech_encoder
 from read_jax.data import records
 from read_jax.data.paths import check_output_dir, find_files, usable_summary
 from read_jax.errors import DataError, InputError
@@ -195,11 +195,12 @@ def extract_speech(paths: Iterable[str], out_dir: str, featurize: Callable[[np.n
   return out
 
 
-def extract_speech_files(inputs: Sequence[str], out_dir: str, whisper: str, *, val_fraction: float = 0.05,
+def extract_speech_files(inputs: Sequence[str], out_dir: str, speech_encoder: str, *, val_fraction: float = 0.05,
                          min_frames: int = 121, examples_per_shard: int = 256, retry_skipped: bool = False,
                          speech_window: str = "whole") -> dict[str, object]:
   """``scripts/extract_speech.py``: every check that needs no model (options, inputs, the output folder and
-  its report) first, then Whisper, then :func:`extract_speech`. No usable file at all is a
+  its report) first, then the speech encoder (``speech_encoder``: its directory, any kind), then
+  :func:`extract_speech`. No usable file at all is a
   :class:`DataError` listing the first reasons, with nothing written. ``speech_window``: the feature window
   policy (``read_jax.speech.window_policy``: "whole", "live", "live:<seconds>"); a model trained on these
   features must generate with the same ``PipelineConfig.speech_window``."""
@@ -210,8 +211,8 @@ def extract_speech_files(inputs: Sequence[str], out_dir: str, whisper: str, *, v
   paths = list_audio(inputs)
   out_dir = check_output_dir(out_dir)
   open_report(out_dir, settings)
-  encoder, params = load_whisper_encoder(whisper)
-  result = extract_speech(paths, out_dir, lambda wave: speech_features(wave, encoder, params, policy=policy),
+  encoder = load_speech_encoder(speech_encoder)
+  result = extract_speech(paths, out_dir, lambda wave: speech_features(wave, encoder, policy=policy),
                           val_fraction=val_fraction, min_frames=min_frames, examples_per_shard=examples_per_shard,
                           retry_skipped=retry_skipped)
   if not result["train"] and not result["val"]:

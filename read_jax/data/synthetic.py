@@ -39,13 +39,12 @@ import numpy as np
 import tqdm
 
 from read_jax import cli
+from read_jax.constants import FPS, SAMPLE_RATE
 from read_jax.data import espeak
 from read_jax.data.paths import check_output_dir
 from read_jax.errors import InputError
 from read_jax.files import atomic_path
 
-FPS = 25  # video frames per second, as in the real data (DESIGN §3.7)
-SAMPLE_RATE = 16000  # audio samples per second
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640: clips hold a whole number of frames, so audio and video agree
 
 # Held-out splits are disjoint seed ranges; clip i of a split has seed ``offset + start + i``.

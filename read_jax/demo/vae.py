@@ -40,7 +40,8 @@ from read_jax.errors import ConfigError
 from read_jax.eval import talking
 from read_jax.eval.demo import evaluate_vae, vae_reconstructor
 from read_jax.files import atomic_path, read_json
-from read_jax.models.vae import FRAMES_PER_LATENT, inflate_image_params, to_pixels, unit_latent_stats
+from read_jax.constants import FRAMES_PER_LATENT
+from read_jax.models.vae import inflate_image_params, to_pixels, unit_latent_stats
 from read_jax.train import optim
 from read_jax.train.loop import train_step
 from read_jax.train.state import TrainState

@@ -59,7 +59,8 @@ from read_jax.convert.vae import load_vae
 from read_jax.data import espeak, synthetic
 from read_jax.eval import probes, talking
 from read_jax.files import atomic_path
-from read_jax.models.vae import FRAMES_PER_LATENT, to_pixels
+from read_jax.constants import FRAMES_PER_LATENT
+from read_jax.models.vae import to_pixels
 from read_jax.pipeline import ReadPipeline
 
 # Keywords of ReadPipeline.generate that eval may override.
@@ -76,16 +77,15 @@ def evaluate(pipe, *, num: int = 8, seconds: float = 8.0, first: int = 100, seed
   """Scores of ``pipe`` over test clips ``first … first + num − 1`` (see the module docstring); the latent
   mouth read-out is fitted on ``probe_clips`` training clips; ``speech``/``voices``: the clips' speech
   (``synthetic.make_clip``); ``light``: lip sync, envelope, silence, colour and ANS boundaries only (no
-  probes, no plain-concatenation run); ``sample``: keywords of ``pipe.generate`` (cfg, alpha, beta, steps)."""
+  probes, no plain-concatenation run; always so in the rolling mode, the probes and the ablation being clip
+  mode's); ``sample``: keywords of ``pipe.generate`` (cfg, alpha, beta, steps, mode, ...)."""
   size = pipe.config.resolution
   seeds = list(synthetic.split_seeds("test", num, first))
   clips = [synthetic.make_clip(s, seconds, size, speech=speech, voices=voices) for s in seeds]
   portraits = [synthetic.render_face(c.identity, mouth_open=0.0, size=size) for c in clips]
   rows = []
   t0 = time.perf_counter()
-  if sample.get("mode", pipe.config.mode) == "rolling" and not light:
-    raise ValueError("evaluate: the rolling mode is scored with light=True (the probes and the plain-concatenation "
-                     "ablation are clip mode's)")
+  light = light or sample.get("mode", pipe.config.mode) != "clip"
   if not light:
     probe = probes.latent_mouth_probe(pipe, num=probe_clips)
     # Fitted on clips as long as the test clips: a read-out fitted on 4 s clips scores 0.83 on any 4 s of a test

@@ -35,7 +35,7 @@ from read_jax.ans import sampling
 from read_jax.data import synthetic
 from read_jax.eval import demo, generate, suite, talking
 from read_jax.files import atomic_path
-from read_jax.models.vae import FRAMES_PER_LATENT
+from read_jax.constants import FRAMES_PER_LATENT
 
 WINDOW_S = 5.0
 # Per-window measures, with the labels of the table and the figure.
@@ -145,7 +145,7 @@ def drift_identity(pipe, seed: int, seconds: float, *, window_s: float = WINDOW_
   video = generate_long(pipe, portrait, clip.audio, num_frames, progress=progress, desc=f"generate {seed}",
                         seed=sample_seed, **sample)
   generate_s = time.perf_counter() - t0
-  timings = {k: float(getattr(pipe.timings, k)) for k in ("whisper", "speech_ae", "denoise", "vae_decode")}
+  timings = {k: float(getattr(pipe.timings, k)) for k in ("speech_encoder", "speech_ae", "denoise", "vae_decode")}
   bounds = _boundaries(pipe, num_frames, sample.get("mode", pipe.config.mode))
   spans = windows(num_frames, window_s, pipe.config.fps)
   rows = []

@@ -25,7 +25,7 @@ import numpy as np
 
 from read_jax.data import synthetic
 from read_jax.eval import talking
-from read_jax.models.vae import FRAMES_PER_LATENT
+from read_jax.constants import FRAMES_PER_LATENT
 
 SPEECH_SOURCES = ("latents", "whisper")
 

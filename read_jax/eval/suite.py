@@ -42,12 +42,12 @@ import numpy as np
 
 from read_jax import audio as audio_lib
 from read_jax import media
+from read_jax.constants import FPS
 from read_jax.data.preprocess import SkipVideo, iter_frames
 from read_jax.errors import ConfigError, InputError, MediaError
 from read_jax.eval import faces, frechet, i3d, inception, syncnet
 from read_jax.files import atomic_path, file_sha256
 
-FPS = 25
 METRICS = ("fid", "fvd", "sync", "faces")
 # metric → (weights file in --weights, the published file it is converted from, where that is published)
 WEIGHTS = {

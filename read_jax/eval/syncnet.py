@@ -34,11 +34,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from read_jax.constants import FPS, SAMPLE_RATE
 from read_jax.errors import InputError
 from read_jax.files import check_keys, flatten, read_safetensors, unflatten
 
-SAMPLE_RATE = 16000  # Hz; the reference extracts the audio with ffmpeg at 16 kHz, mono, pcm_s16le
-FPS = 25  # video frames per second the windows assume (640 audio samples, 4 MFCC frames each)
+# The reference extracts the audio with ffmpeg at 16 kHz, mono, pcm_s16le; its windows assume 25 fps (640 audio
+# samples, 4 MFCC frames each): the system's SAMPLE_RATE and FPS.
 SIZE = 224  # crop height and width: the lip tower's maps reach 1×1 only at this size
 WINDOW = 5  # video frames per lip window (0.2 s)
 MFCC_PER_FRAME = 4  # MFCC frames per video frame (10 ms steps, 40 ms frames)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from read_jax.eval.mouth import mouth_opening, to_rgb255
-from read_jax.models.vae import FRAMES_PER_LATENT
+from read_jax.constants import FRAMES_PER_LATENT
 
 _BACKDROP_DIST = 40.0  # RGB distance from the border colour beyond which a reference pixel is the face
 

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from read_jax.nn.causal_conv1d import CausalConv1D
-from read_jax.models.vae import FRAMES_PER_LATENT
+from read_jax.constants import FRAMES_PER_LATENT
 from read_jax.nn.norms import RMSNorm
 
 _NUM_BLOCKS = 3  # stride-2 down (and ×2 up) blocks: 2 ** 3 = FRAMES_PER_LATENT, as the video VAE

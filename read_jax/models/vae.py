@@ -56,9 +56,6 @@ from read_jax.nn.causal_conv import CausalConv3d, stream_delay
 from read_jax.nn.embeddings import TimestepEmbedding
 from read_jax.nn.norms import rms_normalize
 
-# LTX-Video's temporal compression: F = 1 + 8(f − 1) pixel frames ↔ f latent frames (the first frame alone).
-# The one name for "8 frames per latent" (the SpeechAE, the sampler's clip lengths and the pipeline use it).
-FRAMES_PER_LATENT = 8
 _RMS_EPS = 1e-8  # LTX's pixel-norm epsilon (diffusers RMSNorm(eps=1e-8, elementwise_affine=False))
 
 

@@ -48,7 +48,7 @@ import numpy as np
 from read_jax.audio import SAMPLE_RATE
 from read_jax.errors import InputError
 from read_jax.live import SESSIONS, FrameBlock, LiveSession
-from read_jax.models.vae import FRAMES_PER_LATENT
+from read_jax.constants import FRAMES_PER_LATENT
 from read_jax.pipeline import ReadPipeline
 
 

@@ -21,7 +21,8 @@ from read_jax.convert.vae import export_vae
 from read_jax.data import records
 from read_jax.files import CheckpointError, read_json, write_json
 from read_jax.models import a2v_dit, speech_ae
-from read_jax.models.vae import FRAMES_PER_LATENT, unit_latent_stats
+from read_jax.constants import FRAMES_PER_LATENT
+from read_jax.models.vae import unit_latent_stats
 from read_jax.train import checkpoint as ckpt_lib
 from read_jax.train.stages import make_stage
 from read_jax.train.state import strip_boxes
