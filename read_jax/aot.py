@@ -1,4 +1,4 @@
-"""Ahead-of-time compilation for TPU topologies, on a machine without a TPU (GitHub issue #8).
+"""Ahead-of-time compilation for TPU topologies, on a machine without a TPU.
 
 With libtpu installed (``pip install "jax[tpu]==0.10.2"``), ``jax.experimental.topologies`` describes the
 devices of any TPU slice (``"v5e:16x16"`` = v5e-256, ``"v5p:2x2x4"`` = v5p-32, i.e. 16 chips of 2

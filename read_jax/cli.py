@@ -81,7 +81,9 @@ def progress(iterable=None, *, total=None, desc: str | None = None, unit: str = 
 
 def error_message(err: BaseException) -> str | None:
   """The one-line message for a user's mistake, or None when ``err`` is a bug."""
-  if isinstance(err, InputError):
+  if isinstance(err, InputError) and err.arg is not None:  # an argument's mistake, named as its flag
+    text = err.worded("--" + err.arg.replace("_", "-"), " ")
+  elif isinstance(err, InputError):
     text = str(err) or type(err).__name__
   elif isinstance(err, OSError) and err.errno in _USER_ERRNOS:
     what = err.filename if err.filename is not None else ""

@@ -170,7 +170,7 @@ class LiveSession:
     if cls is LiveSession:
       mode = pipe.config.live_mode if mode is None else mode
       if mode not in SESSIONS:
-        raise ConfigError(f"mode: must be one of {tuple(SESSIONS)}, got {mode!r}")
+        raise ConfigError(f"must be one of {tuple(SESSIONS)}", arg="mode", value=mode)
       cls = SESSIONS[mode]
     return super().__new__(cls)
 
@@ -179,7 +179,7 @@ class LiveSession:
                policy=None, mode: str | None = None):
     c = pipe.config
     if mode is not None and mode != self.mode:
-      raise ConfigError(f"mode: a {type(self).__name__} is mode {self.mode!r}, got {mode!r}")
+      raise ConfigError(f"a {type(self).__name__} is mode {self.mode!r}", arg="mode", value=mode)
     if c.fps != FPS:
       raise ConfigError(f"LiveSession: fps must be {FPS} (two speech states per frame), got {c.fps}")
     if policy is None:
@@ -190,10 +190,7 @@ class LiveSession:
     self.timings = SessionTimings()
     self._features = speech_lib.LiveSpeechFeatures(pipe.speech_encoder, policy)
     self.policy = self._features.policy
-    try:
-      self.sampler = pipe.sampler(steps=steps, cfg=cfg, alpha=alpha, beta=beta, solver=solver)
-    except ValueError as e:
-      raise e if isinstance(e, ConfigError) else ConfigError(f"LiveSession: {e}") from None
+    self.sampler = pipe.sampler(steps=steps, cfg=cfg, alpha=alpha, beta=beta, solver=solver)
     self.params = pipe.denoiser_params()
 
     t0 = time.perf_counter()
@@ -412,7 +409,7 @@ class ClipSession(LiveSession):
                **kwargs):
     for name, value in (("noisy", noisy), ("decode_context", decode_context)):
       if value is not None:
-        raise ConfigError(f"{name}: a setting of the rolling window, not of clip mode (got {value!r})")
+        raise ConfigError("a setting of the rolling window, not of clip mode", arg=name, value=value)
     super().__init__(pipe, portrait, **kwargs)
     self._stream = pipe.start_decode(self._key)  # a causal decoder: clips continue one decode stream
     self._carry = sampling.first_carry(self._z_ref.shape, self.sampler.steps)
@@ -481,10 +478,7 @@ class RollingSession(LiveSession):
                **kwargs):
     super().__init__(pipe, portrait, **kwargs)
     self.noisy, self.decode_context = pipe.rolling_settings(noisy, decode_context)
-    try:
-      rolling.check_noisy(self.sampler.steps, self.noisy, self.clip_frames)
-    except ValueError as e:
-      raise ConfigError(f"LiveSession: {e}") from None
+    rolling.check_noisy(self.sampler.steps, self.noisy, self.clip_frames)
     t0 = time.perf_counter()
     self._pre_roll = pipe.pre_roll_latents(portrait)  # [f − 1, h, w, C]
     self.timings.reference += time.perf_counter() - t0

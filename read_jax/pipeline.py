@@ -118,14 +118,14 @@ def check_sampling(student: bool, distilled_steps: tuple, steps, cfg: str) -> No
   """Refuse the settings a checkpoint cannot sample with: CFG branches on a guidance-distilled student, the
   "distilled" mode on a teacher, a step count a step-distilled student was not distilled for."""
   if student and cfg != "distilled":
-    raise ConfigError(f"--cfg {cfg}: this checkpoint's A2V-DiT is a guidance-distilled student (one pass with (α, β) "
-                      "as inputs, no CFG branches); use --cfg distilled (its pipeline.json's default)")
+    raise ConfigError("this checkpoint's A2V-DiT is a guidance-distilled student (one pass with (α, β) as inputs, "
+                      "no CFG branches): its mode is 'distilled' (its pipeline.json's default)", arg="cfg", value=cfg)
   if cfg == "distilled" and not student:
-    raise ConfigError("--cfg distilled: this checkpoint's A2V-DiT has no guidance embedding (it is not a distilled "
-                      "student: docs/distillation.md); use split, joint or none")
+    raise ConfigError("this checkpoint's A2V-DiT has no guidance embedding (it is not a distilled student: "
+                      "docs/distillation.md); use 'split', 'joint' or 'none'", arg="cfg", value=cfg)
   if distilled_steps and steps not in distilled_steps:
-    raise ConfigError(f"--steps {steps}: this checkpoint was distilled for --steps "
-                      f"{' or '.join(map(str, distilled_steps))} and samples with no other count")
+    raise ConfigError(f"this checkpoint was distilled to {' or '.join(map(str, distilled_steps))} step(s) and samples "
+                      "with no other count", arg="steps", value=steps)
 
 
 def check_checkpoint_sampling(path: str, steps: int | None = None, cfg: str | None = None) -> None:
@@ -494,7 +494,7 @@ class ReadPipeline:
     """
     mode = self.config.mode if mode is None else mode
     if mode not in rolling.MODES:
-      raise ValueError(f"mode: must be one of {rolling.MODES}, got {mode!r}")
+      raise ConfigError(f"must be one of {rolling.MODES}", arg="mode", value=mode)
     if mode in ("rolling", "causal"):
       if not motion_prior:
         raise ValueError("motion_prior=False is the clip mode's ablation; the rolling window always has one")

@@ -217,7 +217,7 @@ def test_pipeline_samples_a_student_with_its_steps_only(tmp_path, tiny_pipeline)
   face = (np.random.RandomState(1).rand(64, 64, 3) * 255).astype(np.uint8)
   frames = pipe.generate(face, _speech())
   assert frames.shape == (25, 64, 64, 3) and frames.dtype == np.uint8
-  with pytest.raises(ConfigError, match="distilled for --steps 2"):
+  with pytest.raises(ConfigError, match="steps=8: this checkpoint was distilled to 2 step"):
     pipe.generate(face, _speech(), steps=8)
   with pytest.raises(ConfigError, match="guidance-distilled student"):
     pipe.generate(face, _speech(), cfg="split")
@@ -230,7 +230,7 @@ def test_pipeline_samples_a_student_with_its_steps_only(tmp_path, tiny_pipeline)
   proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "sample.py"), "--ckpt", str(tmp_path / "student"),
                          "--steps", "4", "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=120)
   assert proc.returncode == 2, proc.stderr[-2000:]
-  assert proc.stderr.strip().splitlines() == ["error: --steps 4: this checkpoint was distilled for --steps 2 and "
+  assert proc.stderr.strip().splitlines() == ["error: --steps 4: this checkpoint was distilled to 2 step(s) and "
                                               "samples with no other count"]
   assert not out.exists()
 

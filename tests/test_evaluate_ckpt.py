@@ -169,7 +169,7 @@ def _error_line(capsys) -> str:
 
 @pytest.mark.parametrize("case, words", [
   ("no_reference", "give --reference"), ("steps_zero", "--steps 0"), ("no_ckpt", "no such checkpoint directory"),
-  ("distilled", "distilled for --steps 2"),
+  ("distilled", "--steps 1: this checkpoint was distilled to 2 step"),
 ])
 def test_bad_input(ckpt, refs, tmp_path, capsys, case, words):
   out = tmp_path / "r.json"

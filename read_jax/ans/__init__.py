@@ -5,6 +5,7 @@
   guidance   Joint / Split CFG (Eq. 16–17), one implementation for sampling and distillation
   sampling   Algorithm 1, clip by clip
   rolling    the rolling window (one latent frame in, one out)
+  causal     the causal window: a block-causal denoiser with a per-session KV cache
   distill    the distillation targets (guidance, progressive)
 """
 

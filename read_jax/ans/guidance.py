@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from read_jax.errors import ConfigError
+
 CFG_MODES = ("split", "joint", "none", "distilled")
 DEFAULT_GUIDANCE = {"split": (2.0, 6.0), "joint": (2.0, 0.0), "none": (1.0, 0.0), "distilled": (2.0, 6.0)}  # (α, β), C.4
 BRANCHES = {"split": 3, "joint": 2, "none": 1, "distilled": 1}  # denoiser batch rows per guided velocity
@@ -25,7 +27,7 @@ BRANCHES = {"split": 3, "joint": 2, "none": 1, "distilled": 1}  # denoiser batch
 
 def check_cfg(cfg: str) -> str:
   if cfg not in CFG_MODES:
-    raise ValueError(f"cfg: must be one of {CFG_MODES}, got {cfg!r}")
+    raise ConfigError(f"must be one of {CFG_MODES}", arg="cfg", value=cfg)
   return cfg
 
 

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from read_jax.ans.solvers import Sampler
+from read_jax.errors import ConfigError
 from read_jax.constants import FRAMES_PER_LATENT
 
 MODES = ("clip", "rolling", "causal")  # "causal": the KV-cached window of a causal model (read_jax.ans.causal)
@@ -52,12 +53,13 @@ CLEAN_AGE = 1 << 20  # the age of a pre-roll frame: clean whatever W
 def check_noisy(steps: int, noisy: int, clip_frames: int) -> int:
   """S = steps / W, the solver steps per advance; ValueError unless W divides steps and leaves a context frame."""
   if not isinstance(noisy, (int, np.integer)) or noisy < 1:
-    raise ValueError(f"noisy: the rolling window's noisy-frame count must be a positive integer, got {noisy!r}")
+    raise ConfigError("the rolling window's noisy-frame count must be a positive integer", arg="noisy", value=noisy)
   if noisy >= clip_frames:
-    raise ValueError(f"noisy: {noisy} noisy frames leave no clean frame in a window of clip_frames={clip_frames}")
+    raise ConfigError(f"{noisy} noisy frames leave no clean frame in a window of clip_frames={clip_frames}",
+                      arg="noisy", value=noisy)
   if steps % noisy:
-    raise ValueError(f"steps: {steps} solver steps per frame are not a multiple of the {noisy} noisy frames "
-                     "(each advance runs steps / noisy of them)")
+    raise ConfigError(f"solver steps per frame must be a multiple of the {noisy} noisy frames (each advance "
+                      "runs steps / noisy of them)", arg="steps", value=steps)
   return steps // noisy
 
 
@@ -173,10 +175,11 @@ class DecodeHistory:
 
   def __init__(self, pre_roll, context: int):
     if context < 2:  # a lone latent decodes to one frame (the causal VAE's first), not 8
-      raise ValueError(f"decode_context: need at least 2 latent frames, got {context}")
+      raise ConfigError("need at least 2 latent frames", arg="decode_context", value=context)
     pre_roll = np.asarray(pre_roll, np.float32)
     if pre_roll.shape[0] + 1 < context:
-      raise ValueError(f"decode_context: {context} frames is more than the pre-roll's {pre_roll.shape[0]} + 1")
+      raise ConfigError(f"more frames than the pre-roll's {pre_roll.shape[0]} + 1", arg="decode_context",
+                        value=context)
     self.context = context
     self.latents = pre_roll[pre_roll.shape[0] - (context - 1):]
 

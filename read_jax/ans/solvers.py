@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from read_jax.ans import guidance as guidance_lib
+from read_jax.errors import ConfigError
 
 DEFAULT_STEPS = 8  # paper C.4: "8-step sampling"
 
@@ -55,7 +56,7 @@ EVALUATIONS = {"euler": 1, "heun": 2}  # denoiser passes per step
 
 def check_solver(solver: str) -> str:
   if solver not in SOLVERS:
-    raise ValueError(f"solver: must be one of {tuple(SOLVERS)}, got {solver!r}")
+    raise ConfigError(f"must be one of {tuple(SOLVERS)}", arg="solver", value=solver)
   return solver
 
 
@@ -73,14 +74,15 @@ def timesteps(steps: int = DEFAULT_STEPS, shift: float = 1.0, schedule=None) -> 
   if schedule is not None:
     t = np.asarray(schedule, dtype=np.float64)
     if t.ndim != 1 or t.size < 2:
-      raise ValueError(f"schedule: need a 1-D array of at least 2 timesteps, got shape {t.shape}")
+      raise ConfigError(f"need a 1-D array of at least 2 timesteps, got shape {t.shape}", arg="schedule",
+                        value=np.asarray(schedule).tolist())
     if not np.all(np.isfinite(t)) or t[0] != 1.0 or t[-1] != 0.0 or np.any(np.diff(t) >= 0):
-      raise ValueError(f"schedule: must start at 1, end at 0 and strictly decrease, got {t.tolist()}")
+      raise ConfigError("must start at 1, end at 0 and strictly decrease", arg="schedule", value=t.tolist())
     return t.astype(np.float32)
   if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
-    raise ValueError(f"steps: need a positive integer, got {steps!r}")
+    raise ConfigError("need a positive integer", arg="steps", value=steps)
   if not (np.isfinite(shift) and shift > 0):
-    raise ValueError(f"shift: need a positive number, got {shift!r}")
+    raise ConfigError("need a positive number", arg="shift", value=shift)
   t = np.linspace(1.0, 0.0, steps + 1)
   t = shift * t / (1.0 + (shift - 1.0) * t)  # identity for shift = 1
   return t.astype(np.float32)

@@ -12,7 +12,7 @@
   cost    full-size cost model: FLOPs and memory per second of video and sessions per device, per live mode (bench/cost.py)
 
 Each module has ``add_args(parser)`` and ``run(args) -> dict``: it prints its table and returns its numbers,
-which ``--json PATH`` writes. Timings belong here, not in tests (STYLE.md).
+which ``--json PATH`` writes. Timings belong here, not in tests: a timed test is either flaky or loose.
 """
 
 from __future__ import annotations

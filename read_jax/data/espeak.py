@@ -1,4 +1,4 @@
-"""Real speech for the synthetic talking faces: espeak-ng in many languages and voices (issue #21).
+"""Real speech for the synthetic talking faces: espeak-ng in many languages and voices.
 
 espeak-ng (Debian ``espeak-ng``) is a formant synthesiser with real phonology: each language reads text by its
 own rules, and its voice variants (``m1`` … ``f5``, ``klatt`` …) change the larynx, the formants and the timing.
