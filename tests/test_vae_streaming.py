@@ -16,6 +16,7 @@ from read_jax.convert.vae import export_vae
 from read_jax.errors import CheckpointError
 from read_jax.models import vae
 from read_jax.models.vae import AutoencoderKLLTXVideo, make_config
+from read_jax.train.export import init_vae_stats
 from read_jax.train.vae_stage import VAEStage
 
 VARIANTS = ("0.9.0", "0.9.1", "0.9.5")
@@ -209,3 +210,11 @@ def test_stage_fine_tunes_a_causal_decoder(tmp_path):
   export_vae(other, _random_variables(other), str(tmp_path / "other"))
   with pytest.raises(CheckpointError, match="latent_channels"):
     stage.init_from_checkpoint(str(tmp_path / "other"), fresh)
+  # Exported, the run keeps the init VAE's latent statistics (its encoder, hence its latents, did not change);
+  # a run that trained its encoder has no such statistics to keep.
+  config.init_checkpoint = str(tmp_path / "vae")
+  kept = init_vae_stats(config)
+  for name in ("latents_mean", "latents_std"):
+    np.testing.assert_array_equal(kept[name], np.asarray(variables["buffers"][name]))
+  config.freeze_encoder = False
+  assert init_vae_stats(config) is None

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from read_jax.convert import checkpoint_dir, native
-from read_jax.convert.vae import export_vae
+from read_jax.convert.vae import export_vae, load_vae
 from read_jax.data import records
 from read_jax.files import CheckpointError, read_json, write_json
 from read_jax.models import a2v_dit, speech_ae
@@ -26,6 +26,7 @@ from read_jax.models.vae import unit_latent_stats
 from read_jax.train import checkpoint as ckpt_lib
 from read_jax.train.stages import make_stage
 from read_jax.train.state import strip_boxes
+from read_jax.train.vae_stage import is_vae_weights
 
 
 def run_params(run_dir: str):
@@ -47,7 +48,8 @@ def import_run(run_dir: str, out_dir: str, *, vae_stats: dict | None = None,
   """Write the parts a training run trained into ``out_dir``; returns the parts written.
 
   Stage "vae" → vae/ (``vae_stats``: ``latents_mean`` / ``latents_std`` from
-  ``read_jax.train.vae_stage.latent_stats``; without them the latents are left unnormalised),
+  ``read_jax.train.vae_stage.latent_stats``; without them a run with a frozen encoder keeps its init VAE's
+  statistics, since its latents are that VAE's, and any other run leaves the latents unnormalised),
   "speechae" → speech_ae/, "a2v_dit" → a2v_dit/ and speech_ae/ (fine-tuned jointly).
   ``speech_glob`` (stage "speechae" only): speech records (scripts/extract_speech.py) on which to
   standardise the SpeechAE's latents before stage 2 (``read_jax.models.speech_ae.standardize_latents``).
@@ -56,7 +58,7 @@ def import_run(run_dir: str, out_dir: str, *, vae_stats: dict | None = None,
   name = stage.config.stage
   os.makedirs(out_dir, exist_ok=True)
   if name == "vae":
-    buffers = vae_stats or unit_latent_stats(stage.model.config.latent_channels)
+    buffers = vae_stats or init_vae_stats(stage.config) or unit_latent_stats(stage.model.config.latent_channels)
     export_vae(stage.model, {"params": params, "buffers": buffers}, os.path.join(out_dir, "vae"))
     return ["vae"]
   if speech_glob and name != "speechae":
@@ -74,6 +76,16 @@ def import_run(run_dir: str, out_dir: str, *, vae_stats: dict | None = None,
   else:
     raise CheckpointError(f"--run {run_dir}: stage {name!r} has no checkpoint-directory part")
   return checkpoint_dir.write_parts(out_dir, parts)
+
+
+def init_vae_stats(config) -> dict | None:
+  """The latent statistics of a VAE run's ``init_checkpoint`` when its encoder was frozen (the latents the
+  diffusion model sees are then that VAE's), else None."""
+  path = config.get("init_checkpoint")
+  if not (config.get("freeze_encoder") and path and is_vae_weights(path)):
+    return None
+  buffers = load_vae(path)[1]["buffers"]
+  return {k: np.asarray(v) for k, v in buffers.items()}
 
 
 def one_pass_student(teacher_dir: str, out_dir: str, *, seed: int = 0) -> None:
