@@ -11,7 +11,8 @@ Endpoints: WS /v1/stream (live), POST /v1/videos (portrait + audio → mp4), GET
 when one is set (--api-key or $READ_JAX_API_KEY); binding anything but loopback without one is refused unless
 --insecure-no-auth. The engine compiles its batch sizes before the server listens. SIGTERM or Ctrl-C: no new
 sessions, open ones finish within --drain-seconds (then close 1012), exit code 0; a device lane that dies past
-its restarts exits with code 3.
+its restarts exits with code 3. Sessions run in the checkpoint's live mode (pipeline.json live_mode: the
+bundled demo's is the rolling window) unless --mode says otherwise; /v1/info and the page show it.
 """
 
 import os
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 from read_jax import cli
 from read_jax.convert import checkpoint_dir
 from read_jax.errors import CheckpointError, InputError
+from read_jax.live import SESSIONS
 from read_jax.pipeline import ReadPipeline
 from read_jax.serve import logs, server
 from read_jax.serve.app import Limits, Security, create_app
@@ -59,6 +61,10 @@ def main(argv=None) -> int:
                  help="batch sizes the engine compiles at start-up (default: 1 on a CPU, where batching measured "
                       "slower (docs/serving.md), else 1,2,4,8)")
   p.add_argument("--steps", type=int, default=None, help="denoiser passes per clip (default: the checkpoint's)")
+  p.add_argument("--mode", choices=tuple(SESSIONS), default=None,
+                 help="how sessions generate: clip (ANS clips, the first frame a clip behind the speech), rolling "
+                      "(the rolling window, a latent frame at a time) or causal (a causal student's KV-cached "
+                      "window); default: the checkpoint's live_mode (pipeline.json)")
   p.add_argument("--max-message-bytes", type=int, default=8 << 20, help="largest WebSocket message")
   p.add_argument("--max-session-seconds", type=float, default=600.0, help="longest session or video (seconds of "
                  "audio)")
@@ -100,7 +106,8 @@ def main(argv=None) -> int:
   log_config = logs.config(json_lines=args.log_json)
   cli.compilation_cache()
   pipe = ReadPipeline.from_pretrained(args.ckpt, dtype=getattr(jnp, args.dtype))
-  engine = Engine(pipe, batch_sizes=batch_sizes, max_sessions=args.max_sessions + args.max_videos, steps=args.steps)
+  engine = Engine(pipe, batch_sizes=batch_sizes, max_sessions=args.max_sessions + args.max_videos, steps=args.steps,
+                  mode=args.mode)
   engine.start()
   try:
     app = create_app(engine, pipe, limits, default_portrait=portrait, security=security)

@@ -121,7 +121,8 @@ class Engine:
   """Live sessions batched per device (module docstring).
 
   ``batch_sizes``: the compiled batch sizes (a round of k ready units runs in ceil-steps of the largest, the
-  rest padded to the next size up). ``mode``: the sessions' live mode (:data:`read_jax.live.SESSIONS`).
+  rest padded to the next size up). ``mode``: the sessions' live mode (:data:`read_jax.live.SESSIONS`; the
+  checkpoint's ``live_mode`` when None).
   ``steps``/``cfg``/``alpha``/``beta``/``solver``: one sampler for every session (the checkpoint's where None).
   ``devices``: the devices to spread sessions over (default: all local devices of the default backend).
   ``realtime_margin``: admit a session only while the lane's measured batch time stays under this fraction of a
@@ -129,7 +130,7 @@ class Engine:
   ``LANE_RESTART_WINDOW`` seconds before it is dead (module docstring).
   """
 
-  def __init__(self, pipe: ReadPipeline, *, batch_sizes=(1, 2, 4), max_sessions: int = 4, mode: str = "clip",
+  def __init__(self, pipe: ReadPipeline, *, batch_sizes=(1, 2, 4), max_sessions: int = 4, mode: str | None = None,
                steps: int | None = None, cfg: str | None = None, alpha: float | None = None,
                beta: float | None = None, solver: str | None = None, policy=None, devices=None,
                realtime_margin: float | None = 0.9, max_lane_restarts: int = 3):
@@ -141,6 +142,7 @@ class Engine:
     self.pipe = pipe
     self.batch_sizes = sizes
     self.max_sessions = max_sessions
+    mode = pipe.config.live_mode if mode is None else mode
     if mode not in SESSIONS:
       raise InputError(f"mode: must be one of {tuple(SESSIONS)}, got {mode!r}")
     self.mode = mode

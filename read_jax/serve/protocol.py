@@ -147,9 +147,9 @@ def parse_control(text: str) -> Control:
 # Server → client
 
 
-def ready(session: str, size: int, fps: int, fmt: str, mime: str | None) -> str:
+def ready(session: str, size: int, fps: int, fmt: str, mime: str | None, mode: str) -> str:
   msg = {"type": "ready", "session": session, "width": size, "height": size, "fps": fps, "format": fmt,
-         "sample_rate": SAMPLE_RATE}
+         "sample_rate": SAMPLE_RATE, "mode": mode}
   if mime is not None:
     msg["mime"] = mime
   return json.dumps(msg)

@@ -59,7 +59,8 @@ async def info(request: Request):
   state: ServeState = request.app.state.serve
   return {"sessions": state.live, "max_sessions": state.limits.max_sessions, "videos": state.videos,
           "max_videos": state.limits.max_videos, "width": state.size, "height": state.size, "fps": state.fps,
-          "sample_rate": proto.SAMPLE_RATE, "steps": state.engine.steps, "formats": list(proto.FORMATS),
+          "sample_rate": proto.SAMPLE_RATE, "steps": state.engine.steps, "mode": state.engine.mode,
+          "seconds_per_block": state.engine.unit_duration, "formats": list(proto.FORMATS),
           "mime": fmp4.MIME, "default_portrait": state.default_portrait is not None,
           "max_session_seconds": state.limits.max_session_seconds}
 

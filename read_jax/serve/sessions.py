@@ -400,7 +400,8 @@ async def serve_stream(ws: WebSocket, state: ServeState) -> None:
       s.keep_pcm = True
     event(state.log, "session.open", session=session_id, client=_client(client), format=start.format,
           portrait="default" if start.portrait is None else f"{len(start.portrait)} bytes")
-    await s.send(proto.ready(session_id, state.size, state.fps, start.format, fmp4.MIME if encoder else None))
+    await s.send(proto.ready(session_id, state.size, state.fps, start.format, fmp4.MIME if encoder else None,
+                             engine.mode))
     reader = asyncio.create_task(s.read())
     try:
       code = await s.write(encoder)

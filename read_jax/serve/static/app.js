@@ -14,6 +14,9 @@ window.readStats = stats;  // read by tests/test_serve_browser.py
 
 function setStatus(text) { $("status").textContent = text; }
 
+// The server's live mode (clip, rolling or causal), from /v1/info and each session's ready message.
+function showMode(mode) { $("mode").textContent = mode || "–"; stats.mode = mode; }
+
 function authHeaders() { return apiKey ? { Authorization: `Bearer ${apiKey}` } : {}; }
 
 // Whether the server takes us (and the default portrait for the preview); shows the key field on a 401.
@@ -28,6 +31,8 @@ async function probe() {
   $("key-row").hidden = true;
   stats.needsKey = false;
   if (r.ok) $("portrait-preview").src = URL.createObjectURL(await r.blob());
+  const info = await fetch("/v1/info", { headers: authHeaders() });
+  if (info.ok) showMode((await info.json()).mode);
   setStatus("idle");
   return true;
 }
@@ -150,6 +155,7 @@ async function start() {
     if (msg.type === "ready") {
       sink = makeSink(msg);
       stats.format = msg.format;
+      showMode(msg.mode);
       setStatus("streaming");
       stopAudio = await startAudio();
     } else if (msg.type === "clip") {
