@@ -32,6 +32,10 @@ frames after its audio instead of a whole clip after. The session starts by feed
 (not counted as input, nor in the timestamps) and runs the same :class:`rolling.RollingSampler` as
 :meth:`ReadPipeline.stream` with ``mode="rolling"``, so its frames equal the offline ones too.
 
+``feed`` only queues the audio: each unit turns into speech what it needs, so :meth:`LiveSession.interrupt` can
+drop the audio fed ahead of the frames (a voice agent cutting its own speech) and the session goes on from the
+audio kept, with the same frames as a session fed only that and what comes after.
+
 A session holds only its own state (portrait latent, feature buffer, SpeechAE history, carry or window, key,
 counters, timings); sessions sharing one pipeline are independent. Its device work comes in units: ``next_work()``
 gives the next one whose speech is final, and the two device stages of a unit run batched across sessions of one
@@ -204,7 +208,9 @@ class LiveSession:
     self._num_rows = 0  # S rows received so far
     self._latents: list[np.ndarray] = []  # speech latents [hw, dA] from latent frame _latents_start on
     self._latents_start = 0
-    self.num_samples = 0  # samples fed (before the end's padding)
+    self.num_samples = 0  # samples fed and kept (before the end's padding; interrupt() takes back what it drops)
+    self._pending: list[np.ndarray] = []  # fed audio not yet turned into speech features (interrupt() drops it)
+    self._pending_samples = 0
     self._pre_samples = 0  # silence fed before the speech (not counted, nor in the timestamps)
     self._emitted = 0  # video frames handed out
     self._num_video = None  # F, known at finish
@@ -214,15 +220,27 @@ class LiveSession:
   # Audio in
 
   def feed(self, pcm) -> None:
-    """Append 16 kHz mono samples (int16 PCM or float32 in [-1, 1], any count); cheap: the features and speech
-    latents that became final are computed, the device work waits for :meth:`frames`."""
+    """Append 16 kHz mono samples (int16 PCM or float32 in [-1, 1], any count); cheap: the audio waits, and each
+    unit turns into speech features and latents what it needs (:meth:`next_work`), no further ahead, so audio
+    fed ahead of the frames stays droppable (:meth:`interrupt`)."""
     if self._finished:
       raise ValueError("LiveSession: feed after finish")
     pcm = _pcm(pcm)
     self.num_samples += pcm.shape[0]
-    t0 = time.perf_counter()
-    self._add_rows(self._features.feed(pcm))
-    self.timings.speech += time.perf_counter() - t0
+    if pcm.shape[0]:
+      self._pending.append(pcm)
+      self._pending_samples += pcm.shape[0]
+
+  def interrupt(self) -> int:
+    """Drop the audio fed and not yet turned into speech: everything past what the unit being made needs (the
+    frames of that unit, at most, still show the speech before; a clip in clip mode, a latent frame in the rolling
+    and causal modes, plus the 140 ms look-ahead). The stream goes on from the audio kept, so the frames from here
+    on follow only the audio fed after (silence: the mouth closes); the session stays open. The samples dropped
+    (0 after the end)."""
+    dropped = self._pending_samples
+    self._pending, self._pending_samples = [], 0
+    self.num_samples -= dropped
+    return dropped
 
   def finish(self) -> list[FrameBlock]:
     """End the stream: pad it with silence as the offline path does, and return every block not yet handed out
@@ -234,6 +252,7 @@ class LiveSession:
     """End the stream without running the work it completes (the serving engine runs it batched)."""
     if self._finished:
       return
+    self._speech_for(None)
     self._finished = True
     num_video = audio_lib.num_video_frames(self.num_samples, self.fps)
     if num_video < 1:
@@ -360,6 +379,30 @@ class LiveSession:
     """Speech latents final so far (their latent frames, from the stream's start)."""
     return self._latents_start + len(self._latents)
 
+  def _final(self, k: int) -> bool:
+    """Whether speech latent ``k`` is final, or will be once the pending audio is turned into speech (cheap: no
+    device work, so the serving engine asks it under its lock)."""
+    if self._available > k:
+      return True
+    total = self._features.num_samples + self._pending_samples
+    return not self._finished and self._features.policy.window_end(k) <= total
+
+  def _speech_for(self, k: int | None) -> None:
+    """Turn pending audio into speech features and latents up to the end of speech latent ``k``'s window (None:
+    all of it); the rest stays pending. Latent k's window is its audio plus the look-ahead, so this is what the
+    unit that needs latent k needs, and audio beyond it is never used before a unit needs it."""
+    if not self._pending_samples or (k is not None and self._available > k):
+      return
+    pcm = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+    n = pcm.shape[0]
+    if k is not None:
+      n = min(n, max(int(math.ceil(float(self._features.policy.window_end(k)))) - self._features.num_samples, 0))
+    rest = pcm[n:]
+    self._pending, self._pending_samples = ([rest] if rest.size else []), rest.shape[0]
+    t0 = time.perf_counter()
+    self._add_rows(self._features.feed(pcm[:n]))
+    self.timings.speech += time.perf_counter() - t0
+
   def _drop_latents(self, upto: int) -> None:
     """Forget the speech latents before latent frame ``upto`` (no later unit reads them)."""
     drop = upto - self._latents_start
@@ -430,9 +473,10 @@ class ClipSession(LiveSession):
     j, f = self._clip, self.clip_frames
     if self._num_clips is not None and j >= self._num_clips:
       return False
-    return self._available >= j * (f - 1) + f
+    return self._final(j * (f - 1) + f - 1)
 
   def next_work(self) -> Work | None:
+    self._speech_for(self._clip * (self.clip_frames - 1) + self.clip_frames - 1)  # the clip's last latent frame
     if not self.work_ready:
       return None
     j, f = self._clip, self.clip_frames
@@ -507,14 +551,20 @@ class RollingSession(LiveSession):
     return self._num_latents is not None and self._window is not None and self._window.q >= self._num_latents
 
   @property
+  def _next_latent(self) -> int:
+    """The stream latent the next advance takes in (the first, f − 1, needs the pre-roll's before it too)."""
+    return self.clip_frames - 1 if self._window is None else self._window.q
+
+  @property
   def work_ready(self) -> bool:
-    window = self._sampler_window()
-    return (window is not None and window.q < self._available
-            and (self._num_latents is None or window.q < self._num_latents))
+    q = self._next_latent
+    return self._final(q) and (self._num_latents is None or q < self._num_latents)
 
   def next_work(self) -> Work | None:
+    self._speech_for(self._next_latent)
     if not self.work_ready:
       return None
+    self._sampler_window()
     q = self._window.q
     job = self._window.job(self._latents[q - self._latents_start])
     self._drop_latents(q + 1)  # no later advance reads it

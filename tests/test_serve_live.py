@@ -19,6 +19,7 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from read_jax import audio as audio_lib  # noqa: E402
+from read_jax.constants import FRAMES_PER_LATENT  # noqa: E402
 from read_jax.live import LiveSession, RollingSession  # noqa: E402
 from read_jax.serve import app as app_lib  # noqa: E402
 from read_jax.serve.engine import Engine  # noqa: E402
@@ -68,7 +69,7 @@ def _recv(ws) -> dict:
     return {"close": msg.get("code", 1000)}
   if msg.get("text") is not None:
     return json.loads(msg["text"])
-  return {"bytes": msg["bytes"]}
+  return {"binary": msg["bytes"]}
 
 
 def _open(client, seed: int):
@@ -90,7 +91,7 @@ def _frames_until_done(ws, size: int):
       return np.concatenate(blocks), msg["frames"]
     assert msg.get("type") == "clip", msg
     assert msg["first_frame"] == first
-    data = _recv(ws)["bytes"]
+    data = _recv(ws)["binary"]
     blocks.append(np.frombuffer(data, np.uint8).reshape(msg["frames"], size, size, 3))
     first += msg["frames"]
 
@@ -142,3 +143,91 @@ def test_checkpoint_live_mode_batched_equals_alone_and_nothing_compiles(engine, 
     assert frames.shape == alone.shape and done == alone.shape[0] == audio_lib.num_video_frames(pcm.size)
     assert np.abs(frames.astype(int) - alone).max() <= 1
   assert np.abs(results[0][0][:10].astype(int) - results[1][0][:10]).mean() > 5  # different sessions differ
+
+
+# ---------------------------------------------------------------------------------------------
+# Interruption
+
+
+@pytest.mark.parametrize("mode", ["clip", "rolling"])
+def test_session_interrupt_drops_the_queued_audio(pipe, mode):
+  """Audio fed ahead of the frames, then interrupt(): what no unit used is dropped (the returned count), at most
+  the unit being made plus the look-ahead of old speech stays; the session goes on, and its frames are exactly
+  those of a session fed only the audio kept and then what came after (silence here). A repeated interrupt drops
+  nothing more; one after the end drops nothing."""
+  first, queued, silence = _speech(0.5, seed=3), _speech(1.5, seed=4), np.zeros(int(0.6 * SR), np.int16)
+  session = LiveSession(pipe, _portrait(3), seed=3, mode=mode)
+  session.feed(first)
+  session.feed(queued)
+  blocks = [next(session.frames())]  # one unit; the rest of the audio is still queued
+  made = session.frames_out
+  dropped = session.interrupt()
+  kept = session.num_samples
+  assert dropped > SR // 2 and kept + dropped == first.size + queued.size
+  block = FRAMES_PER_LATENT * (pipe.config.clip_frames - 1 if mode == "clip" else 1) * SR // 25
+  assert kept - made * SR // 25 <= block + session.policy.lookahead_samples  # old speech ends within a block
+  assert session.interrupt() == 0
+  session.feed(silence)
+  blocks += list(session.frames()) + session.finish()
+  assert session.interrupt() == 0
+  frames = np.concatenate([b.frames for b in blocks])
+
+  reference = LiveSession(pipe, _portrait(3), seed=3, mode=mode)
+  reference.feed(np.concatenate([first, queued])[:kept])
+  reference.feed(silence)
+  want = np.concatenate([b.frames for b in reference.finish()])
+  assert frames.shape == want.shape and frames.shape[0] == audio_lib.num_video_frames(kept + silence.size)
+  assert np.abs(frames.astype(int) - want).max() <= 1
+
+
+def _session_messages(ws, size: int):
+  """Every message until done (and the close): (json messages, frames)."""
+  messages, blocks = [], []
+  while True:
+    msg = _recv(ws)
+    if "binary" in msg:
+      blocks.append(np.frombuffer(msg["binary"], np.uint8).reshape(-1, size, size, 3))
+      continue
+    assert msg.get("type") in ("clip", "interrupted", "done"), msg
+    messages.append(msg)
+    if msg["type"] == "done":
+      assert _recv(ws)["close"] == 1000
+      return messages, np.concatenate(blocks)
+
+
+def test_interrupt_message_drops_queued_audio_and_keeps_the_session(engine, pipe):
+  """Over the WebSocket: interrupts before any audio answer at sample 0; 6 s of speech sent at once, then
+  interrupt, interrupt again, then silence: the answer says where the session's audio now ends and how much was
+  dropped (over a second: the engine cannot have used 6 s by then), the session stays open, and its frames are
+  those of the audio kept followed by the silence; interrupt after end is refused by name."""
+  client = _client(engine, pipe)
+  ws, ready = _open(client, seed=6)
+  interrupt = json.dumps({"type": "interrupt"})
+  speech, silence = _speech(6.0, seed=6), np.zeros(int(0.5 * SR), np.int16)
+  ws.send_text(interrupt)
+  ws.send_text(interrupt)
+  ws.send_bytes(speech.tobytes())
+  ws.send_text(interrupt)
+  ws.send_text(interrupt)
+  ws.send_bytes(silence.tobytes())
+  ws.send_text(json.dumps({"type": "end"}))
+  messages, frames = _session_messages(ws, ready["width"])
+  ws.__exit__(None, None, None)
+  answers = [m for m in messages if m["type"] == "interrupted"]
+  assert [(m["sample"], m["dropped_seconds"]) for m in answers[:2]] == [(0, 0.0), (0, 0.0)]
+  kept = answers[2]["sample"]
+  assert answers[3]["sample"] == kept and answers[3]["dropped_seconds"] == 0.0
+  assert answers[2]["dropped_seconds"] == pytest.approx((speech.size - kept) / SR, abs=1e-4) and kept < 5 * SR
+  done = messages[-1]["frames"]
+  assert done == frames.shape[0] == audio_lib.num_video_frames(kept + silence.size)
+  want = _alone(pipe, 6, np.concatenate([speech[:kept], silence]))
+  assert frames.shape == want.shape and np.abs(frames.astype(int) - want).max() <= 1
+
+  ws, _ = _open(client, seed=7)
+  ws.send_bytes(_speech(0.3).tobytes())
+  ws.send_text(json.dumps({"type": "end"}))
+  ws.send_text(interrupt)
+  while (msg := _recv(ws)).get("type") not in ("error", "done"):
+    pass
+  assert msg["type"] == "error" and "interrupt after end" in msg["message"] and _recv(ws)["close"] == 1008
+  ws.__exit__(None, None, None)

@@ -4,6 +4,7 @@
   engine.start()                         # compiles every batch size on every device, measures the unit time
   sid = engine.open(portrait, seed=0, on_block=..., on_done=..., on_error=...)
   engine.feed(sid, pcm16)                # any thread; never blocks on the device
+  engine.interrupt(sid)                  # drop the audio not yet used: the avatar stops talking within a block
   engine.end(sid)                        # or engine.cancel(sid)
   engine.stop(cancel=True)
 
@@ -67,7 +68,10 @@ class _Session:
   on_block: Callable[[FrameBlock], None]
   on_done: Callable[[int], None]
   on_error: Callable[[BaseException], None]
+  on_interrupt: Callable[[int, int], None]
   inbox: list = dataclasses.field(default_factory=list)  # PCM arrays not yet fed
+  interrupts: int = 0  # interrupt() calls the worker has not yet applied
+  dropped: int = 0  # samples of the inbox those calls dropped
   ending: bool = False  # end() was called
   ended: bool = False  # the worker has ended the LiveSession's stream
   max_pending: int | None = None  # no new clip while this many blocks are unacknowledged (None: no bound)
@@ -231,10 +235,11 @@ class Engine:
   # Sessions (any thread)
 
   def open(self, portrait, *, seed: int = 0, steps: int | None = None, on_block=None, on_done=None,
-           on_error=None, max_pending: int | None = None) -> int:
+           on_error=None, on_interrupt=None, max_pending: int | None = None) -> int:
     """A new session on the least loaded lane that keeps real time; its id. Raises AdmissionError (refused)
     or InputError (the portrait). Encoding the portrait runs in the caller's thread. ``max_pending``: the
-    session's generation pauses while this many of its blocks await :meth:`delivered` (None: never)."""
+    session's generation pauses while this many of its blocks await :meth:`delivered` (None: never).
+    ``on_interrupt(samples, dropped)``: once per :meth:`interrupt`, when the lane has applied it."""
     if steps is not None and steps != self.steps:
       raise InputError(f"steps: this server samples {self.steps} steps (scripts/serve.py --steps), got {steps}")
     lane = self._admit()
@@ -249,7 +254,7 @@ class Engine:
         raise AdmissionError(f"the lane on {lane.device} stopped ({lane.last_error})")
       sid = next(self._ids)
       lane.sessions[sid] = _Session(sid, live, on_block or noop, on_done or noop, on_error or noop,
-                                    max_pending=max_pending)
+                                    on_interrupt or noop, max_pending=max_pending)
       self._where[sid] = lane
       self.opened += 1
     return sid
@@ -260,6 +265,20 @@ class Engine:
       s = self._find(sid)
       if s is not None:
         s.inbox.append(np.array(pcm, copy=True))
+        self._cond.notify_all()
+
+  def interrupt(self, sid: int) -> None:
+    """Drop the audio of ``sid`` not yet used (queued here, and fed to its session ahead of the unit being made:
+    :meth:`read_jax.live.LiveSession.interrupt`); the session goes on with the audio fed after. The lane applies
+    it before that audio and calls ``on_interrupt(samples, dropped)``: the session's audio now ends at sample
+    ``samples`` (where the audio fed after begins), and ``dropped`` samples were dropped (0 for a call the lane
+    applied together with an earlier one)."""
+    with self._cond:
+      s = self._find(sid)
+      if s is not None:
+        s.dropped += sum(pcm.shape[0] for pcm in s.inbox)
+        s.inbox = []
+        s.interrupts += 1
         self._cond.notify_all()
 
   def end(self, sid: int) -> None:
@@ -382,7 +401,8 @@ class Engine:
       return s.paused and not self._stopping
 
     def has_work(s: _Session) -> bool:
-      return bool(s.inbox) or (s.ending and not s.ended) or (s.live.work_ready and not paused(s))
+      return (bool(s.inbox) or s.interrupts > 0 or (s.ending and not s.ended)
+              or (s.live.work_ready and not paused(s)))
 
     with lane.context():
       while True:
@@ -391,14 +411,19 @@ class Engine:
             self._cond.wait()
           if self._stopping and not any(s.ending for s in lane.sessions.values()):
             return
-          work = [(s, s.inbox, s.ending and not s.ended, paused(s)) for s in lane.sessions.values()]
-          for s, _, ending, _ in work:
-            s.inbox = []
+          work = [(s, s.inbox, s.ending and not s.ended, paused(s), (s.interrupts, s.dropped))
+                  for s in lane.sessions.values()]
+          for s, _, ending, _, _ in work:
+            s.inbox, s.interrupts, s.dropped = [], 0, 0
             s.ended = s.ended or ending
         ready = []
         t0 = time.perf_counter()
-        for s, chunks, ending, hold in work:
+        for s, chunks, ending, hold, (interrupts, dropped) in work:
           try:
+            if interrupts:  # before the audio that came after it
+              dropped += s.live.interrupt()
+              for i in range(interrupts):
+                s.on_interrupt(s.live.num_samples, dropped if i == 0 else 0)
             for pcm in chunks:
               s.live.feed(pcm)
             if ending:

@@ -20,7 +20,7 @@ class Limits:
   max_control_bytes: int = 1024  # a text message after the start (end, cancel)
   max_session_seconds: float = 600.0  # audio per session and per POST /v1/videos, seconds (decoded samples)
   max_session_wall_seconds: float = 720.0  # wall-clock life of a session from its start message, seconds
-  idle_timeout_seconds: float = 10.0  # no audio, end or cancel for this long closes the session
+  idle_timeout_seconds: float = 10.0  # no audio or control message for this long closes the session
   max_messages_per_second: float = 400.0  # a session's messages are read no faster (tiny-frame floods slow down)
   max_audio_ahead_seconds: float = 10.0  # audio passed to the engine ahead of the frames sent (at least 2 units)
   max_pending_blocks: int = 2  # blocks generated for a session and not yet sent; its generation pauses there

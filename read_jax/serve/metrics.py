@@ -33,6 +33,7 @@ class ServeMetrics:
                                    registry=r)
     self.blocks = Counter("read_blocks", "Frame blocks sent.", registry=r)
     self.frames = Counter("read_frames", "Video frames sent.", registry=r)
+    self.interrupts = Counter("read_interrupts", "interrupt messages applied (queued audio dropped).", registry=r)
     self.block_latency = Histogram("read_block_latency_seconds", "From the arrival of the audio of a block's last "
                                    "frame to the block being sent.", buckets=LATENCY_BUCKETS, registry=r)
     self.first_frame = Histogram("read_first_frame_latency_seconds", "From a session's first audio to its first "

@@ -1,9 +1,9 @@
 """The ``WS /v1/stream`` messages (docs/serving.md), typed and checked at the edge.
 
-Client → server: a JSON ``start`` (:class:`Start`), binary PCM16 chunks, then ``end`` or ``cancel``
-(:class:`Control`). Server → client: ``ready``, ``clip`` + one binary message per block, ``done``, or one
-``error`` and the close code. Anything else is a :class:`ProtocolError` naming the field and the problem, which
-closes that session alone.
+Client → server: a JSON ``start`` (:class:`Start`), binary PCM16 chunks and any number of ``interrupt``, then
+``end`` or ``cancel`` (:class:`Control`). Server → client: ``ready``, ``clip`` + one binary message per block,
+``interrupted`` once per ``interrupt``, ``done``, or one ``error`` and the close code. Anything else is a
+:class:`ProtocolError` naming the field and the problem, which closes that session alone.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from read_jax import audio as audio_lib
 SAMPLE_RATE = audio_lib.SAMPLE_RATE  # the only rate accepted: PCM16 LE mono at 16 kHz
 FORMATS = ("raw", "fmp4")
 MAX_SEED = 2**31
+CONTROLS = ("end", "cancel", "interrupt")  # the text messages after the start
 SUBPROTOCOL = "read.v1"  # what the server accepts when a client offers subprotocols (the page does)
 
 # Close codes (RFC 6455 §7.4.1) the protocol uses.
@@ -52,7 +53,8 @@ class Start:
 
 @dataclasses.dataclass(frozen=True)
 class Control:
-  """``end`` (the audio is complete) or ``cancel`` (stop now)."""
+  """``end`` (the audio is complete), ``cancel`` (stop now) or ``interrupt`` (drop the audio not yet used, go on
+  with what comes after)."""
 
   type: str
 
@@ -130,14 +132,15 @@ def decode_base64(portrait: str) -> bytes:
 
 
 def parse_control(text: str) -> Control:
-  """A text message after the start: ``end`` or ``cancel``, or a ProtocolError."""
+  """A text message after the start: ``end``, ``cancel`` or ``interrupt``, or a ProtocolError."""
   msg = _loads(text, "message")
   if not isinstance(msg, dict):
-    raise ProtocolError(POLICY, f"a text message must be a JSON object (end or cancel), got a JSON "
+    raise ProtocolError(POLICY, f"a text message must be a JSON object (end, cancel or interrupt), got a JSON "
                                 f"{type(msg).__name__}")
   kind = msg.get("type")
-  if kind not in ("end", "cancel"):
-    raise ProtocolError(POLICY, f"unexpected message type {_describe(kind)} (expected binary PCM, end or cancel)")
+  if kind not in CONTROLS:
+    raise ProtocolError(POLICY, f"unexpected message type {_describe(kind)} (expected binary PCM, end, cancel or "
+                                "interrupt)")
   if set(msg) != {"type"}:
     raise ProtocolError(POLICY, f"{kind}: unknown fields {_describe(sorted(set(msg) - {'type'}))}")
   return Control(kind)
@@ -158,6 +161,12 @@ def ready(session: str, size: int, fps: int, fmt: str, mime: str | None, mode: s
 def clip(index: int, first_frame: int, frames: int, size: int, latency: float | None) -> str:
   return json.dumps({"type": "clip", "index": index, "first_frame": first_frame, "frames": frames, "bytes": size,
                      "latency": None if latency is None else round(latency, 4)})
+
+
+def interrupted(sample: int, dropped_seconds: float) -> str:
+  """An ``interrupt`` applied: the session's audio now ends at ``sample`` (frame sample · fps / 16000 on shows the
+  audio sent after it); ``dropped_seconds`` of audio sent before it were not used."""
+  return json.dumps({"type": "interrupted", "sample": sample, "dropped_seconds": round(dropped_seconds, 4)})
 
 
 def done(frames: int, cancelled: bool = False) -> str:

@@ -1,7 +1,7 @@
 """One live session over ``WS /v1/stream``: admission, the reader (client → engine) and the writer (engine →
 client), and the one place its end is accounted for.
 
-Every bound of a session is here: the start within ``idle_timeout_seconds``; then audio, ``end`` or ``cancel``
+Every bound of a session is here: the start within ``idle_timeout_seconds``; then audio or a control message
 at least every ``idle_timeout_seconds`` (empty messages do not count); the whole session within
 ``max_session_wall_seconds``; at most ``max_session_seconds`` of audio; messages read no faster than
 ``max_messages_per_second``; at most ``max_pending_blocks`` blocks waiting to be sent (the engine pauses the
@@ -32,6 +32,7 @@ from read_jax.serve.state import ServeState, run_in
 from read_jax.serve.uploads import decode_portrait
 
 FEED_BYTES = 640  # PCM passed on in 20 ms pieces (coalesced, or split): tiny frames cost the engine nothing more
+INTERRUPTS_IN_FLIGHT = 4  # interrupts sent on to the engine and not yet answered; the next waits (bounds the queue)
 CLOSE_SECONDS = 2.0  # the final error and close frame get this long (a client that does not read gets no more)
 
 
@@ -44,7 +45,8 @@ class StreamSession:
     self.id = session_id
     self.limits = state.limits
     self.loop = asyncio.get_running_loop()
-    self.events: asyncio.Queue = asyncio.Queue(maxsize=self.limits.max_pending_blocks + 4)  # engine → writer
+    self.events: asyncio.Queue = asyncio.Queue(  # engine → writer
+      maxsize=self.limits.max_pending_blocks + INTERRUPTS_IN_FLIGHT + 4)
     self.failure: proto.ProtocolError | None = None
     self.sid = None  # the engine's session id
     self.deadline = self.loop.time() + self.limits.max_session_wall_seconds
@@ -61,6 +63,11 @@ class StreamSession:
     self.first_sent = False
     self.frames_sent = 0
     self.blocks_waiting = 0  # blocks the engine handed over that are not yet sent
+    # Interrupts: the audio the session uses is what was received less what each interrupt dropped. The session's
+    # sample s (frame f's audio ends at s = 640(f + 1)) was received as s + the offset of the last cut before it.
+    self.marks: collections.deque = collections.deque()  # samples received at each interrupt not yet applied
+    self.cuts: list[tuple[int, int]] = []  # (session sample where the audio after an interrupt begins, offset)
+    self.engine_dropped = 0  # samples passed to the engine that an interrupt dropped
 
   # ------------------------------------------------------------------------------------------
   # From the engine's lane thread
@@ -73,6 +80,9 @@ class StreamSession:
 
   def on_error(self, exc: BaseException) -> None:
     self._post(("error", exc))
+
+  def on_interrupt(self, sample: int, dropped: int) -> None:
+    self._post(("interrupted", sample, dropped))
 
   def _post(self, item) -> None:
     try:
@@ -107,9 +117,18 @@ class StreamSession:
   def queued_blocks(self) -> int:
     return self.blocks_waiting
 
+  def received(self, sample: int, at_cut: bool = False) -> int:
+    """Samples received when the session's audio had reached ``sample`` (``at_cut``: where audio after an
+    interrupt at ``sample`` begins)."""
+    offset = 0
+    for cut, off in self.cuts:
+      if cut < sample or (at_cut and cut == sample):
+        offset = off
+    return sample + offset
+
   def audio_time(self, frame_end: int) -> float | None:
     """When the audio up to video frame ``frame_end`` (exclusive) had arrived (the end, for padding)."""
-    need = frame_end * proto.SAMPLE_RATE // self.state.fps
+    need = self.received(frame_end * proto.SAMPLE_RATE // self.state.fps)
     while len(self.arrivals) > 1 and self.arrivals[0][0] < need:
       self.arrivals.popleft()
     if self.arrivals and self.arrivals[0][0] >= need:
@@ -145,7 +164,7 @@ class StreamSession:
     max_samples = int(limits.max_session_seconds * proto.SAMPLE_RATE)
     rate = limits.max_messages_per_second
     tokens, refilled = rate, self.loop.time()
-    active = self.loop.time()  # last audio, end or cancel
+    active = self.loop.time()  # last audio or control message
     ended = False
     while True:
       now = self.loop.time()
@@ -161,8 +180,9 @@ class StreamSession:
       except TimeoutError:
         if self.loop.time() >= self.deadline - 1e-3:
           return  # the writer closes the session at its deadline
-        raise proto.ProtocolError(proto.POLICY, f"idle: no audio, end or cancel for {limits.idle_timeout_seconds:g} s "
-                                                "(idle_timeout_seconds; empty messages do not count)") from None
+        raise proto.ProtocolError(proto.POLICY, f"idle: no audio or control message for "
+                                                f"{limits.idle_timeout_seconds:g} s (idle_timeout_seconds; empty "
+                                                "messages do not count)") from None
       if msg["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(msg.get("code", 1000))
       data, text = msg.get("bytes"), msg.get("text")
@@ -199,6 +219,17 @@ class StreamSession:
                                                  "(max_control_bytes)")
       control = proto.parse_control(text)
       active = self.loop.time()
+      if control.type == "interrupt":
+        if ended:
+          raise proto.ProtocolError(proto.POLICY, "interrupt after end: the audio is complete (cancel stops the "
+                                                  "session)")
+        while len(self.marks) >= INTERRUPTS_IN_FLIGHT:  # the writer answers them first
+          if not await self._wait_progress():
+            return
+        self.marks.append(self.samples)
+        self.fed.clear()  # received, not yet passed on: dropped here, the rest by the engine
+        engine.interrupt(self.sid)
+        continue
       if control.type == "cancel":
         engine.cancel(self.sid)
         self._put(("cancelled",))
@@ -219,15 +250,9 @@ class StreamSession:
     sr, fps = proto.SAMPLE_RATE, self.state.fps
     ahead = int(max(self.limits.max_audio_ahead_seconds, 2 * self.state.engine.unit_duration + 1) * sr)
     while len(self.fed) >= FEED_BYTES or (final and self.fed):
-      room = ahead - (self.samples_fed - self.frames_sent * sr // fps)  # samples
+      room = ahead - (self.samples_fed - self.engine_dropped - self.frames_sent * sr // fps)  # samples
       if room < min(len(self.fed), FEED_BYTES) // 2:  # the frames catch up first (the engine has units to work on)
-        self.progress.clear()
-        try:
-          async with asyncio.timeout_at(self.deadline):
-            await self.progress.wait()
-        except TimeoutError:
-          return False  # the writer closes the session at its deadline
-        if self.failure is not None:
+        if not await self._wait_progress():
           return False
         continue
       n = min(len(self.fed), 2 * room)  # bytes, even: messages are
@@ -239,6 +264,16 @@ class StreamSession:
         self.pcm += data
       self.state.engine.feed(self.sid, np.frombuffer(data, "<i2"))
     return True
+
+  async def _wait_progress(self) -> bool:
+    """Until the writer sends a block or answers an interrupt; False when the session ended meanwhile."""
+    self.progress.clear()
+    try:
+      async with asyncio.timeout_at(self.deadline):
+        await self.progress.wait()
+    except TimeoutError:
+      return False  # the writer closes the session at its deadline
+    return self.failure is None
 
   # ------------------------------------------------------------------------------------------
   # Engine → client
@@ -286,11 +321,28 @@ class StreamSession:
           raise proto.ProtocolError(proto.UNSUPPORTED, str(exc))
         event(state.log, "session.error", level=logging.ERROR, exc_info=exc, session=self.id, where="engine")
         raise proto.ProtocolError(proto.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+      if kind == "interrupted":
+        await self._interrupted(*item[1:])
+        continue
       if kind == "done":
         await self.send(proto.done(int(item[1])))
         await self.close(proto.NORMAL)
         return proto.NORMAL
       await self._send_block(item[1], encoder)
+
+  async def _interrupted(self, sample: int, dropped: int) -> None:
+    """An interrupt applied by the engine (in order with the blocks): the session's audio ends at ``sample``, the
+    next ``dropped`` samples passed to the engine are gone."""
+    received = self.marks.popleft()
+    start = self.received(sample, at_cut=True)  # where the audio since the last interrupt began, received
+    self.cuts.append((sample, received - sample))
+    self.engine_dropped += dropped
+    if self.keep_pcm and dropped:
+      lo = 2 * max(sample - self.pcm_start, 0)
+      del self.pcm[lo:lo + 2 * dropped]
+    self.progress.set()  # the audio ahead of the frames shrank
+    self.state.metrics.interrupts.inc()
+    await self.send(proto.interrupted(sample, max(received - start, 0) / proto.SAMPLE_RATE))
 
   async def _send_block(self, block, encoder) -> None:
     state = self.state
@@ -441,7 +493,7 @@ async def serve_stream(ws: WebSocket, state: ServeState) -> None:
 
 def _open(engine, image, start: proto.Start, s: StreamSession, max_pending: int):
   return engine.open(image, seed=start.seed, steps=start.steps, on_block=s.on_block, on_done=s.on_done,
-                     on_error=s.on_error, max_pending=max_pending)
+                     on_error=s.on_error, on_interrupt=s.on_interrupt, max_pending=max_pending)
 
 
 def _client(client) -> str:

@@ -132,7 +132,7 @@ function makeSink(ready) {
 
 async function start() {
   if (!await probe()) return;
-  $("start").disabled = true; $("stop").disabled = false;
+  $("start").disabled = true; $("stop").disabled = false; $("interrupt").disabled = false;
   stats.frames = 0; stats.clips = 0;
   const proto = location.protocol === "https:" ? "wss" : "ws";
   ws = new WebSocket(`${proto}://${location.host}/v1/stream`, apiKey ? ["read.v1", `bearer.${apiKey}`] : ["read.v1"]);
@@ -161,6 +161,9 @@ async function start() {
     } else if (msg.type === "clip") {
       pendingClip = msg;
       if (msg.latency !== null) { $("latency").textContent = msg.latency.toFixed(2); stats.latency = msg.latency; }
+    } else if (msg.type === "interrupted") {
+      stats.interrupts = (stats.interrupts || 0) + 1;
+      setStatus(`streaming (interrupted: ${msg.dropped_seconds.toFixed(2)} s of audio dropped)`);
     } else if (msg.type === "done") {
       setStatus(`done: ${msg.frames} frames`);
     } else if (msg.type === "error") {
@@ -176,7 +179,7 @@ async function start() {
 
 function finish() {
   if (stopAudio) { stopAudio(); stopAudio = null; }
-  $("start").disabled = false; $("stop").disabled = true;
+  $("start").disabled = false; $("stop").disabled = true; $("interrupt").disabled = true;
 }
 
 function stop() {
@@ -186,6 +189,7 @@ function stop() {
 
 $("start").onclick = () => start().catch((e) => { setStatus(`error: ${e}`); finish(); });
 $("stop").onclick = stop;
+$("interrupt").onclick = () => { if (ws && ws.readyState === 1) ws.send(JSON.stringify({ type: "interrupt" })); };
 $("key-use").onclick = useKey;
 $("api-key").onkeydown = (e) => { if (e.key === "Enter") useKey(); };
 probe().catch((e) => setStatus(`error: ${e}`));
