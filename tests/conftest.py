@@ -10,6 +10,7 @@ Shared, built once per session (treat them as read-only: ``pipe.with_config(...)
   tiny_pipeline     ReadPipeline of configs/demo.py:tiny with fresh weights (64² frames, clips of 3 latent frames)
   tiny_checkpoint   that pipeline saved as a checkpoint directory
   demo_pipeline     the bundled demo model (assets/demo)
+  tiny_rolling_engine  a started serving engine of tiny_pipeline in rolling mode (batch sizes 1 and 2)
 """
 
 import contextlib
@@ -96,3 +97,14 @@ def demo_pipeline():
   if not os.path.isdir(DEMO):
     pytest.skip("assets/demo (the bundled demo checkpoint) is missing")
   return ReadPipeline.from_pretrained(DEMO)
+
+
+@pytest.fixture(scope="session")
+def tiny_rolling_engine(tiny_pipeline):
+  """A started serving engine of tiny_pipeline in rolling mode (its ``pipe``): batch sizes 1 and 2 on one lane,
+  no admission by time; shared by the live-mode server tests and the LiveKit worker's."""
+  from read_jax.serve.engine import Engine
+  engine = Engine(tiny_pipeline.with_config(live_mode="rolling"), batch_sizes=(1, 2), max_sessions=4,
+                  realtime_margin=None, devices=jax.local_devices()[:1]).start()
+  yield engine
+  engine.stop(cancel=True)

@@ -9,7 +9,6 @@ import base64
 import io
 import json
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -22,23 +21,19 @@ from read_jax import audio as audio_lib  # noqa: E402
 from read_jax.constants import FRAMES_PER_LATENT  # noqa: E402
 from read_jax.live import LiveSession, RollingSession  # noqa: E402
 from read_jax.serve import app as app_lib  # noqa: E402
-from read_jax.serve.engine import Engine  # noqa: E402
 
 SR = audio_lib.SAMPLE_RATE
 pytestmark = pytest.mark.slow  # the module's engine compiles batch sizes 1 and 2 of the rolling window (~15 s)
 
 
 @pytest.fixture(scope="module")
-def pipe(tiny_pipeline):
-  return tiny_pipeline.with_config(live_mode="rolling")  # weights and compiled programs shared
+def engine(tiny_rolling_engine):  # conftest's: batch sizes 1 and 2, one lane, started once per test session
+  return tiny_rolling_engine
 
 
 @pytest.fixture(scope="module")
-def engine(pipe):
-  engine = Engine(pipe, batch_sizes=(1, 2), max_sessions=4, realtime_margin=None, devices=jax.local_devices()[:1])
-  engine.start()
-  yield engine
-  engine.stop(cancel=True)
+def pipe(engine):
+  return engine.pipe  # tiny_pipeline.with_config(live_mode="rolling"): weights and compiled programs shared
 
 
 def _portrait(seed: int) -> np.ndarray:

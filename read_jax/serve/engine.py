@@ -157,6 +157,7 @@ class Engine:
     f = pipe.config.clip_frames
     latents = f - 1 if mode == "clip" else 1  # new latent frames per unit: a clip's, or one advance's
     self.unit_duration = FRAMES_PER_LATENT * latents / pipe.config.fps  # seconds of speech per unit
+    self.first_block_samples: int | None = None  # audio that makes a new session's first block ready (at start)
     devices = list(devices) if devices is not None else jax.local_devices()
     self.lanes = [_Lane(self, pipe.on_device(d) if len(devices) > 1 else pipe, d) for d in devices]
     self._cond = threading.Condition()
@@ -187,6 +188,7 @@ class Engine:
   def _warm_up(self, lane: _Lane) -> None:
     """A session of silence through every program a lane runs, each batch size timed on a unit that decodes."""
     warm = LiveSession(lane.pipe, np.zeros((64, 64, 3), np.uint8), seed=0, **self.settings)
+    self.first_block_samples = _samples_for_unit(warm)
     cls, job, fed = type(warm), None, 0
     # Run units until one decodes as every later one does: the rolling window's ramp-up frees no frame, and a
     # decode stream's first step (a session's first clip) is not the batched program.
