@@ -54,6 +54,8 @@ def add_args(p):
   p.add_argument("--url", default="", help="a running server's ws://…/v1/stream ('' starts one here)")
   p.add_argument("--sessions", default="1,2,4,8", help="comma-separated numbers of concurrent sessions")
   p.add_argument("--seconds", type=float, default=8.0, help="speech per session (the demo speech, tiled)")
+  p.add_argument("--mode", default=None, choices=("clip", "rolling", "causal"),
+                 help="the in-process server's live mode (default: the checkpoint's live_mode, as scripts/serve.py)")
   p.add_argument("--minutes", default="", help="instead: one session this long, marks in minutes (e.g. 1,5,10)")
   serve_load.add_args(p)
 
@@ -120,10 +122,11 @@ def _clients(url, portrait, waves, **kwargs) -> tuple[list, dict]:
 class _Server:
   """scripts/serve.py's app around a started engine, on 127.0.0.1 and a free port, in a thread."""
 
-  def __init__(self, pipe, portrait: bytes, batch_sizes, max_sessions: int, seconds: float):
+  def __init__(self, pipe, portrait: bytes, batch_sizes, max_sessions: int, seconds: float, mode: str | None = None):
     import uvicorn  # the serve extra
 
-    self.engine = Engine(pipe, batch_sizes=batch_sizes, max_sessions=max_sessions, realtime_margin=None).start()
+    self.engine = Engine(pipe, batch_sizes=batch_sizes, max_sessions=max_sessions, realtime_margin=None,
+                         mode=mode).start()
     self.busy0 = self.busy()  # the start-up's warm-up rounds
     limits = Limits(max_sessions=max_sessions, max_session_seconds=seconds + 60, idle_timeout_seconds=60,
                     max_session_wall_seconds=seconds + 180)
@@ -181,7 +184,7 @@ def run(args) -> dict:
     modes = [("server's", None)] if args.url else [
       ("batched", sorted({b for b in (1, 2, 4, 8, k) if b <= k})), ("one per call", [1])]
     for label, batch_sizes in modes:
-      server = None if args.url else _Server(pipe, portrait, batch_sizes, k, args.seconds)
+      server = None if args.url else _Server(pipe, portrait, batch_sizes, k, args.seconds, args.mode)
       try:
         results, clock = _clients(args.url or server.url, portrait, [pcm] * k, api_key=args.api_key)
         busy = server.busy() - server.busy0 if server else None
@@ -205,7 +208,7 @@ def _long(args, pipe, portrait) -> dict:
   marks = sorted({float(m) for m in args.minutes.split(",")})
   seconds = 60 * marks[-1]
   pcm = _speech(args.ckpt, seconds + 0.5)
-  server = None if args.url else _Server(pipe, portrait, [1], 1, seconds + 1)
+  server = None if args.url else _Server(pipe, portrait, [1], 1, seconds + 1, args.mode)
   rows, seen = [], [0]
   t0 = time.perf_counter()
 
