@@ -6,6 +6,7 @@
          [--cfg split|joint|none] [--alpha 2] [--beta 6] [--solver euler|heun] [--seed 0] [--dtype bfloat16]
   python scripts/sample.py --ckpt STUDENT --steps 2          # a distilled student: one pass per step, no CFG branches
   python scripts/sample.py --live                            # the audio fed at real speed, as a microphone would
+                                                             # (the bundled live model: the causal student)
 
 Prints a progress bar over clips and a final line with video seconds, wall seconds and the
 real-time factor. With --live, the audio goes into a live session (read_jax.live) in 20 ms chunks at the
@@ -32,6 +33,7 @@ from read_jax.pipeline import ReadPipeline, check_checkpoint_sampling
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "assets", "demo")
+DEMO_LIVE = os.path.join(ROOT, "assets", "demo_live")  # the demo's causal 2-step student, its live model
 
 
 def main(argv=None) -> int:
@@ -40,7 +42,8 @@ def main(argv=None) -> int:
   p.add_argument("--audio", default=os.path.join(DEMO, "speech.wav"),
                  help="speech audio (wav, flac, mp3, m4a, ... or a video's sound track)")
   p.add_argument("--out", default="out.mp4", help="output mp4 (written atomically)")
-  p.add_argument("--ckpt", default=DEMO, help="read_jax checkpoint directory (default: the bundled demo model)")
+  p.add_argument("--ckpt", default=None, help="read_jax checkpoint directory (default: the bundled demo model; "
+                 "with --live or --mode causal its live model, assets/demo_live)")
   p.add_argument("--steps", type=int, default=None, help="solver steps per clip (default: the checkpoint's, 8)")
   p.add_argument("--cfg", choices=CFG_MODES, default=None,
                  help="classifier-free guidance mode (default: the checkpoint's; distilled: a distilled student's one pass)")
@@ -59,6 +62,9 @@ def main(argv=None) -> int:
   p.add_argument("--noisy", type=int, default=None, help="rolling: noisy frames in the window (default: the checkpoint's)")
   p.add_argument("--no-cache", action="store_true", help="no persistent compilation cache")
   args = p.parse_args(argv)
+  if args.ckpt is None:
+    live_model = (args.live and args.mode in (None, "causal")) or args.mode == "causal"
+    args.ckpt = DEMO_LIVE if live_model and os.path.isdir(DEMO_LIVE) else DEMO
 
   # The cheap checks (headers, a temp file in the output folder) before the model loads.
   if not os.path.isdir(args.ckpt):

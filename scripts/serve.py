@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Serve live talking-head sessions over WebSocket and HTTP (docs/serving.md).
 
-  python scripts/serve.py                              # the bundled demo model on http://127.0.0.1:8000/
+  python scripts/serve.py                              # the bundled live model (causal) on http://127.0.0.1:8000/
   READ_JAX_API_KEY=$(python -c 'import secrets; print(secrets.token_urlsafe(32))') \\
     python scripts/serve.py --ckpt DIR --host 0.0.0.0 --port 8080 --allowed-hosts avatar.example.com \\
     --max-sessions 8 --batch-sizes 1,2,4,8 --log-json          # on a GPU, behind a TLS proxy
@@ -12,7 +12,7 @@ when one is set (--api-key or $READ_JAX_API_KEY); binding anything but loopback 
 --insecure-no-auth. The engine compiles its batch sizes before the server listens. SIGTERM or Ctrl-C: no new
 sessions, open ones finish within --drain-seconds (then close 1012), exit code 0; a device lane that dies past
 its restarts exits with code 3. Sessions run in the checkpoint's live mode (pipeline.json live_mode: the
-bundled demo's is the rolling window) unless --mode says otherwise; /v1/info and the page show it.
+bundled live model's is the causal window) unless --mode says otherwise; /v1/info and the page show it.
 """
 
 import os
@@ -32,6 +32,7 @@ from read_jax.serve.security import LOOPBACK_HOSTS, is_loopback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "assets", "demo")
+DEMO_LIVE = os.path.join(ROOT, "assets", "demo_live")  # the demo's causal 2-step student, its live model
 KEY_ENV = "READ_JAX_API_KEY"
 
 
@@ -39,7 +40,9 @@ def main(argv=None) -> int:
   p = cli.parser(__doc__)
   p.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0: every interface; needs a key)")
   p.add_argument("--port", type=int, default=8000)
-  p.add_argument("--ckpt", default=DEMO, help="read_jax checkpoint directory (default: the bundled demo model)")
+  p.add_argument("--ckpt", default=DEMO_LIVE if os.path.isdir(DEMO_LIVE) else DEMO,
+                 help="read_jax checkpoint directory (default: the bundled live model, assets/demo_live: the demo's "
+                      "causal 2-step student)")
   p.add_argument("--portrait", default=os.path.join(DEMO, "reference.png"),
                  help="the default portrait (sessions that send none, the page's first picture)")
   p.add_argument("--api-key", default=None,

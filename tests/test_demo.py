@@ -83,12 +83,15 @@ def test_distill_steps_add_students_to_the_build(demo):
   done = list(json.load(open(os.path.join(work, "run", "done.json"))))
   assert done[done.index("assets") + 1:] == ["student_g", "distill_2", "student_2", "distill_1", "student_1",
                                              "assets_2step", "a2v_causal", "causal_teacher", "causal_student_g",
-                                             "causal_distill_1", "causal_student_1"]
+                                             "causal_distill_1", "causal_student_1", "assets_live"]
   config = json.load(open(os.path.join(work, "run", "distill_1", "config.json")))
   assert config["init_checkpoint"] == os.path.join(str(work), "run", "student_2")  # a student's student
   bundled = out + "_2step"  # the 2-step student beside the teacher: its own A2V-DiT, the rest linked
   assert os.path.islink(os.path.join(bundled, "vae")) and not os.path.islink(os.path.join(bundled, "a2v_dit"))
   assert ReadPipeline.from_pretrained(bundled).config.distilled_steps == (2,)
+  live = ReadPipeline.from_pretrained(out + "_live")  # the causal student, bundled the same way: the live model
+  assert live.dit.causal and (live.config.mode, live.config.live_mode) == ("causal", "causal")
+  assert os.path.islink(os.path.join(out + "_live", "vae")) and live.config.distilled_steps == (1,)
   teacher = ReadPipeline.from_pretrained(out)
   for name, steps in (("student_g", ()), ("student_2", (2,)), ("student_1", (1,))):
     pipe = ReadPipeline.from_pretrained(os.path.join(work, "run", name))

@@ -36,7 +36,7 @@ def test_live_sample_and_second_run_compiles_nothing(tmp_path):
   second = _run(cache, "--live", "--audio", str(wav), "--out", str(tmp_path / "b.mp4"))
   assert set(os.listdir(cache)) == programs, "the second run compiled something"
   for out, name in ((first, "a.mp4"), (second, "b.mp4")):
-    # The demo's live mode is the rolling window: one "block" line per latent frame.
+    # --live runs the bundled live model (assets/demo_live, the causal window): one "block" line per latent frame.
     blocks = re.findall(r"^block (\d+): frames (\d+)–(\d+), latency ([\d.]+)–([\d.]+) s$", out, re.M)
     assert [int(b[0]) for b in blocks] == list(range(len(blocks))) and len(blocks) >= 2, out
     assert int(blocks[-1][2]) + 1 == int(25 * 2.5)

@@ -43,6 +43,8 @@ With ``distill`` (scripts/train_demo.py --distill), after the teacher (docs/dist
 18. causal_distill_4, causal_distill_2   progressive rounds of the cached window's step (distill.py:demo,causal,…)
      causal_student_4, causal_student_2   the 2-step causal student, its pipeline.json mode/live_mode "causal"
                 (docs/distillation.md, "A causal student"; smoke: one round, 2 → 1 steps)
+19. assets_live  ``<out>_live``: the causal student bundled like assets_2step, the live model
+     (``python scripts/sample.py --live`` uses it when it is there)
 
 Each student is a whole checkpoint directory in the workdir (``student_g``, ``student_4`` …: the teacher's parts
 with the student's a2v_dit/ and pipeline.json), so ``scripts/sample.py --ckpt WORKDIR/student_2`` runs it.
@@ -363,6 +365,7 @@ def build(workdir: str, out: str, *, num: int = 320, vae: str = "", dit_steps: i
                                 SMOKE_STUDENT_STEPS if smoke else STUDENT_STEPS)
     for n in BUNDLED_STUDENTS:  # beside the teacher: <out>_2step
       step(f"assets_{n}step", lambda n=n: bundle_student(students[f"student_{n}"], out, f"{out.rstrip('/')}_{n}step"))
-    causal_student(step, train_stage, path, ckpt, SMOKE_CAUSAL_STUDENT_STEPS if smoke else CAUSAL_STUDENT_STEPS)
+    live = causal_student(step, train_stage, path, ckpt, SMOKE_CAUSAL_STUDENT_STEPS if smoke else CAUSAL_STUDENT_STEPS)
+    step("assets_live", lambda: bundle_student(live, out, f"{out.rstrip('/')}_live"))
   log(f"demo model in {out} ({sum(step.done.values()) / 60:.1f} min of steps)")
   return dict(step.done)
