@@ -39,6 +39,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "assets", "demo")
 
 
+# The files of a minute or more (``--durations``) run first, so that with ``-n 2 --dist loadfile`` the two workers
+# end together instead of one finishing a long file alone.
+LONG_FILES = ("test_demo.py", "test_stage2.py", "test_distill.py", "test_causal.py", "test_evaluate.py",
+              "test_live_cli.py", "test_serve_engine.py", "test_live_stream_decode.py", "test_train_loop.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+  def rank(item):
+    name = os.path.basename(str(item.fspath))
+    return LONG_FILES.index(name) if name in LONG_FILES else len(LONG_FILES)
+  items.sort(key=rank)  # stable: the order within a file, and of the other files, is kept
+
+
 def pytest_sessionfinish(session, exitstatus):
   shutil.rmtree(_SUBPROCESS_CACHE, ignore_errors=True)
 

@@ -117,17 +117,17 @@ def test_admission_by_measured_time_and_max_sessions(pipe):
 
 
 def test_sessions_spread_over_devices(pipe):
-  """With 4 of the 8 fake CPU devices, 4 sessions land one per device (each lane compiled at start: batch size 1
+  """With 2 of the 8 fake CPU devices, 4 sessions land two per device (each lane compiled at start: batch size 1
   only, batching is the test above's) and each gives the frames it gives alone."""
-  devices = jax.devices()[:4]
-  assert len(devices) == 4, "conftest sets 8 fake CPU devices"
+  devices = jax.devices()[:2]
+  assert len(devices) == 2, "conftest sets 8 fake CPU devices"
   engine = Engine(pipe, batch_sizes=(1,), max_sessions=8, devices=devices, realtime_margin=None).start()
   try:
     waves, portraits = _inputs(4, 0.9, seed=7)
     sids_before = engine.stats()["opened_total"]
     frames, _ = _serve(engine, waves, portraits)
     assert engine.stats()["opened_total"] == sids_before + 4
-    assert [lane.units for lane in engine.lanes] == [lane.units for lane in engine.lanes[:1]] * 4  # even spread
+    assert [lane.units for lane in engine.lanes] == [lane.units for lane in engine.lanes[:1]] * 2  # even spread
   finally:
     engine.stop()
   for i in (0, 3):
