@@ -372,7 +372,7 @@ def compile_train_step(config, topology: str, devices: Sequence[jax.Device] | No
     lowered = trainer.step.lower(trainer.abstract_state, batch, key)
   compiled, largest = _compile(lowered, f"the train step on {topology} with mesh {dict(mesh.shape)}", buffers)
   n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(trainer.abstract_state.params))
-  # Examples per data×fsdp shard in one micro-batch: what the issue calls the per-chip batch.
+  # Examples per data×fsdp shard in one micro-batch: the per-chip batch.
   per_chip = config.data.batch_size / (mesh.shape["data"] * mesh.shape["fsdp"] * config.train.accum_steps)
   model_flops = a2v_train_flops(config, config.data.batch_size) / mesh.size if "latent_frames" in config.data else 0.0
   remat = config.model.get("remat", "none")

@@ -1,4 +1,6 @@
-"""Audio front end (DESIGN §3.2): files → 16 kHz mono float32 → Whisper log-mel → per-video-frame windows.
+"""Audio front end (docs/design.md §3.2).
+
+Files → 16 kHz mono float32 → Whisper log-mel → per-video-frame windows.
 
 Time grids, all anchored at t = 0:
   * samples at 16 kHz;

@@ -1,4 +1,4 @@
-"""The numbers with a meaning that several parts of the system agree on (DESIGN §2), each with one name.
+"""The numbers with a meaning that several parts of the system agree on (docs/design.md §2), each with one name.
 
   SAMPLE_RATE         16 kHz mono: every waveform in the system (the speech encoder's rate)
   FPS                 25 video frames per second (the paper's data; two 50 Hz speech states per frame)

@@ -11,7 +11,7 @@
 One session class per live mode, sharing the feeding and the speech state (:class:`LiveSession`, which also
 picks the class: ``LiveSession(pipe, portrait)`` is a session of the checkpoint's ``live_mode``):
 
-Clip mode (:class:`ClipSession`, DESIGN §3.9): clip j of f latent frames covers latent frames j(f−1) … j(f−1) + f − 1
+Clip mode (:class:`ClipSession`): clip j of f latent frames covers latent frames j(f−1) … j(f−1) + f − 1
 and runs once the speech latents of all of them are final, i.e. once the audio of its last video frame plus
 the speech window's look-ahead (140 ms) has arrived. Everything a clip needs is then exactly what the offline
 streaming order (:meth:`ReadPipeline.stream` with ``PipelineConfig.speech_window`` set to the same live policy)

@@ -1,4 +1,4 @@
-"""Image and video I/O for generation (DESIGN §3.9): the reference portrait in, the talking-head mp4 out.
+"""Image and video I/O for generation (docs/design.md §3.9): the reference portrait in, the talking-head mp4 out.
 
 * :func:`load_reference_image` — any size, aspect and mode (RGB, RGBA, P, L, LA, I;16, I, F, CMYK)
   → a face-centred square crop resized to the model's resolution, float32 [size, size, 3] in [−1, 1].

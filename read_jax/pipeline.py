@@ -1,4 +1,4 @@
-"""Generation: one portrait + a speech recording → a lip-synced talking-head video (DESIGN §3.9).
+"""Generation: one portrait + a speech recording → a lip-synced talking-head video (docs/design.md §3.9).
 
   pipe = ReadPipeline.from_pretrained("assets/demo")
   frames = pipe.generate("face.png", "speech.wav")             # uint8 [F, H, W, 3], F = 25 × seconds
@@ -71,7 +71,7 @@ class PipelineConfig:
   shift: float = 1.0  # timestep shift of the schedule (1 = linear)
   decode_timestep: float = 0.0  # timestep-conditioned VAE decoders only (LTX 0.9.1+)
   decode_noise_scale: float | None = None  # idem; None = decode_timestep
-  # Whether the model was trained with the text prompt (DESIGN §2): without prompt.safetensors such a checkpoint
+  # Whether the model was trained with the text prompt: without prompt.safetensors such a checkpoint
   # warns (text attention is then off); the demo model has no text conditioning by design (False: no warning).
   text_conditioning: bool = True
   # Crop the reference around the detected face, as the training data was cropped (scripts/preprocess.py);
@@ -128,14 +128,19 @@ def check_sampling(student: bool, distilled_steps: tuple, steps, cfg: str) -> No
                       "with no other count", arg="steps", value=steps)
 
 
-def check_checkpoint_sampling(path: str, steps: int | None = None, cfg: str | None = None) -> None:
+def check_checkpoint_sampling(path: str, steps: int | None = None, cfg: str | None = None,
+                              noisy: int | None = None) -> None:
   """:func:`check_sampling` for a checkpoint directory from its JSON files alone (before any weight loads):
-  the per-call ``steps`` / ``cfg`` where given, the checkpoint's own settings otherwise."""
+  the per-call ``steps`` / ``cfg`` where given, the checkpoint's own settings otherwise; a rolling window's
+  ``noisy`` frames where given."""
   config_path = os.path.join(path, PIPELINE_CONFIG)
   settings = PipelineConfig.from_dict(read_json(config_path)) if os.path.isfile(config_path) else PipelineConfig()
   dit_config = native.read_config(os.path.join(path, "a2v_dit"), "a2v_dit")
-  check_sampling(bool(dit_config.get("guidance_embeds", False)), settings.distilled_steps,
-                 settings.steps if steps is None else steps, settings.cfg if cfg is None else cfg)
+  steps = settings.steps if steps is None else steps
+  check_sampling(bool(dit_config.get("guidance_embeds", False)), settings.distilled_steps, steps,
+                 settings.cfg if cfg is None else cfg)
+  if noisy is not None:
+    rolling.check_noisy(steps, noisy, settings.clip_frames)
 
 
 @dataclasses.dataclass
@@ -411,7 +416,7 @@ class ReadPipeline:
   @property
   def streams_decode(self) -> bool:
     """Whether the VAE's decoder is causal, so latents decode as a stream, one latent frame (or clip) at a time
-    with a carried :class:`~read_jax.models.vae.DecodeState`, exactly as the whole video would (DESIGN §3.10).
+    with a carried :class:`~read_jax.models.vae.DecodeState`, exactly as the whole video would (docs/design.md §3.10).
     A non-causal decoder would hold back its future receptive field (``stream_lookahead``): live sessions and
     clips decode windows instead."""
     return stream_lookahead(self.vae.config) == 0

@@ -1,6 +1,6 @@
 """Device mesh, logical-axis rules and the shardings of params, train state and batches.
 
-The mesh has three named axes (DESIGN §3.6, STYLE "Training code"):
+The mesh has three named axes (docs/design.md §3.6):
   ``data``    pure data parallelism: params replicated, batch split;
   ``fsdp``    batch split *and* params split (ZeRO-3 style), gathered by XLA when used;
   ``tensor``  params split along model dimensions (heads, MLP width) through the logical rules.

@@ -1,4 +1,4 @@
-"""Speech features (DESIGN §3.2): a frozen speech encoder over audio of any length, cut per video frame.
+"""Speech features (docs/design.md §3.2): a frozen speech encoder over audio of any length, cut per video frame.
 
   encode_long(wave, encoder)               the encoder's states at 50 Hz, ``[ceil(samples / 320), D]``
   speech_features(wave, encoder)           S ``[F, 10, D]``: video frame i sees states 2i−4 … 2i+5
@@ -142,7 +142,7 @@ class SpeechEncoder:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class WhisperSpeechEncoder(SpeechEncoder):
-  """Whisper's encoder as the speech encoder (DESIGN §3.2): each window turned into log-mel exactly as
+  """Whisper's encoder as the speech encoder (docs/design.md §3.2): each window turned into log-mel exactly as
   transformers does one input of that length, then encoded with the first n / 320 positional embeddings."""
 
   module: WhisperEncoder
@@ -218,7 +218,7 @@ def encode_long(wave, encoder: SpeechEncoder, batch_size: int = 1):
 
 def speech_features(wave, encoder: SpeechEncoder, fps: int = FPS, num_frames: int | None = None,
                     batch_size: int = 1, policy="whole"):
-  """S ``[F, 10, D]``: for video frame i, the encoder's states 2i−4 … 2i+5 (clamped), DESIGN §3.2.
+  """S ``[F, 10, D]``: for video frame i, the encoder's states 2i−4 … 2i+5 (clamped), docs/design.md §3.2.
 
   ``wave``: 16 kHz mono ``[samples]``. ``num_frames`` defaults to F = floor(samples · fps / 16000)
   (:func:`read_jax.audio.num_video_frames`: the frames whose time i/fps lies inside the audio); a

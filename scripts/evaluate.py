@@ -44,7 +44,7 @@ from read_jax.pipeline import ReadPipeline, check_checkpoint_sampling
 
 
 # --protocol presets (paper §4.1: "identical test data with the same length of 4.84 s (121 frames)"; Table 3 and
-# Fig. 3; the drift curve runs to 10 min): values for the flags left unset.
+# Fig. 3; the drift curve runs to 10 min): values for the flags left unset.
 PROTOCOLS = {
     "table1": {"max_seconds": 121 / 25},
     "table3": {"max_seconds": 600.0, "window": 5.0},

@@ -70,7 +70,7 @@ def main(argv=None) -> int:
   if not os.path.isdir(args.ckpt):
     raise CheckpointError(f"--ckpt {args.ckpt}: no such checkpoint directory")
   checkpoint_dir.check_complete(args.ckpt)
-  check_checkpoint_sampling(args.ckpt, args.steps, args.cfg)  # e.g. a step count a distilled student refuses
+  check_checkpoint_sampling(args.ckpt, args.steps, args.cfg, args.noisy)  # e.g. a step count a distilled student refuses
   media.check_image(args.ref)
   audio.check_audio_file(args.audio)
   media.check_output_path(args.out)

@@ -156,7 +156,7 @@ def test_frame_windows_are_the_clamped_design_windows(num_frames, num_whisper):
   s = audio.frame_windows(hidden, num_frames)
   assert s.shape == (num_frames, 10, 3)
   for i in range(num_frames):
-    for p in range(10):  # DESIGN §3.2: frame i sees Whisper frames 2i−4 … 2i+5, clamped
+    for p in range(10):  # docs/design.md §3.2: frame i sees Whisper frames 2i−4 … 2i+5, clamped
       j = min(max(2 * i - 4 + p, 0), num_whisper - 1)
       np.testing.assert_array_equal(s[i, p], hidden[j])
 

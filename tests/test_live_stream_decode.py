@@ -1,4 +1,4 @@
-"""Generation with a causal VAE decoder (DESIGN §3.10): clips and the rolling window decode one stream per video
+"""Generation with a causal VAE decoder: clips and the rolling window decode one stream per video
 with a carried state (read_jax.models.vae.stream_decode_*), so a generated video is exactly the whole-video decode
 of its latents, live sessions give the offline frames, and sessions batched in the engine give their frames alone.
 

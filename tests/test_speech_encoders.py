@@ -93,7 +93,7 @@ def test_a_second_encoder_is_a_module_a_converter_and_a_registry_entry(stub_kind
   face = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
   pipe = ReadPipeline.from_config(jax.random.key(0), _config())
   assert isinstance(pipe.speech_encoder, StubEncoder) and pipe.speech_encoder.width == WIDTH
-  # A fresh A2V-DiT's audio attention outputs zero (DESIGN §3.4): give it weights, so speech moves the video.
+  # A fresh A2V-DiT's audio attention outputs zero (docs/design.md §3.4): give it weights, so speech moves the video.
   out = pipe.dit_params["transformer_blocks"]["audio_attn"]["to_out_0"]
   out["kernel"] = 0.5 * jax.random.normal(jax.random.key(5), out["kernel"].shape)
   frames = pipe.generate(face, _speech(1.0), seed=3)

@@ -1,4 +1,4 @@
-"""The synthetic talking-face set and the pixel mouth-opening measure (DESIGN §3.7)."""
+"""The synthetic talking-face set and the pixel mouth-opening measure (docs/design.md §3.7)."""
 
 import json
 import os

@@ -1,5 +1,5 @@
 """The causal window: a block-causal A2V-DiT with a per-session KV cache, one latent frame in, one out
-(DESIGN §3.10, "Causal streaming"; the design of LiveTalk, CausVid and Self Forcing).
+(docs/design.md §3.10, "Causal streaming"; the design of LiveTalk, CausVid and Self Forcing).
 
 The rolling window (:mod:`read_jax.ans.rolling`) re-runs the whole f-frame window through the denoiser for
 every solver step: 17 × 256 tokens at full size to move 256 of them. Under the model's block-causal mask

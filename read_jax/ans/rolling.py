@@ -1,4 +1,4 @@
-"""The rolling-window ANS sampler: one latent frame in, one out (diffusion-forcing style; DESIGN §3.10).
+"""The rolling-window ANS sampler: one latent frame in, one out (diffusion-forcing style; docs/design.md §3.10).
 
 The clip sampler (:mod:`read_jax.ans.sampling`) cannot start clip j before the audio of all its f latent frames
 is in, so a live video lags the speech by a whole clip. The rolling window advances one latent frame (8 video

@@ -1,4 +1,4 @@
-"""The ANS reverse sampler: Algorithm 1 of the paper (§3.3, Eq. 16–17, Appendix C.4; DESIGN §3.5).
+"""The ANS reverse sampler: Algorithm 1 of the paper (§3.3, Eq. 16–17, Appendix C.4; docs/design.md §3.5).
 
 Flow matching: Z(t) = (1−t)·Z(0) + t·ε, the denoiser predicts v = ε − Z(0), and one Euler step is
 Z(T_{i+1}) = Z(T_i) + (T_{i+1} − T_i)·v̂ (any solver of :mod:`read_jax.ans.solvers` takes its place).

@@ -9,7 +9,7 @@ models are the paper's: configs/a2v_dit.py (24 blocks × 2048, 17 × 16 × 16 la
 LTX-Video 0.9.1's VAE at 512² (configs/vae_ltx.py:0.9.1) and Whisper tiny + the SpeechAE on the live speech window
 (a 4 s window per latent frame). A latent frame is 8 video frames, 0.32 s; a second of video is 3.125 of them.
 
-One row per mode (DESIGN §3.10):
+One row per mode (docs/design.md §3.10):
 
   clip     the paper's sampler: clips of 16 latent frames (15 new), 8 steps × Split CFG (3 rows of the 17-frame
            window), a 16-latent window decode per clip

@@ -1,4 +1,4 @@
-"""Stage 2: the A2V-DiT (DESIGN §3.4–3.6) trained under the ANS forward process, SpeechAE fine-tuned jointly.
+"""Stage 2: the A2V-DiT (docs/design.md §3.4–3.6) trained under the ANS forward process, SpeechAE fine-tuned jointly.
 
   configs/a2v_dit.py          full size: 24 blocks, 2048 wide, 32 heads × 64 (LTX-Video 2B minus 4 blocks);
                               the paper's training: 121 frames at 512² (17 × 16 × 16 latents), lr 1e-5,

@@ -4,7 +4,7 @@
   configs/demo_vae.py          then 17-frame windows of whole frames, batch 4, from the warm-up's params
                                inflated for video (init_from_image: read_jax.models.vae.inflate_image_params)
   configs/demo_vae.py:smoke    a few steps of either at configs/demo.py:tiny's sizes (the end-to-end test: "image,smoke")
-  configs/demo_vae.py:causal   the bundled VAE's decoder made causal, for streaming decode (DESIGN §3.10): a
+  configs/demo_vae.py:causal   the bundled VAE's decoder made causal, for streaming decode (docs/design.md §3.10): a
                                fine-tune from assets/demo/vae, encoder frozen (the latents stay as they are)
 
 scripts/train_demo.py runs the two in order; why two runs at a small learning rate, with the measurements:

@@ -1,4 +1,4 @@
-"""Stage 1: SpeechAE pre-training on Whisper features (DESIGN §3.3, §3.6; paper §3, Eq. 7–9).
+"""Stage 1: SpeechAE pre-training on Whisper features (docs/design.md §3.3, §3.6; paper §3, Eq. 7–9).
 
   configs/speechae.py          the paper setting: lr 1e-4, α = 10, β = 1, F = 121 frames, paper sizes
   configs/speechae.py:tiny     tiny model and clips, 80 steps: trains on one CPU in seconds

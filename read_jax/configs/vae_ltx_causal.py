@@ -1,4 +1,4 @@
-"""LTX-Video's VAE decoder fine-tuned causal, for streaming decode in live sessions (DESIGN §3.10; stage "vae",
+"""LTX-Video's VAE decoder fine-tuned causal, for streaming decode in live sessions (docs/design.md §3.10; stage "vae",
 read_jax/train/vae_stage.py).
 
   configs/vae_ltx_causal.py                 LTX-Video 0.9.1's VAE (config.init_checkpoint: its weights), decoder causal

@@ -1,4 +1,5 @@
-"""The constant text prompt (DESIGN §2): a T5 embedding computed once, offline (``scripts/encode_prompt.py``)."""
+"""The constant text prompt (docs/design.md §2): a T5 embedding computed once, offline
+(``scripts/encode_prompt.py``)."""
 
 from __future__ import annotations
 

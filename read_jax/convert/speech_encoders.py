@@ -1,4 +1,4 @@
-"""Speech encoders by kind (DESIGN §3.2): how each is recognised on disk, loaded, saved and initialised.
+"""Speech encoders by kind (docs/design.md §3.2): how each is recognised on disk, loaded, saved and initialised.
 
 A read_jax checkpoint holds its speech encoder in the part named by its role, ``speech_encoder/`` (checkpoints
 written before it had that name: ``whisper/``), in the encoder's own layout (Whisper: a transformers directory).

@@ -1,4 +1,4 @@
-"""A seeded synthetic talking-face set: speech-like audio and a drawn face that speaks it (DESIGN §3.7).
+"""A seeded synthetic talking-face set: speech-like audio and a drawn face that speaks it (docs/design.md §3.7).
 
 Nothing is downloaded and everything follows from one integer seed, so the set feeds the demo
 model, the tests and the lip-sync checks on any machine. Each clip has

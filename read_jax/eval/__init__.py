@@ -1,4 +1,4 @@
-"""Evaluation (DESIGN §3.7): ``mouth`` measures the mouth opening of a synthetic face from pixels, ``talking``
+"""Evaluation (docs/design.md §3.7): ``mouth`` measures the mouth opening of a synthetic face from pixels, ``talking``
 scores a generated talking-head video (lip sync, identity colours, clip boundaries), ``probes`` reads the mouth
 out of a model's latents and speech, ``demo`` runs them all on a demo model (scripts/eval_demo.py)."""
 

@@ -1,4 +1,4 @@
-"""How open the mouth of a synthetic face is, measured from pixels (DESIGN §3.7).
+"""How open the mouth of a synthetic face is, measured from pixels (docs/design.md §3.7).
 
 Lip sync on generated video is scored by comparing this measure with the audio envelope (or the
 ground-truth track of ``read_jax.data.synthetic``). Generated frames are blurry, low-resolution and

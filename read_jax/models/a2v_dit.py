@@ -7,7 +7,7 @@ Reference: diffusers ``LTXVideoTransformer3DModel``. Submodules carry diffusers'
 ``transformer_blocks/ff/{net_0/proj, net_2}``, ``transformer_blocks/scale_shift_table``,
 ``scale_shift_table``, ``proj_out``.
 
-Call (DESIGN §3.4)::
+Call (docs/design.md §3.4)::
 
   v = model.apply(variables, x, t, speech, text, text_mask)
 
@@ -401,7 +401,7 @@ class _TextKVBlock(nn.Module):
 
 
 class A2VDiT(nn.Module):
-  """The A2V-DiT (DESIGN §3.4); fields are exactly the keys of ``configs/a2v_dit.py``'s ``config.model``."""
+  """The A2V-DiT (docs/design.md §3.4); fields are exactly the keys of ``configs/a2v_dit.py``'s ``config.model``."""
 
   in_channels: int = 128  # latent channels in
   out_channels: int = 128  # latent channels out (the velocity)
@@ -652,7 +652,7 @@ class Denoiser:
 
 
 def full_size_fields(**overrides) -> dict:
-  """The paper's A2V-DiT (DESIGN §2: 24 blocks, 32 heads × 64, speech tokens 2 × 2048) as ``A2VDiT`` fields:
+  """The paper's A2V-DiT (docs/design.md §2: 24 blocks, 32 heads × 64, speech tokens 2 × 2048) as ``A2VDiT`` fields:
   the dataclass defaults, with ``attention="auto"`` (the best implementation for the device)."""
   fields = {f.name: f.default for f in dataclasses.fields(A2VDiT) if f.name not in ("parent", "name")}
   return {**fields, "attention": "auto", **overrides}

@@ -7,7 +7,7 @@ space-to-depth downsamplers); causal or non-causal encoder and decoder.
 
 Pixels ``[B, T, H, W, C]`` in [-1, 1] with T = 1 + 8k and H, W multiples of 32 (the compression
 ratios) ↔ latents ``[B, 1 + k, H/32, W/32, latent_channels]``: the first frame is compressed on its
-own, every later latent stands for 8 frames (DESIGN §2).
+own, every later latent stands for 8 frames (docs/design.md §2).
 
 Submodules are named after diffusers' module paths (``encoder/down_blocks_0/resnets_1/conv1/conv``)
 so read_jax.convert.torch_layout maps the weights with no key table. ``latents_mean`` and
@@ -22,7 +22,7 @@ Usage::
   z = model.apply(params, posterior.mode(), method=model.normalize_latents)
   video = model.apply(params, z, method=model.decode_latents, decode_timestep=0.05, key=key)
 
-Streaming decode (DESIGN §3.10): a live session decodes one latent frame at a time, carrying each temporal
+Streaming decode (docs/design.md §3.10): a live session decodes one latent frame at a time, carrying each temporal
 conv's last k − 1 inputs (and, for a non-causal decoder, the skip paths' frames still to be met) in an
 explicit :class:`DecodeState`, so a step computes only the new frame: about one latent frame's share of a
 window decode, one compiled shape after the first::

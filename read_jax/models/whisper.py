@@ -1,4 +1,5 @@
-"""Whisper encoder in Flax Linen (DESIGN §3.2); the speech features S [F, 10, D] built from it: read_jax.speech.
+"""Whisper encoder in Flax Linen (docs/design.md §3.2); the speech features S [F, 10, D] built from it:
+read_jax.speech.
 
 Submodules carry transformers' module names (``conv1``, ``conv2``, ``embed_positions``,
 ``layers_<i>/self_attn/q_proj``, ``layers_<i>/fc1``, ``layer_norm``, ...), so

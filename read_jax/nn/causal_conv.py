@@ -14,7 +14,7 @@ reads the same frame: it runs as a 2D convolution with the taps summed, kT times
 Parameter names follow diffusers' ``LTXVideoCausalConv3d`` (a wrapper holding an ``nn.Conv3d``
 called ``conv``): ``<name>/conv/kernel`` ``[kT, kH, kW, I, O]`` and ``<name>/conv/bias`` ``[O]``.
 
-Streaming (``stream`` = "first" | "next" | "last", the streaming VAE decoder of read_jax.models.vae, DESIGN
+Streaming (``stream`` = "first" | "next" | "last", the streaming VAE decoder of read_jax.models.vae, docs/design.md
 §3.10): a video arrives a few frames at a time and each call convolves only the new ones. The conv keeps the
 last kT − 1 frames it read (the padded input) in the ``"cache"`` collection, variable ``frames``, and reads
 them in front of the next frames, so the frames it emits over a stream are those of the whole-video

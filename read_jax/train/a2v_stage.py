@@ -1,6 +1,6 @@
 """Stage 2: the A2V-DiT trained under the ANS forward process, SpeechAE fine-tuned jointly.
 
-Paper §3.3 (Eq. 11–15), Appendix C.1–C.3; DESIGN §3.5–3.6. One example is one training clip,
+Paper §3.3 (Eq. 11–15), Appendix C.1–C.3; docs/design.md §3.5–3.6. One example is one training clip,
 written by ``scripts/preprocess.py`` (or any tool producing the same keys):
 
   latents  [1 + f, h, w, C]      VAE latents, normalised per channel; the reference frame z_R first

@@ -21,7 +21,7 @@ A run on single frames (``num_frames=1``) is a cheap warm-up for a video run; th
 it with ``config.init_checkpoint`` and ``config.init_from_image=True``, which inflates the params for
 video (``read_jax.models.vae.inflate_image_params``) once they are read.
 
-A causal decoder for streaming (DESIGN §3.10, ``configs/demo_vae.py:causal``, ``configs/vae_ltx_causal.py``)
+A causal decoder for streaming (docs/design.md §3.10, ``configs/demo_vae.py:causal``, ``configs/vae_ltx_causal.py``)
 is a fine-tune of a trained VAE: ``config.init_checkpoint`` a VAE in diffusers layout (or an LTX-Video single
 file) or a run, ``model.decoder_causal=True``, ``init_causal_decoder=True`` (its non-causal decoder's future taps
 moved onto the present: ``read_jax.models.vae.causal_decoder_params``) and ``freeze_encoder=True``: the encoder
