@@ -53,15 +53,15 @@ def _jsonl_losses(workdir):
 @pytest.mark.slow
 def test_learns_and_agrees_across_devices_and_processes(data, tmp_path):
   """The tiny stage-2 run learns on one device (loss falls by 30% in 40 steps), and its first steps give the
-  same losses (within 1e-5) as data 2 × fsdp 4 on 8 devices and as 2 processes × 4 devices (gloo on
-  127.0.0.1, each process reading only its rows of every batch)."""
+  same losses (within 1e-5) as data 2 × fsdp 4 over 2 processes × 4 devices (gloo on 127.0.0.1, each process
+  reading only its rows of every batch). The same mesh in one process of 8 devices runs the same SPMD program
+  without the cross-process collectives; one process's 8 devices against one device is
+  tests/test_train_loop.py::test_one_device_equals_eight."""
   one = _losses(train(load_config("a2v_dit.py:tiny", _overrides(data)), str(tmp_path / "one")))
   assert one.shape == (STEPS,) and np.all(np.isfinite(one))
   assert one[-10:].mean() < 0.7 * one[:10].mean(), one
 
   mesh8 = ["--config.mesh.data=2", "--config.mesh.fsdp=4"]
-  eight = _losses(train(load_config("a2v_dit.py:tiny", _overrides(data, *mesh8, f"--config.train.steps={COMPARED}")),
-                        str(tmp_path / "eight")))
 
   port, workdir = _free_port(), str(tmp_path / "two_processes")
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
@@ -74,10 +74,9 @@ def test_learns_and_agrees_across_devices_and_processes(data, tmp_path):
     assert p.returncode == 0, out[-3000:]
   two = _jsonl_losses(workdir)
 
-  assert eight.shape == two.shape == (COMPARED,)
-  np.testing.assert_allclose(eight, one[:COMPARED], rtol=1e-5, atol=1e-6)
+  assert two.shape == (COMPARED,)
   np.testing.assert_allclose(two, one[:COMPARED], rtol=1e-5, atol=1e-6)
-  assert len(set(np.round(eight[:COMPARED], 6))) == COMPARED  # the steps really differ
+  assert len(set(np.round(two, 6))) == COMPARED  # the steps really differ
 
 
 @pytest.mark.slow
