@@ -43,6 +43,7 @@ def _inputs(model, frames, key=3):
   return x, t, speech
 
 
+@pytest.mark.slow
 def test_block_causal_by_perturbation(model_params):
   model, _, params = model_params
   den = dit.Denoiser(model)
@@ -63,6 +64,7 @@ def _fields(model, **over):
   return {**{k: getattr(model, k) for k in dit.full_size_fields()}, **over}
 
 
+@pytest.mark.slow
 def test_cached_pass_equals_uncached_rows(model_params):
   model, _, params = model_params
   den = dit.Denoiser(model)
@@ -108,6 +110,7 @@ def _stream_reference(model, params, sampler, z_ref, pre_roll, pre_speech, noise
   return out, velocities
 
 
+@pytest.mark.slow
 def test_cached_stream_equals_uncached_across_the_wrap(model_params):
   model, _, params = model_params
   den = dit.Denoiser(model)

@@ -107,6 +107,7 @@ def test_progressive_target_is_two_sampler_steps(student_steps):
     assert first or (ex["owned"][i, 1] == 0 and np.all(np.asarray(ex["owned"][i, 2:]) == 1))
 
 
+@pytest.mark.slow
 def test_fresh_student_is_the_teachers_conditional_branch(tmp_path):
   """init_from_checkpoint: the student is the teacher plus a guidance embedding whose last layer is zero, so it
   computes the teacher's full branch S(Z, C, z_R) exactly, whatever (α, β); once that layer moves, (α, β) matter."""
@@ -209,6 +210,7 @@ def _speech(seconds=1.0):
   return (0.2 * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_pipeline_samples_a_student_with_its_steps_only(tmp_path, tiny_pipeline):
   """A 2-step student generates with one denoiser row per step; other step counts, CFG branches on the
   student and the 'distilled' mode on a teacher are refused with the reason; scripts/sample.py refuses

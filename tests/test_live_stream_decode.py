@@ -40,6 +40,7 @@ def _face(seed=0):
   return np.random.default_rng(seed).integers(0, 256, (64, 64, 3), dtype=np.uint8)
 
 
+@pytest.mark.slow
 def test_clips_decode_as_one_stream(pipe):
   """Clip mode: every clip continues the video's decode stream, so the frames are the whole-video decode of the
   sampled latents (clip boundaries decode like any other latent frame)."""
@@ -51,6 +52,7 @@ def test_clips_decode_as_one_stream(pipe):
   assert np.abs(frames.astype(int) - whole).max() <= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["clip", "rolling"])
 def test_live_sessions_give_the_offline_frames(pipe, mode):
   wave = _speech(1.7, seed=1)

@@ -162,6 +162,7 @@ def pipe(demo_pipeline):
   return demo_pipeline.with_config(speech_window=POLICY)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("noisy", [1, 2])
 def test_live_rolling_equals_offline(pipe, noisy):
   seconds = 1.5  # 37 frames: 5 latent frames of 8

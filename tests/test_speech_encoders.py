@@ -89,6 +89,7 @@ def _speech(seconds, seed=0):
           0.01 * rng.standard_normal(t.size)).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_a_second_encoder_is_a_module_a_converter_and_a_registry_entry(stub_kind, tmp_path):
   face = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
   pipe = ReadPipeline.from_config(jax.random.key(0), _config())

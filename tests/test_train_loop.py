@@ -172,6 +172,7 @@ def test_sigkill_while_a_checkpoint_is_written_resumes_from_the_last_complete_on
   assert sorted(os.listdir(workdir / "checkpoints")) == [str(HALF), str(STEPS)]  # the debris replaced
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_nonfinite_steps_are_skipped(tmp_path, data, compile_cache, monkeypatch):
   # SIGTERM arrives while the 20th batch is read; the loop finishes that step, checkpoints and returns.
   make_iterator = loop.records.make_iterator
