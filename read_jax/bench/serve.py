@@ -24,8 +24,6 @@ import asyncio
 import base64
 import json
 import os
-import socket
-import threading
 import time
 
 import numpy as np
@@ -123,36 +121,21 @@ class _Server:
   """scripts/serve.py's app around a started engine, on 127.0.0.1 and a free port, in a thread."""
 
   def __init__(self, pipe, portrait: bytes, batch_sizes, max_sessions: int, seconds: float, mode: str | None = None):
-    import uvicorn  # the serve extra
-
     self.engine = Engine(pipe, batch_sizes=batch_sizes, max_sessions=max_sessions, realtime_margin=None,
                          mode=mode).start()
     self.busy0 = self.busy()  # the start-up's warm-up rounds
     limits = Limits(max_sessions=max_sessions, max_session_seconds=seconds + 60, idle_timeout_seconds=60,
                     max_session_wall_seconds=seconds + 180)
     app = create_app(self.engine, pipe, limits, default_portrait=portrait)
-    with socket.socket() as s:
-      s.bind(("127.0.0.1", 0))
-      port = s.getsockname()[1]
-    self.url = f"ws://127.0.0.1:{port}/v1/stream"
-    self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                                ws_max_size=64 << 20, ws_per_message_deflate=False))
-    self.server.install_signal_handlers = False
-    self.thread = threading.Thread(target=self.server.run, daemon=True)
-    self.thread.start()
-    deadline = time.time() + 60
-    while not self.server.started and time.time() < deadline:
-      time.sleep(0.05)
-    if not self.server.started:
-      raise RuntimeError("the benchmark's server did not start")
+    self.http = serve_load.ThreadedServer(app, log_level="warning", ws_max_size=64 << 20)
+    self.url = f"ws://127.0.0.1:{self.http.port}/v1/stream"
 
   def busy(self) -> float:
     stats = self.engine.stats()
     return stats["busy_seconds_total"] + stats["speech_seconds_total"]
 
   def close(self):
-    self.server.should_exit = True
-    self.thread.join(10)
+    self.http.close()
     self.engine.stop()
 
 

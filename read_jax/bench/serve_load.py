@@ -64,22 +64,15 @@ def add_args(p):
   p.add_argument("--api-key", default="", help="with --url: the server's key")
 
 
-class _Server:
-  """scripts/serve.py's app (a key, the default limits, the connection cap) on 127.0.0.1 and a free port."""
+class ThreadedServer:
+  """An app under uvicorn on 127.0.0.1 and a free port, in a daemon thread: the benchmarks' in-process server."""
 
-  def __init__(self, pipe, portrait: bytes, key: str):
-    self.engine = Engine(pipe, batch_sizes=(1,), max_sessions=6).start()
-    limits = Limits(max_sessions=4, max_videos=2)
-    log = logging.getLogger("read_jax.serve.bench")  # thousands of refusals: counted in /metrics, not printed
-    log.addHandler(logging.NullHandler())
-    log.propagate = False
-    app = create_app(self.engine, pipe, limits, default_portrait=portrait, security=Security(api_key=key), log=log)
+  def __init__(self, app, **config):
     with socket.socket() as s:
       s.bind(("127.0.0.1", 0))
       self.port = s.getsockname()[1]
-    self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="critical",
-                                                limit_concurrency=256, ws_per_message_deflate=False,
-                                                ws_max_size=limits.max_message_bytes + 4096))
+    self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, ws_per_message_deflate=False,
+                                                **config))
     self.server.install_signal_handlers = False
     self.thread = threading.Thread(target=self.server.run, daemon=True)
     self.thread.start()
@@ -92,6 +85,24 @@ class _Server:
   def close(self):
     self.server.should_exit = True
     self.thread.join(10)
+
+
+class _Server:
+  """scripts/serve.py's app (a key, the default limits, the connection cap) on 127.0.0.1 and a free port."""
+
+  def __init__(self, pipe, portrait: bytes, key: str):
+    self.engine = Engine(pipe, batch_sizes=(1,), max_sessions=6).start()
+    limits = Limits(max_sessions=4, max_videos=2)
+    log = logging.getLogger("read_jax.serve.bench")  # thousands of refusals: counted in /metrics, not printed
+    log.addHandler(logging.NullHandler())
+    log.propagate = False
+    app = create_app(self.engine, pipe, limits, default_portrait=portrait, security=Security(api_key=key), log=log)
+    self.http = ThreadedServer(app, log_level="critical", limit_concurrency=256,
+                               ws_max_size=limits.max_message_bytes + 4096)
+    self.port = self.http.port
+
+  def close(self):
+    self.http.close()
     self.engine.stop()
 
 
