@@ -4,6 +4,7 @@ structure and are positive and finite. Not a timing test: timings belong in the 
 import importlib.util
 import json
 import math
+import mmap
 import os
 import time
 
@@ -75,9 +76,13 @@ def test_rss_sampler_sees_a_peak_between_marks():
   with long_bench.RssSampler(interval=0.01) as sampler:
     sampler.window_max()
     before = long_bench.memory_mib()["rss_mib"]
-    block = np.ones(64 * 2 ** 20 // 8)  # 64 MiB, touched
-    time.sleep(0.2)  # the thread samples every 10 ms while the block is alive
-    del block
+    block = mmap.mmap(-1, 64 * 2 ** 20)  # 64 MiB of fresh pages (a heap block may reuse resident memory)
+    np.frombuffer(block, np.uint8)[:] = 1  # touched
+    seen = sampler.samples
+    deadline = time.monotonic() + 10  # the thread samples every 10 ms while the block is alive (a loaded CPU
+    while sampler.samples < seen + 3 and time.monotonic() < deadline:  # may starve it for a while)
+      time.sleep(0.01)
+    block.close()
     peak = sampler.window_max()
     after = sampler.window_max()
   assert peak > before + 48

@@ -8,6 +8,8 @@
 * the causal progressive-distillation example owns only the last frame, its context clean.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,7 +48,7 @@ def _inputs(model, frames, key=3):
 @pytest.mark.slow
 def test_block_causal_by_perturbation(model_params):
   model, _, params = model_params
-  den = dit.Denoiser(model)
+  den = jax.jit(dit.Denoiser(model))  # jitted here: eager, each op of the model compiles on its own
   x, t, speech = _inputs(model, 7)
   v = den(params, x, t, speech)
   for k in (2, 5):
@@ -55,7 +57,7 @@ def test_block_causal_by_perturbation(model_params):
     assert diff[:, :k].max() == 0.0  # z_R and every earlier frame: bitwise unchanged
     assert diff[:, k:].min() > 1e-3  # the frame itself and every later one move
   # The same weights without the mask: earlier frames see later ones.
-  bidir = dit.Denoiser(dit.build_model(_fields(model, causal=False)))
+  bidir = jax.jit(dit.Denoiser(dit.build_model(_fields(model, causal=False))))
   moved = bidir(params, x.at[:, 5].add(1.0), t, speech)
   assert np.abs(np.asarray(moved - bidir(params, x, t, speech)))[:, 1:5].max() > 1e-3
 
@@ -68,26 +70,33 @@ def _fields(model, **over):
 def test_cached_pass_equals_uncached_rows(model_params):
   model, _, params = model_params
   den = dit.Denoiser(model)
+  forward, frame_kv, cached = (jax.jit(f) for f in (den, den.frame_kv, den.cached))  # eager: op by op
   x, t, speech = _inputs(model, F + 1, key=4)
   x, speech = x[:1], speech[:1]
   t = t[:1].at[:, :F].set(0.0)  # a window: z_R and F − 1 clean frames, the last noisy
-  v = den(params, x, t, speech)[:, -1:]
-  kv = den.frame_kv(params, x[:, :F], t[:, :F], speech[:, :F - 1])
+  v = forward(params, x, t, speech)[:, -1:]
+  kv = frame_kv(params, x[:, :F], t[:, :F], speech[:, :F - 1])
   for order in ([0, 1, 2], [2, 0, 1]):  # ring slots in any order
     o = np.asarray(order)
     view = dit.KVCacheView(dit.FrameKV(kv.k[:, :, :1], kv.v[:, :, :1]),
                            dit.FrameKV(kv.k[:, :, 1:][:, :, o], kv.v[:, :, 1:][:, :, o]),
                            jnp.asarray(o + 1, jnp.int32)[None], jnp.ones((1, F - 1), bool))
-    vc, kv_new = den.cached(params, x[:, -1:], t[:, -1:], speech[:, -1:], view)
+    vc, kv_new = cached(params, x[:, -1:], t[:, -1:], speech[:, -1:], view)
     scale = float(np.abs(np.asarray(v)).max())
     assert float(np.abs(np.asarray(vc - v)).max()) <= 1e-5 * scale
-    full = den.frame_kv(params, x, t, speech)
+    full = frame_kv(params, x, t, speech)
     assert float(np.abs(np.asarray(kv_new.k - full.k[:, :, -1:])).max()) <= 1e-5 * float(np.abs(full.k).max())
   # An invalid slot is not attended: masking the oldest equals dropping it from the window.
   view = dit.KVCacheView(dit.FrameKV(kv.k[:, :, :1], kv.v[:, :, :1]), dit.FrameKV(kv.k[:, :, 1:], kv.v[:, :, 1:]),
                          jnp.asarray([[1, 2, 3]], jnp.int32), jnp.asarray([[False, True, True]]))
-  vm, _ = den.cached(params, x[:, -1:], t[:, -1:], speech[:, -1:], view)
+  vm, _ = cached(params, x[:, -1:], t[:, -1:], speech[:, -1:], view)
   assert float(np.abs(np.asarray(vm - vc)).max()) > 1e-3
+
+
+@functools.partial(jax.jit, static_argnames=("model", "window"))
+def _causal_call(model, params, seq, t, speech, text_kv, window):
+  """``A2VDiT.causal_call``, jitted (eager, each op of the model compiles on its own: seconds per call)."""
+  return model.apply({"params": params}, seq, t, speech, text_kv, window=window, method=dit.A2VDiT.causal_call)
 
 
 def _stream_reference(model, params, sampler, z_ref, pre_roll, pre_speech, noises, speeches):
@@ -100,8 +109,7 @@ def _stream_reference(model, params, sampler, z_ref, pre_roll, pre_speech, noise
     for s in range(sampler.steps):
       seq = jnp.stack([z_ref] + clean + [x])[None]
       t = jnp.zeros(seq.shape[:2]).at[:, -1].set(sched[s])
-      v = model.apply({"params": params[0]}, seq, t, jnp.stack(speech_all + [sp])[None], params[1],
-                      window=F, method=dit.A2VDiT.causal_call)[0, -1]
+      v = _causal_call(model, params[0], seq, t, jnp.stack(speech_all + [sp])[None], params[1], F)[0, -1]
       velocities.append(v)
       x = x + (sched[s + 1] - sched[s]) * v
     clean.append(x)
@@ -140,8 +148,7 @@ def test_cached_stream_equals_uncached_across_the_wrap(model_params):
   seq = jnp.stack([z_ref] + list(pre_roll) + got[:4] + [noises[4]])[None]
   t = jnp.zeros(seq.shape[:2]).at[:, -1].set(1.0)
   sp = jnp.concatenate([pre_speech, speeches])[None]
-  banded, unbanded = (model.apply({"params": params[0]}, seq, t, sp, params[1], window=w,
-                                  method=dit.A2VDiT.causal_call)[0, -1] for w in (F, None))
+  banded, unbanded = (_causal_call(model, params[0], seq, t, sp, params[1], w)[0, -1] for w in (F, None))
   assert float(np.abs(np.asarray(banded - unbanded)).max()) > 1e-3
 
 

@@ -81,6 +81,7 @@ class RssSampler:
     self.interval = interval
     self._lock = threading.Lock()
     self._max = memory_mib()["rss_mib"]
+    self.samples = 0  # samples taken so far (the thread's and window_max's)
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
 
@@ -92,6 +93,7 @@ class RssSampler:
     rss = memory_mib()["rss_mib"]
     with self._lock:
       self._max = max(self._max, rss)
+      self.samples += 1
     return rss
 
   def window_max(self) -> float:

@@ -127,6 +127,22 @@ def pair_videos(generated: str, reference: str | None) -> list[tuple[str, str | 
 # Networks and their features
 
 
+_LOADERS = {"fid": inception.load_inception, "fvd": i3d.load_i3d, "sync": syncnet.load_syncnet}
+
+
+@functools.lru_cache(maxsize=6)
+def _load_weights(metric: str, path: str, size: int, mtime_ns: int) -> tuple:
+  """A metric network's variables and its file's sha256, kept for the next evaluation in this process (the same
+  file: its size and modification time) — a sweep over checkpoints converts each network once, not per call."""
+  del size, mtime_ns  # the cache key only
+  return _LOADERS[metric](path), file_sha256(path)
+
+
+@functools.lru_cache(maxsize=1)
+def _face_models() -> faces.FaceModels:
+  return faces.FaceModels.load()
+
+
 class Networks:
   """The metric networks whose weights are in ``folder``; ``missing[metric]`` says why one is absent."""
 
@@ -135,11 +151,10 @@ class Networks:
     self.faces = None
     if "faces" in metrics:
       try:
-        self.faces = faces.FaceModels.load()
+        self.faces = _face_models()
         self.hashes["faces"] = {"file": faces.PREDICTOR_FILE + ", " + faces.DESCRIPTOR_FILE, "sha256": "dlib"}
       except ConfigError as e:
         self.missing["faces"] = f"faces: skipped, {e}"
-    loaders = {"fid": inception.load_inception, "fvd": i3d.load_i3d, "sync": syncnet.load_syncnet}
     for metric in (m for m in metrics if m != "faces"):
       file, published, where = WEIGHTS[metric]
       path = os.path.join(folder, file) if folder else None
@@ -148,8 +163,9 @@ class Networks:
                                 f"with python scripts/convert.py import-metric-weights {CONVERT_FLAG[metric]} "
                                 f"{published} --out {folder or 'DIR'}")
         continue
-      self.variables[metric] = loaders[metric](path)
-      self.hashes[metric] = {"file": file, "sha256": file_sha256(path)}
+      st = os.stat(path)
+      self.variables[metric], sha = _load_weights(metric, os.path.abspath(path), st.st_size, st.st_mtime_ns)
+      self.hashes[metric] = {"file": file, "sha256": sha}
 
   def has(self, metric: str) -> bool:
     return metric in self.variables or (metric == "faces" and self.faces is not None)

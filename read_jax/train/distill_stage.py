@@ -70,6 +70,7 @@ class DistillStage:
                         "a causal model (config.model.causal=True; configs/distill.py:demo,causal)")
     # The teacher of the guidance round has CFG branches; a progressive round's teacher is a student.
     self.teacher_is_student = d.mode == "progressive"
+    self.init_uses_fresh_params = not self.teacher_is_student  # the guidance round's new embedding, as initialised
     self.student = a2v_dit.build_model({**m, "guidance_embeds": True})
     self.teacher = a2v_dit.build_model({**m, "guidance_embeds": self.teacher_is_student})
     self.speech_ae = SpeechAE(**s, dtype=DTYPES[m["dtype"]], param_dtype=DTYPES[m["param_dtype"]])

@@ -147,6 +147,9 @@ class Trainer:
     self.abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                        strip_boxes(boxed), self.state_shardings)
     self.init = jax.jit(lambda k: nn.unbox(init_boxed(k)), out_shardings=self.state_shardings)
+    # The state around params read from elsewhere (config.init_checkpoint): no random init compiled or run.
+    self.create = jax.jit(lambda params: TrainState.create(params, self.tx), in_shardings=(self.state_shardings.params,),
+                          out_shardings=self.state_shardings)
     self.step = jax.jit(
         functools.partial(train_step, stage=stage, tx=self.tx, schedule=self.schedule, accum_steps=t.accum_steps),
         in_shardings=(self.state_shardings, self.batch_shardings, replicated),
@@ -271,19 +274,22 @@ def train(config, workdir: str, *, devices=None) -> dict[str, Any]:
       say(f"resuming from step {start} ({ckpt.directory})")
     else:
       start = 0
-      state = trainer.init(init_key)
-      if config.init_checkpoint:
+      if not config.init_checkpoint:
+        state = trainer.init(init_key)
+      else:
+        # The params come from the checkpoint; a random init is made only for a stage that takes some of its
+        # values (the distillation's new guidance embedding), else the template is abstract.
+        abstract = trainer.abstract_state.params
+        fresh = trainer.init(init_key).params if getattr(stage, "init_uses_fresh_params", False) else abstract
         load = getattr(stage, "init_from_checkpoint", None)  # optional Stage method (the distillation's teacher)
         if load is not None:
-          params = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding),
-                                load(config.init_checkpoint, state.params), state.params)
+          params = load(config.init_checkpoint, fresh)
         else:
-          params = ckpt_lib.restore_params(config.init_checkpoint, trainer.abstract_state.params, config.stage)
-        state = state.replace(params=params)
+          params = ckpt_lib.restore_params(config.init_checkpoint, abstract, config.stage)
         adapt = getattr(stage, "adapt_init_params", None)  # optional Stage method
         if adapt is not None:
-          state = state.replace(params=jax.tree.map(lambda new, old: jax.device_put(new, old.sharding),
-                                                    adapt(state.params), state.params))
+          params = adapt(params)
+        state = trainer.create(jax.tree.map(lambda new, like: jax.device_put(new, like.sharding), params, abstract))
         say(f"params from config.init_checkpoint={config.init_checkpoint}")
 
     stop = {"signal": None}

@@ -36,7 +36,9 @@ class Stage(Protocol):
   # Optional: ``adapt_init_params(params) -> params``, applied once to the params read from
   # ``config.init_checkpoint`` (the VAE stage inflates a single-frame run for video with it);
   # ``init_from_checkpoint(path, fresh_params) -> params``, used instead of the generic restore of
-  # ``config.init_checkpoint`` (the distillation reads its teacher with it); ``needs_init_checkpoint``, a
+  # ``config.init_checkpoint`` (the distillation reads its teacher with it), given the abstract params (their
+  # shapes, dtypes and shardings), or freshly initialised ones when ``init_uses_fresh_params`` is True (a stage
+  # that keeps some initialised values); ``needs_init_checkpoint``, a
   # message: the loop refuses a fresh run without ``config.init_checkpoint``.
 
 
