@@ -135,6 +135,10 @@ class SpeechEncoder:
   def encode(self, windows) -> jnp.ndarray:
     raise NotImplementedError
 
+  def encode_tail(self, windows, tail: int) -> jnp.ndarray:
+    """The last ``tail`` states of each window's ``encode`` ``[B, tail, width]`` (an encoder may compute only them)."""
+    return self.encode(windows)[:, -tail:]
+
   def on_device(self, device) -> "SpeechEncoder":
     """A copy whose weights live on ``device``."""
     raise NotImplementedError
@@ -162,11 +166,18 @@ class WhisperSpeechEncoder(SpeechEncoder):
     return self.module.dtype
 
   def encode(self, windows) -> jnp.ndarray:
+    return self._encode(windows, None)  # [B, P', D]
+
+  def encode_tail(self, windows, tail: int) -> jnp.ndarray:
+    return self._encode(windows, tail)  # [B, tail, D]: the last layer computes only those positions
+
+  def _encode(self, windows, tail: int | None) -> jnp.ndarray:
     windows = np.asarray(windows, np.float32)
     states = windows.shape[1] // STATE_SAMPLES
-    module = self.module.clone(window_positions=None if states == self.module.max_source_positions else states)
+    module = self.module.clone(window_positions=None if states == self.module.max_source_positions else states,
+                               output_tail=tail)
     mel = audio.log_mel_spectrogram(windows, module.num_mel_bins, num_samples=windows.shape[1])  # [B, 2P', n_mels]
-    return encode(module, self.params, mel)  # [B, P', D]
+    return encode(module, self.params, mel)
 
   def on_device(self, device) -> "WhisperSpeechEncoder":
     return dataclasses.replace(self, params=jax.device_put(self.params, device))
@@ -259,10 +270,20 @@ def _window(wave: np.ndarray, stop: int, length: int) -> np.ndarray:
   return out
 
 
+def _tail_states(policy: WindowPolicy, k, frames: np.ndarray, num_whisper: int) -> int:
+  """States at the end of latent frame ``k``'s window that its ``frames`` read: ``policy.min_window_states``, or
+  more for frames past the stream's end (their states clamp to its last one, earlier in the window)."""
+  first = int(audio.window_indices(int(frames[-1]) + 1, num_whisper)[frames].min())
+  return int(min(policy.window_states, max(policy.min_window_states,
+                                           policy.window_end(k) // STATE_SAMPLES - first)))
+
+
 def _rows(states, policy: WindowPolicy, k, frames: np.ndarray, num_whisper: int):
-  """Features ``[n, 10, D]`` of video frames ``frames`` (all of latent frame ``k``) from its window's states."""
-  first_state = (policy.window_end(k) - policy.window_samples) // STATE_SAMPLES  # stream index of state 0
-  idx = audio.window_indices(int(frames[-1]) + 1, num_whisper)[frames] - first_state  # [n, 10] in 0 … P'−1
+  """Features ``[n, 10, D]`` of video frames ``frames`` (all of latent frame ``k``) from the last states of its
+  window (``SpeechEncoder.encode_tail``: at least :func:`_tail_states` of them)."""
+  first_state = policy.window_end(k) // STATE_SAMPLES - states.shape[0]  # stream index of states[0]
+  idx = audio.window_indices(int(frames[-1]) + 1, num_whisper)[frames] - first_state  # [n, 10] in 0 … tail − 1
+  assert idx.min() >= 0, f"latent frame {k}: reads a state before its window's last {states.shape[0]}"
   return states[idx]
 
 
@@ -283,8 +304,10 @@ def _live_features(wave, encoder: SpeechEncoder, policy: WindowPolicy, num_frame
   for k0 in range(0, num_blocks, batch_size):
     ks = np.arange(k0, k0 + batch_size)  # the last batch padded with windows past the end: one compiled shape
     windows = np.stack([_window(wave, int(policy.window_end(k)), n) for k in ks])  # [batch_size, n]
-    states = encoder.encode(windows)  # [batch_size, P', D]
-    for b, k in enumerate(ks[ks < num_blocks]):
+    real = ks[ks < num_blocks]
+    tail = max(_tail_states(policy, k, latent_frames(k, num_frames), num_whisper) for k in real)
+    states = encoder.encode_tail(windows, tail)  # [batch_size, tail, D]
+    for b, k in enumerate(real):
       outputs.append(_rows(states[b], policy, k, latent_frames(k, num_frames), num_whisper))
   return jnp.concatenate(outputs)  # [F, 10, D]
 
@@ -349,7 +372,8 @@ class LiveSpeechFeatures:
   def _block(self, k: int, frames: np.ndarray, num_whisper: int) -> np.ndarray:
     stop = int(self.policy.window_end(k)) - self._buffer_start
     window = _window(self._buffer, stop, self.policy.window_samples)  # zeros before the stream and past its end
-    states = np.asarray(self.encoder.encode(window[None]))[0]  # [P', D], on the host
+    tail = _tail_states(self.policy, k, frames, num_whisper)
+    states = np.asarray(self.encoder.encode_tail(window[None], tail))[0]  # [tail, D], on the host
     self.frames += frames.shape[0]
     return np.asarray(_rows(states, self.policy, k, frames, num_whisper), np.float32)
 

@@ -8,7 +8,8 @@ import sys
 
 port, num_processes, process_id, workdir, *overrides = sys.argv[1:]
 num_processes, process_id = int(num_processes), int(process_id)
-os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={8 // num_processes}"
+flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]  # the suite's others kept
+os.environ["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={8 // num_processes}"])
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 import jax  # noqa: E402

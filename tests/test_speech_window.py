@@ -123,6 +123,33 @@ def test_batched_live_features_match(test_whisper):
   np.testing.assert_allclose(three, one, rtol=1e-5, atol=1e-5)
 
 
+class _WholeWindows(speech.SpeechEncoder):
+  """An encoder with ``encode`` only: the default ``encode_tail`` slices the whole windows' states."""
+
+  def __init__(self, inner):
+    self.inner, self.width, self.window_samples, self.dtype = inner, inner.width, inner.window_samples, inner.dtype
+
+  def encode(self, windows):
+    return self.inner.encode(windows)
+
+
+def test_tail_states_equal_the_whole_windows(test_whisper):
+  """Whisper's encode_tail (its last layer computes only the last states, the ones a live window's latent frame
+  reads) gives the last rows of the whole encode, and the live features through it equal those through the whole
+  windows."""
+  encoder, params = test_whisper
+  enc = WhisperSpeechEncoder(encoder, params)
+  windows = np.stack([speechlike(1.0, seed=s) for s in (7, 8)])  # [2, 16000]
+  full, tail = np.asarray(enc.encode(windows)), np.asarray(enc.encode_tail(windows, 13))
+  assert full.shape == (2, 50, 24) and tail.shape == (2, 13, 24)
+  np.testing.assert_allclose(tail, full[:, -13:], rtol=1e-5, atol=1e-5)
+  assert np.abs(np.asarray(enc.encode_tail(windows[:, 320:], 13)) - tail).max() > 1e-3  # not a copy: other windows
+  wave = speechlike(2.3, seed=9)
+  np.testing.assert_allclose(np.asarray(speech.speech_features(wave, enc, policy=LIVE_1S)),
+                             np.asarray(speech.speech_features(wave, _WholeWindows(enc), policy=LIVE_1S)),
+                             rtol=1e-5, atol=1e-5)
+
+
 def test_lookahead_covers_the_convolutions(test_whisper):
   """Without attention (0 layers) and positions, a state sees only its convolutional receptive field, so 140 ms of
   look-ahead must give the same features as a much longer one: a frame's last state (2i + 5) and what

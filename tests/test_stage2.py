@@ -64,7 +64,7 @@ def test_learns_and_agrees_across_devices_and_processes(data, tmp_path):
   mesh8 = ["--config.mesh.data=2", "--config.mesh.fsdp=4"]
 
   port, workdir = _free_port(), str(tmp_path / "two_processes")
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = dict(os.environ)  # the worker sets its own device count
   args = _overrides(data, *mesh8, f"--config.train.steps={COMPARED}")
   procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "_multihost_worker.py"), str(port), "2", str(i),
                              workdir, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

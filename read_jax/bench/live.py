@@ -31,13 +31,16 @@ from read_jax.pipeline import ReadPipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(ROOT, "assets", "demo")
+DEMO_LIVE = os.path.join(ROOT, "assets", "demo_live")  # the demo's causal student
 
 
 def add_args(p):
   p.add_argument("--ckpt", default=DEMO, help="checkpoint directory (default: the bundled demo)")
-  p.add_argument("--modes", default="clip,rolling:1,rolling:2",
+  p.add_argument("--modes", default="clip,rolling:1,causal",
                  help="comma-separated: clip, rolling:<noisy>, causal")
-  p.add_argument("--causal-ckpt", default="", help="the causal student the causal mode runs (default: --ckpt)")
+  p.add_argument("--causal-ckpt", default="",
+                 help="the causal student the causal mode runs (default: with the bundled demo, its live model "
+                      "assets/demo_live; else --ckpt)")
   p.add_argument("--seconds", type=float, default=20.0, help="seconds of speech per live run")
   p.add_argument("--steps", type=int, default=None, help="denoiser passes per frame (default: the checkpoint's)")
   p.add_argument("--decode-context", type=int, default=None, help="rolling: latent frames decoded together")
@@ -75,6 +78,8 @@ def speech_of_length(path: str, seconds: float) -> np.ndarray:
 def run(args) -> dict:
   modes = parse_modes(args.modes)
   teacher = ReadPipeline.from_pretrained(args.ckpt)
+  if not args.causal_ckpt and os.path.abspath(args.ckpt) == DEMO and os.path.isdir(DEMO_LIVE):
+    args.causal_ckpt = DEMO_LIVE
   student = ReadPipeline.from_pretrained(args.causal_ckpt) if args.causal_ckpt else teacher
   portrait = os.path.join(args.ckpt, "reference.png")
   wave = speech_of_length(os.path.join(args.ckpt, "speech.wav"), args.seconds)

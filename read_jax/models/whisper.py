@@ -84,19 +84,21 @@ class WhisperAttention(nn.Module):
   attention_impl: str = "xla"  # see read_jax.nn.attention
 
   @nn.compact
-  def __call__(self, x):  # x [B, L, D]
+  def __call__(self, x, tail: int | None = None):  # x [B, L, D]
+    """``tail``: only the last ``tail`` positions query (their outputs [B, tail, D]); every position is a key."""
     d = x.shape[-1]
     if d % self.num_heads:
       raise ValueError(f"WhisperAttention: width {d} is not divisible by {self.num_heads} heads")
     dense = functools.partial(nn.Dense, d, dtype=self.dtype, param_dtype=self.param_dtype)
     split = lambda t: t.reshape(t.shape[:-1] + (self.num_heads, d // self.num_heads))  # [B, L, N, K]
-    q = split(dense(name="q_proj")(x))
+    queries = x if tail is None else x[:, -tail:]  # [B, Lq, D]
+    q = split(dense(name="q_proj")(queries))
     k = split(dense(use_bias=False, name="k_proj")(x))
     v = split(dense(name="v_proj")(x))
     # transformers scales q by K^-1/2 before the product; the attention function scales the logits:
     # the same numbers up to rounding.
-    o = dot_product_attention(q, k, v, implementation=self.attention_impl)  # [B, L, N, K]
-    return dense(name="out_proj")(o.reshape(x.shape[:-1] + (d,)))  # [B, L, D]
+    o = dot_product_attention(q, k, v, implementation=self.attention_impl)  # [B, Lq, N, K]
+    return dense(name="out_proj")(o.reshape(queries.shape))  # [B, Lq, D]
 
 
 class WhisperEncoderLayer(nn.Module):
@@ -111,11 +113,13 @@ class WhisperEncoderLayer(nn.Module):
   attention_impl: str = "xla"  # see read_jax.nn.attention
 
   @nn.compact
-  def __call__(self, x):  # x [B, L, D]
+  def __call__(self, x, tail: int | None = None):  # x [B, L, D]
+    """``tail``: the last ``tail`` positions' outputs only [B, tail, D] (they still attend to every position)."""
     norm = functools.partial(LayerNorm32, eps=self.layer_norm_eps, param_dtype=self.param_dtype)
     dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
     h = norm(name="self_attn_layer_norm")(x)
-    x = x + WhisperAttention(self.num_heads, self.dtype, self.param_dtype, self.attention_impl, name="self_attn")(h)
+    attn = WhisperAttention(self.num_heads, self.dtype, self.param_dtype, self.attention_impl, name="self_attn")
+    x = (x if tail is None else x[:, -tail:]) + attn(h, tail)
     h = norm(name="final_layer_norm")(x)
     h = dense(self.ffn_dim, name="fc1")(h)  # [B, L, ffn]
     h = ACTIVATIONS[self.activation](h)
@@ -129,7 +133,8 @@ class WhisperEncoder(nn.Module):
   Whisper needs exactly 2·P mel frames (30 s for the released models); see :func:`encode_long`.
   ``window_positions`` P' < P runs the same weights on a shorter window, 2·P' mel frames → ``[B, P', D]``
   with the first P' positional embeddings (live speech features, ``read_jax.speech.WindowPolicy``): a
-  clone with it set, ``encoder.clone(window_positions=P')``, takes the same params.
+  clone with it set, ``encoder.clone(window_positions=P')``, takes the same params. ``output_tail`` T returns
+  the last T states only, ``[B, T, D]``, equal to the last T rows of the whole output.
   """
 
   d_model: int = 384  # D
@@ -144,6 +149,7 @@ class WhisperEncoder(nn.Module):
   param_dtype: jnp.dtype = jnp.float32  # storage dtype
   attention_impl: str = "xla"  # see read_jax.nn.attention
   window_positions: int | None = None  # P' ≤ P output frames per (shorter) input window; None = P
+  output_tail: int | None = None  # only the last positions' states [B, tail, D]; None = all
 
   @property
   def num_positions(self) -> int:
@@ -174,9 +180,12 @@ class WhisperEncoder(nn.Module):
                    embedding_init=_sinusoid_init, name="embed_positions")(jnp.arange(self.num_positions))
     x = x + pos[None]  # [B, P, D] (P' when window_positions is set)
     for i in range(self.num_layers):
+      # With output_tail, the last layer computes only those positions (its queries, MLP and the final norm):
+      # a live window's latent frame reads its last 25 of 200 states, a sixth less work for the same values.
+      tail = self.output_tail if i == self.num_layers - 1 else None
       x = WhisperEncoderLayer(self.num_heads, self.ffn_dim, self.activation, self.layer_norm_eps, self.dtype,
-                              self.param_dtype, self.attention_impl, name=f"layers_{i}")(x)
-    return LayerNorm32(self.layer_norm_eps, self.param_dtype, name="layer_norm")(x)  # [B, P, D]
+                              self.param_dtype, self.attention_impl, name=f"layers_{i}")(x, tail)
+    return LayerNorm32(self.layer_norm_eps, self.param_dtype, name="layer_norm")(x)  # [B, P or tail, D]
 
 
 def encoder_from_config(config, *, dtype=jnp.float32, param_dtype=jnp.float32,
