@@ -104,16 +104,51 @@ def test_admission_by_measured_time_and_max_sessions(pipe):
     engine.open(portrait)  # the cancelled one's place
     with pytest.raises(InputError, match="steps"):
       engine.open(portrait, steps=engine.steps + 1)
-    engine.realtime_margin = engine.stats()["batch1_unit_seconds"] / engine.unit_duration / 10
     engine.cancel(first + 1)
     engine.cancel(first + 2)
-    with pytest.raises(AdmissionError, match=r"s of device time per 0\.64 s of speech"):
+    stats = engine.stats()
+    assert stats["speech_unit_seconds"] > 0  # each session's Whisper windows and SpeechAE latents, timed at start
+    # The batch alone would fit this margin; with the session's own speech it does not.
+    engine.realtime_margin = (stats["batch1_unit_seconds"] + stats["speech_unit_seconds"] / 2) / engine.unit_duration
+    with pytest.raises(AdmissionError, match=r"s of compute per 0\.64 s of speech"):
       engine.open(portrait)
-    assert engine.capacity() == 0 and engine.stats()["refused_total"] == 2
+    engine.realtime_margin = stats["batch1_unit_seconds"] / engine.unit_duration / 10
+    with pytest.raises(AdmissionError, match=r"s of compute per 0\.64 s of speech"):
+      engine.open(portrait)
+    assert engine.capacity() == 0 and engine.stats()["refused_total"] == 3
   finally:
     engine.stop()
   with pytest.raises(AdmissionError, match="not running"):
     engine.open(portrait)
+
+
+def test_concurrent_opens_admit_only_the_capacity(pipe):
+  """Six opens at once against a margin that holds two sessions: two are admitted, four refused with the numbers
+  (each open encodes its portrait between the first check and taking its place: the check is made again)."""
+  engine = Engine(pipe, batch_sizes=(1, 2), max_sessions=6, devices=ONE).start()
+  try:
+    lane = engine.lanes[0]
+    engine.realtime_margin = (lane.batch_seconds(2) + lane.batch_seconds(3)) / 2 / engine.unit_duration
+    assert engine.capacity() == 2
+    portraits = _inputs(6, 0.1)[1]
+    start, results = threading.Barrier(6), [None] * 6
+
+    def open_one(i):
+      start.wait()
+      try:
+        results[i] = engine.open(portraits[i])
+      except AdmissionError as e:
+        results[i] = e
+    threads = [threading.Thread(target=open_one, args=(i,)) for i in range(6)]
+    for t in threads:
+      t.start()
+    for t in threads:
+      t.join(60)
+    refused = [r for r in results if isinstance(r, AdmissionError)]
+    assert len(refused) == 4 and engine.stats()["sessions"] == 2
+    assert all("3 sessions" in str(r) and "real-time capacity" in str(r) for r in refused)
+  finally:
+    engine.stop()
 
 
 def test_sessions_spread_over_devices(pipe):

@@ -2,6 +2,7 @@
 
   python scripts/bench.py serve                              # the bundled demo: 1, 2, 4, 8 sessions, 8 s each
   python scripts/bench.py serve --sessions 1,4 --seconds 20 --json serve.json
+  python scripts/bench.py serve --sessions 8 --admission     # as scripts/serve.py admits: the rest refused
   python scripts/bench.py serve --minutes 1,5,10             # one 10-minute session: latency and memory per mark
   python scripts/bench.py serve --url ws://127.0.0.1:8000/v1/stream --sessions 2   # a server already running
   python scripts/bench.py serve --load                       # bounded load: 200 dropped connections, 50 POSTs
@@ -55,6 +56,10 @@ def add_args(p):
   p.add_argument("--mode", default=None, choices=("clip", "rolling", "causal"),
                  help="the in-process server's live mode (default: the checkpoint's live_mode, as scripts/serve.py)")
   p.add_argument("--minutes", default="", help="instead: one session this long, marks in minutes (e.g. 1,5,10)")
+  p.add_argument("--admission", action="store_true",
+                 help="admit sessions by the start-up timings as scripts/serve.py does (real-time margin 0.9): the "
+                      "table covers the admitted sessions and counts the refused, with the server's reason "
+                      "(default: off, every session admitted, to show what over-admission does)")
   serve_load.add_args(p)
 
 
@@ -63,8 +68,9 @@ def add_args(p):
 
 
 async def _session(url: str, portrait: bytes, pcm: np.ndarray, clock: dict, marks=(), on_mark=None,
-                   api_key: str = "") -> dict:
-  """One client at real speed: per-frame latencies [F] and the done message's frame count."""
+                   api_key: str = "", refusable: bool = False) -> dict:
+  """One client at real speed: per-frame latencies [F] and the done message's frame count (``refusable``: a
+  refusal is returned, ``{"refused": the server's error message}``, instead of raised)."""
   import websockets  # the serve extra
 
   chunk = audio_lib.SAMPLE_RATE * CHUNK_MS // 1000
@@ -75,6 +81,8 @@ async def _session(url: str, portrait: bytes, pcm: np.ndarray, clock: dict, mark
                               "sample_rate": audio_lib.SAMPLE_RATE, "format": "raw"}))
     ready = json.loads(await ws.recv())
     if ready.get("type") != "ready":
+      if refusable and ready.get("type") == "error":
+        return {"refused": ready}
       raise RuntimeError(f"server refused the session: {ready}")
     start = clock.setdefault("start", time.perf_counter())
 
@@ -120,9 +128,10 @@ def _clients(url, portrait, waves, **kwargs) -> tuple[list, dict]:
 class _Server:
   """scripts/serve.py's app around a started engine, on 127.0.0.1 and a free port, in a thread."""
 
-  def __init__(self, pipe, portrait: bytes, batch_sizes, max_sessions: int, seconds: float, mode: str | None = None):
-    self.engine = Engine(pipe, batch_sizes=batch_sizes, max_sessions=max_sessions, realtime_margin=None,
-                         mode=mode).start()
+  def __init__(self, pipe, portrait: bytes, batch_sizes, max_sessions: int, seconds: float, mode: str | None = None,
+               admission: bool = False):
+    self.engine = Engine(pipe, batch_sizes=batch_sizes, max_sessions=max_sessions,
+                         realtime_margin=0.9 if admission else None, mode=mode).start()
     self.busy0 = self.busy()  # the start-up's warm-up rounds
     limits = Limits(max_sessions=max_sessions, max_session_seconds=seconds + 60, idle_timeout_seconds=60,
                     max_session_wall_seconds=seconds + 180)
@@ -167,23 +176,34 @@ def run(args) -> dict:
     modes = [("server's", None)] if args.url else [
       ("batched", sorted({b for b in (1, 2, 4, 8, k) if b <= k})), ("one per call", [1])]
     for label, batch_sizes in modes:
-      server = None if args.url else _Server(pipe, portrait, batch_sizes, k, args.seconds, args.mode)
+      server = None if args.url else _Server(pipe, portrait, batch_sizes, k, args.seconds, args.mode, args.admission)
       try:
-        results, clock = _clients(args.url or server.url, portrait, [pcm] * k, api_key=args.api_key)
+        results, clock = _clients(args.url or server.url, portrait, [pcm] * k, api_key=args.api_key,
+                                  refusable=args.admission or bool(args.url))
         busy = server.busy() - server.busy0 if server else None
       finally:
         if server is not None:
           server.close()
-      every = np.concatenate([r["latency"] for r in results])
-      r = {"first_s": float(max(x["latency"][0] for x in results)), "worst_s": float(every.max()),
+      admitted = [x for x in results if "latency" in x]
+      refused = [x["refused"] for x in results if "refused" in x]
+      if not admitted:
+        raise RuntimeError(f"the server admitted none of {k} sessions: {refused[0]}")
+      every = np.concatenate([x["latency"] for x in admitted])
+      r = {"admitted": len(admitted), "refused": len(refused), "refusal": refused[0] if refused else None,
+           "first_s": float(max(x["latency"][0] for x in admitted)), "worst_s": float(every.max()),
            "mean_s": float(every.mean()), "rtf": (clock["end"] - clock["start"]) / args.seconds,
            "frames": int(every.size), "batch_sizes": batch_sizes,
-           "engine_s_per_speech_s": None if busy is None else busy / (k * args.seconds)}
+           "engine_s_per_speech_s": None if busy is None else busy / (len(admitted) * args.seconds)}
       out["runs"][f"{k}:{label}"] = r
-      rows.append({"sessions": k, "clips": label, "first frame s": r["first_s"], "worst s": r["worst_s"],
-                   "mean s": r["mean_s"], "real-time factor": r["rtf"], "engine s / speech s": r["engine_s_per_speech_s"]})
-  print_table(rows, ["sessions", "clips", "first frame s", "worst s", "mean s", "real-time factor",
+      rows.append({"sessions": k, "admitted": len(admitted), "clips": label, "first frame s": r["first_s"],
+                   "worst s": r["worst_s"], "mean s": r["mean_s"], "real-time factor": r["rtf"],
+                   "engine s / speech s": r["engine_s_per_speech_s"]})
+  print_table(rows, ["sessions", "admitted", "clips", "first frame s", "worst s", "mean s", "real-time factor",
                      "engine s / speech s"])
+  for run in out["runs"].values():
+    if run["refusal"]:
+      print(f"refused ({run['refused']}): {run['refusal'].get('code')} {run['refusal'].get('message')}")
+      break
   return out
 
 

@@ -16,9 +16,11 @@ and runs the units that are ready — all with the same sampler — as one batch
 (``decode_batch``), each with its own key. A session's frames are those it gets alone (the batch axis only
 stacks independent sessions). Callbacks run on the lane's thread; they must only hand the block on.
 
-Admission: ``start`` times one batched unit at every compiled size B on the device; a session produces one unit
+Admission: ``start`` times one batched unit at every compiled size B on the device, and one unit's speech (its
+Whisper windows and SpeechAE latents, which each session computes on its own); a session produces one unit
 per ``unit_seconds`` of speech (a clip: 8(f − 1)/fps; a rolling advance: 8/fps), so n sessions on a lane stay
-real-time while the measured time of the batches that hold them is at most ``realtime_margin`` of that. ``open``
+real-time while the measured time of the batches that hold them plus n units' speech is at most
+``realtime_margin`` of that. ``open
 refuses a session that would break this for every lane (:class:`AdmissionError`, with the numbers), and when
 ``max_sessions`` are open.
 
@@ -91,6 +93,7 @@ class _Lane:
     self.device = device
     self.sessions: dict[int, _Session] = {}
     self.unit_seconds: dict[int, float] = {}  # batch size → measured seconds of one batched unit + decode
+    self.speech_seconds = 0.0  # measured seconds of one session's speech for one unit (not batched)
     self.thread: threading.Thread | None = None
     self.batches = 0
     self.units = 0
@@ -111,9 +114,10 @@ class _Lane:
     return jax.default_device(self.device) if len(self.engine.lanes) > 1 else contextlib.nullcontext()
 
   def batch_seconds(self, n: int) -> float:
-    """Device seconds per round of units for n sessions (the compiled sizes that hold them, largest first)."""
+    """Seconds per round of units for n sessions: their speech, and the batches of the compiled sizes that hold
+    them (largest first)."""
     sizes = self.engine.batch_sizes
-    total = 0.0
+    total = n * self.speech_seconds
     while n > 0:
       size = next((b for b in sizes if b >= n), sizes[-1])
       total += self.unit_seconds[size]
@@ -209,6 +213,15 @@ class Engine:
         jax.block_until_ready(out)
         cls.decode_batch(lane.pipe, [job] * size, size=size)
         lane.unit_seconds[size] = time.perf_counter() - t0
+    # One unit's speech, as the loop computes it (next_work turns the audio it needs into features and latents).
+    unit_samples = round(self.unit_duration * SAMPLE_RATE)
+    for _ in range(2):  # compiled already; the second is the time admission uses
+      warm.feed(np.zeros(unit_samples, np.float32))
+      t0 = time.perf_counter()
+      work = warm.next_work()
+      lane.speech_seconds = time.perf_counter() - t0
+      if work is not None:
+        self._run_batch(lane, [(warm, work)])
     warm.end()  # the end's padding and trim
     while (work := warm.next_work()) is not None:
       self._run_batch(lane, [(warm, work)])
@@ -254,6 +267,7 @@ class Engine:
         raise AdmissionError(f"{self.max_sessions} sessions already open (max_sessions)")
       if lane.dead:  # the lane died while the portrait was encoded
         raise AdmissionError(f"the lane on {lane.device} stopped ({lane.last_error})")
+      self._check_fits(lane)  # sessions opened meanwhile (concurrent opens all pass _admit first)
       sid = next(self._ids)
       lane.sessions[sid] = _Session(sid, live, on_block or noop, on_done or noop, on_error or noop,
                                     on_interrupt or noop, max_pending=max_pending)
@@ -321,7 +335,8 @@ class Engine:
              "paused_sessions": sum(s.paused for lane in self.lanes for s in lane.sessions.values()),
              "lanes_alive": sum(lane.alive for lane in self.lanes),
              "lanes_dead": sum(lane.dead for lane in self.lanes),
-             "lane_restarts_total": sum(lane.restarts for lane in self.lanes)}
+             "lane_restarts_total": sum(lane.restarts for lane in self.lanes),
+             "speech_unit_seconds": max((lane.speech_seconds for lane in self.lanes), default=0.0)}
       for size in self.batch_sizes:
         measured = [lane.unit_seconds[size] for lane in self.lanes if size in lane.unit_seconds]
         if measured:
@@ -361,15 +376,19 @@ class Engine:
       if not lanes:
         raise AdmissionError("no device lane is running (every lane stopped on faults)")
       lane = min(lanes, key=lambda ln: len(ln.sessions))
-      n = len(lane.sessions) + 1
-      if not self._fits(lane, n):
-        self.refused += 1
-        need = lane.batch_seconds(n)
-        raise AdmissionError(
-          f"{n} sessions on {lane.device} would need {need:.3f} s of device time per {self.unit_duration:.2f} s "
-          f"of speech (measured at start-up, real-time margin {self.realtime_margin:g}): {len(self._where)} "
-          "sessions is this server's real-time capacity")
+      self._check_fits(lane)
       return lane
+
+  def _check_fits(self, lane: _Lane) -> None:
+    """AdmissionError (counted) when one more session would break the lane's real time (under ``_cond``)."""
+    n = len(lane.sessions) + 1
+    if not self._fits(lane, n):
+      self.refused += 1
+      need = lane.batch_seconds(n)
+      raise AdmissionError(
+        f"{n} sessions on {lane.device} would need {need:.3f} s of compute per {self.unit_duration:.2f} s "
+        f"of speech (measured at start-up, real-time margin {self.realtime_margin:g}): {len(self._where)} "
+        "sessions is this server's real-time capacity")
 
   def _supervise(self, lane: _Lane) -> None:
     """The lane's thread: its loop, restarted in place after a fault until the lane is out of restarts."""
