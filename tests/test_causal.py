@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from read_jax.ans import causal, distill, rolling
+from _bundled import bundled_student
+from read_jax.ans import causal, distill
 from read_jax.ans.solvers import Sampler
 from read_jax.config import load_config
 from read_jax.models import a2v_dit as dit
@@ -253,20 +254,7 @@ def test_live_causal_equals_offline(causal_pipe):
 def test_bundled_live_model_is_the_causal_student():
   """assets/demo_live: the demo's causal 2-step student (block-causal A2V-DiT, one pass per step), its other parts
   the teacher's (links), set to sample files and live sessions through the causal window."""
-  import json
-  import os
-
-  from read_jax.convert import checkpoint_dir
-  from read_jax.pipeline import PipelineConfig
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  student = os.path.join(root, "assets", "demo_live")
-  if not os.path.isdir(student):
-    pytest.skip("assets/demo_live (the bundled live model) is not in this checkout")
-  checkpoint_dir.check_complete(student)
-  for part in ("vae", "speech_encoder", "speech_ae"):
-    assert os.path.samefile(os.path.join(student, part), os.path.join(root, "assets", "demo", part))
-  settings = PipelineConfig.from_dict(json.load(open(os.path.join(student, "pipeline.json"))))
+  settings, config = bundled_student("demo_live")
   assert (settings.mode, settings.live_mode, settings.noisy_frames) == ("causal", "causal", 1)
   assert settings.cfg == "distilled" and settings.steps == 2 and settings.distilled_steps == (2,)
-  config = json.load(open(os.path.join(student, "a2v_dit", "config.json")))["config"]
   assert config["causal"] is True and config["guidance_embeds"] is True

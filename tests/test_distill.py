@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import _train_data
+from _bundled import bundled_student
 from read_jax.ans import distill, guidance, sampling
 from read_jax.ans.solvers import Sampler
 from read_jax.config import load_config
@@ -255,13 +256,6 @@ def test_denoiser_evaluations_per_clip():
 
 def test_bundled_student_is_a_complete_two_step_checkpoint():
   """assets/demo_2step: the demo's 2-step student, its A2V-DiT its own and the other parts the teacher's (links)."""
-  student = os.path.join(ROOT, "assets", "demo_2step")
-  if not os.path.isdir(student):
-    pytest.skip("assets/demo_2step (the bundled student) is not in this checkout")
-  checkpoint_dir.check_complete(student)
-  for part in ("vae", "speech_encoder", "speech_ae"):
-    assert os.path.samefile(os.path.join(student, part), os.path.join(ROOT, "assets", "demo", part))
-  settings = PipelineConfig.from_dict(json.load(open(os.path.join(student, "pipeline.json"))))
+  settings, config = bundled_student("demo_2step")
   assert settings.cfg == "distilled" and settings.steps == 2 and settings.distilled_steps == (2,)
-  config = json.load(open(os.path.join(student, "a2v_dit", "config.json")))["config"]
   assert config["guidance_embeds"] is True

@@ -185,6 +185,8 @@ class WhisperEncoder(nn.Module):
       tail = self.output_tail if i == self.num_layers - 1 else None
       x = WhisperEncoderLayer(self.num_heads, self.ffn_dim, self.activation, self.layer_norm_eps, self.dtype,
                               self.param_dtype, self.attention_impl, name=f"layers_{i}")(x, tail)
+    if self.output_tail is not None:
+      x = x[:, -self.output_tail:]  # the last layer's rows already; all of them with no layers
     return LayerNorm32(self.layer_norm_eps, self.param_dtype, name="layer_norm")(x)  # [B, P or tail, D]
 
 
