@@ -349,12 +349,22 @@ class ReadPipeline:
 
   def sample_latents(self, image, audio, *, mode: str | None = "clip", noisy=None, decode_context=None,
                      **kwargs) -> np.ndarray:
-    """The latents Z(0) [N, h, w, C] that :meth:`stream` decodes in clip mode (normalised, z_R not included;
-    latent 0 is video frame 0, latent k ≥ 1 frames 8k − 7 … 8k), sampled but not decoded; keywords as
-    :meth:`stream` but ``progress`` (the rolling window's hand out one frame at a time: ``stream``)."""
-    del noisy, decode_context  # the rolling window's settings: not used by clips
+    """The latents Z(0) [N, h, w, C] that :meth:`stream` decodes, sampled but not decoded (normalised, z_R not
+    included); keywords as :meth:`stream` but ``progress``. Clip mode: latent 0 is video frame 0, latent k ≥ 1
+    frames 8k − 7 … 8k. ``mode`` "rolling" or "causal": the window's latents as they turn clean, latent k the
+    video frames 8k … 8k + 7; they continue :meth:`pre_roll_latents` (the still portrait a live stream starts
+    from)."""
+    if mode in ("rolling", "causal"):
+      kw = {k: kwargs.pop(k) for k in ("steps", "cfg", "alpha", "beta", "solver") if k in kwargs}
+      seed = kwargs.pop("seed", 0)
+      if kwargs:
+        raise TypeError(f"sample_latents(mode={mode!r}): unexpected {sorted(kwargs)}")
+      noisy, _ = self.rolling_settings(1 if mode == "causal" else noisy, decode_context)
+      latents, _, _, _ = self._window_latents(image, audio, self.sampler(**kw), seed=seed, noisy=noisy,
+                                              cached=mode == "causal")
+      return np.stack([np.asarray(out.latent) for _, _, out in latents])
     if mode not in (None, "clip"):
-      raise ValueError(f"sample_latents: mode={mode!r}: the latents of a whole clip-mode generation (mode='clip')")
+      raise ConfigError(f"must be one of {rolling.MODES}", arg="mode", value=mode)
     clips, total, num_video, _ = self._latent_clips(image, audio, **kwargs)
     # Clip j > 0 starts with clip j−1's last latent: keep it once.
     out = np.concatenate([np.asarray(clip if j == 0 else clip[1:]) for j, clip in zip(range(total), clips)])
@@ -531,8 +541,29 @@ class ReadPipeline:
                       cached: bool = False):
     """The rolling window offline (``read_jax.ans.rolling``): the live session's frames from a whole waveform;
     ``cached``: the causal window instead (``read_jax.ans.causal``), same stream, one noisy frame."""
-    c = self.config
     noisy, decode_context = self.rolling_settings(1 if cached else noisy, decode_context)
+    latents, pre, num_video, key = self._window_latents(image, audio, sampler, seed=seed, noisy=noisy, cached=cached)
+    stream = self.start_decode(key, pre)  # a causal decoder: one stream; else windows of decode_context latents
+    history = rolling.DecodeHistory(pre, decode_context)
+    emitted = 0
+    for i, total, out in latents:
+      t0 = time.perf_counter()
+      if stream is not None:
+        stream, frames = self.decode_stream_step(stream, np.asarray(out.latent)[None])
+      else:
+        frames = self.decode_frames(history.window(out.latent), decode_key(key, out.q))[-FRAMES_PER_LATENT:]
+      frames = frames[:num_video - emitted]
+      self.timings.vae_decode += time.perf_counter() - t0
+      emitted += frames.shape[0]
+      if progress is not None:
+        progress(i + 1, total)
+      if frames.shape[0]:
+        yield frames
+
+  def _window_latents(self, image, audio, sampler: solvers.Sampler, *, seed, noisy, cached):
+    """(iterator of (i, total, Emitted) per clean latent frame, pre-roll latents, video frames, key): the rolling
+    or causal window of :meth:`_stream_rolling` before any decode; the denoiser's time goes to ``timings``."""
+    c = self.config
     if cached:
       causal.check_causal(sampler, self.dit)
     else:
@@ -553,27 +584,16 @@ class ReadPipeline:
     else:
       window = rolling.RollingSampler(self._denoise, sampler, self.denoiser_params(), z_ref, pre, speech[:f - 1],
                                       key, noisy=noisy)
-    stream = self.start_decode(key, pre)  # a causal decoder: one stream; else windows of decode_context latents
-    history = rolling.DecodeHistory(pre, decode_context)
-    emitted, total = 0, n - (f - 1)
-    for i, q in enumerate(range(f - 1, n)):
-      t0 = time.perf_counter()
-      out = window.push(speech[q])
-      if out is None:
-        continue
-      self.timings.denoise += _block(out.latent, t0)
-      t0 = time.perf_counter()
-      if stream is not None:
-        stream, frames = self.decode_stream_step(stream, np.asarray(out.latent)[None])
-      else:
-        frames = self.decode_frames(history.window(out.latent), decode_key(key, out.q))[-FRAMES_PER_LATENT:]
-      frames = frames[:num_video - emitted]
-      self.timings.vae_decode += time.perf_counter() - t0
-      emitted += frames.shape[0]
-      if progress is not None:
-        progress(i + 1, total)
-      if frames.shape[0]:
-        yield frames
+
+    def latents():
+      total = n - (f - 1)
+      for i, q in enumerate(range(f - 1, n)):
+        t0 = time.perf_counter()
+        out = window.push(speech[q])
+        if out is not None:
+          self.timings.denoise += _block(out.latent, t0)
+          yield i, total, out
+    return latents(), pre, num_video, key
 
   def _load_wave(self, audio) -> np.ndarray:
     wave = audio_lib.load_audio(audio) if isinstance(audio, (str, os.PathLike)) else audio_lib.check_wave(

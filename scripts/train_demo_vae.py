@@ -7,6 +7,9 @@ fixed wall-clock budget, and write it in diffusers layout: the fast path for an 
   python scripts/train_demo.py --vae vae_dir                          # uses it instead of training one
   python scripts/train_demo_vae.py --out causal_vae --causal --minutes 45 --batch 4 --lr 2e-4 --motion-weight 30
                                         # the bundled VAE's decoder fine-tuned causal (streaming decode)
+  python scripts/train_demo_vae.py --out live_vae --causal --init causal_vae --student assets/demo_live \
+      --minutes 30 --batch 4 --frames 33 --lr 5e-5 --motion-weight 30
+                                        # then on the live model's own latents, decoded whole by the bundled VAE
 """
 
 import os
@@ -33,16 +36,27 @@ def main(argv=None) -> int:
   parser.add_argument("--latent-channels", type=int, default=0, help="override the config's (0: keep it)")
   parser.add_argument("--motion-weight", type=float, default=0.0,
                       help="weight the L1 of pixels that move (read_jax.models.vae.training_loss)")
+  parser.add_argument("--temporal-weight", type=float, default=0.0,
+                      help="also weight the L1 of frame-to-frame differences (read_jax.models.vae.training_loss)")
   parser.add_argument("--causal", action="store_true",
                       help="fine-tune the decoder of --init (default assets/demo/vae) causal, encoder frozen "
                            "(configs/demo_vae.py:causal)")
+  parser.add_argument("--student", default="",
+                      help="with --causal: also learn from this live checkpoint's own latents (e.g. assets/demo_live), "
+                           "decoded whole by its VAE (read_jax.demo.vae.student_sequences)")
+  parser.add_argument("--student-clips", type=int, default=64, help="--student: sequences drawn up front")
+  parser.add_argument("--student-seconds", type=float, default=8.0, help="--student: speech per sequence")
+  parser.add_argument("--student-fraction", type=float, default=0.5,
+                      help="--student: the share of each batch's windows taken from its sequences")
   parser.add_argument("--eval-clips", type=int, default=4, help="held-out clips scored at the end")
   parser.add_argument("--eval-seconds", type=float, default=4.0, help="length of each held-out clip")
   args = parser.parse_args(argv)
   vae.train_vae(args.out, minutes=args.minutes, steps=args.steps, image_minutes=args.image_minutes,
                 image_batch=args.image_batch, batch=args.batch, frames=args.frames, lr=args.lr, pool=args.pool,
                 init=args.init, latent_channels=args.latent_channels, motion_weight=args.motion_weight,
-                causal=args.causal, eval_clips=args.eval_clips, eval_seconds=args.eval_seconds)
+                causal=args.causal, eval_clips=args.eval_clips, eval_seconds=args.eval_seconds,
+                student=args.student, student_clips=args.student_clips, student_seconds=args.student_seconds,
+                student_fraction=args.student_fraction, temporal_weight=args.temporal_weight)
   return 0
 
 

@@ -9,13 +9,14 @@
 """
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from _bundled import bundled_student
+from _bundled import ROOT, bundled_student
 from read_jax.ans import causal, distill
 from read_jax.ans.solvers import Sampler
 from read_jax.config import load_config
@@ -254,7 +255,16 @@ def test_live_causal_equals_offline(causal_pipe):
 def test_bundled_live_model_is_the_causal_student():
   """assets/demo_live: the demo's causal 2-step student (block-causal A2V-DiT, one pass per step), its other parts
   the teacher's (links), set to sample files and live sessions through the causal window."""
-  settings, config = bundled_student("demo_live")
+  settings, config = bundled_student("demo_live", own=("vae",))
   assert (settings.mode, settings.live_mode, settings.noisy_frames) == ("causal", "causal", 1)
   assert settings.cfg == "distilled" and settings.steps == 2 and settings.distilled_steps == (2,)
   assert config["causal"] is True and config["guidance_embeds"] is True
+  # Its VAE: the teacher's encoder and latent statistics (the latents the student was trained on), a causal
+  # decoder (so sessions stream each latent frame once: docs/demo.md, "A causal decoder").
+  from read_jax.convert.vae import load_vae
+  (model, ours), (teacher_model, theirs) = (load_vae(os.path.join(ROOT, "assets", d, "vae"))
+                                            for d in ("demo_live", "demo"))
+  assert model.config.decoder_causal and not teacher_model.config.decoder_causal
+  for a, b in zip(jax.tree.leaves((ours["params"]["encoder"], ours["buffers"])),
+                  jax.tree.leaves((theirs["params"]["encoder"], theirs["buffers"]))):
+    np.testing.assert_array_equal(a, b)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -83,16 +84,23 @@ def test_distill_steps_add_students_to_the_build(demo):
   done = list(json.load(open(os.path.join(work, "run", "done.json"))))
   assert done[done.index("assets") + 1:] == ["student_g", "distill_2", "student_2", "distill_1", "student_1",
                                              "assets_2step", "a2v_causal", "causal_teacher", "causal_student_g",
-                                             "causal_distill_1", "causal_student_1", "assets_live"]
+                                             "causal_distill_1", "causal_student_1", "live_vae", "assets_live"]
   config = json.load(open(os.path.join(work, "run", "distill_1", "config.json")))
   assert config["init_checkpoint"] == os.path.join(str(work), "run", "student_2")  # a student's student
   bundled = out + "_2step"  # the 2-step student beside the teacher: its own A2V-DiT, the rest linked
   assert os.path.islink(os.path.join(bundled, "vae")) and not os.path.islink(os.path.join(bundled, "a2v_dit"))
   assert ReadPipeline.from_pretrained(bundled).config.distilled_steps == (2,)
+  teacher = ReadPipeline.from_pretrained(out)
   live = ReadPipeline.from_pretrained(out + "_live")  # the causal student, bundled the same way: the live model
   assert live.dit.causal and (live.config.mode, live.config.live_mode) == ("causal", "causal")
-  assert os.path.islink(os.path.join(out + "_live", "vae")) and live.config.distilled_steps == (1,)
-  teacher = ReadPipeline.from_pretrained(out)
+  assert live.config.distilled_steps == (1,)
+  # Its own VAE: the teacher's encoder, a causal decoder trained a few steps on the clips and the student's latents.
+  assert not os.path.islink(os.path.join(out + "_live", "vae")) and live.streams_decode
+  for a, b in zip(*(jax.tree.leaves(p.vae_variables["params"]["encoder"]) for p in (live, teacher))):
+    np.testing.assert_array_equal(a, b)
+  log = json.load(open(os.path.join(work, "run", "live_vae", "train_log.json")))
+  assert log["steps"] == 2 and log["causal"] and log["student_clips"] == 1
+  assert set(log["student_decode"]) >= {"window", "whole", "stream"}
   for name, steps in (("student_g", ()), ("student_2", (2,)), ("student_1", (1,))):
     pipe = ReadPipeline.from_pretrained(os.path.join(work, "run", name))
     assert pipe.dit.guidance_embeds and pipe.config.cfg == "distilled" and pipe.config.distilled_steps == steps

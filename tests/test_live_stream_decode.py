@@ -106,3 +106,20 @@ def test_engine_batches_decode_streams(pipe, mode, count_compiles):
     want = np.concatenate([b.frames for b in alone.finish()])
     got = np.concatenate([b.frames for b in blocks[i]])
     assert got.shape == want.shape and np.abs(got.astype(int) - want).max() <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["rolling"])
+def test_live_latents_are_what_a_session_decodes(pipe, mode):
+  """sample_latents in a live mode gives the window's latents as they turn clean: after the pre-roll, decoded as
+  one video by the causal decoder, they are the frames the live mode generates (what the live decoder's training
+  data is made of: read_jax.demo.vae.student_sequences)."""
+  wave = _speech(1.7, seed=3)
+  frames = pipe.generate(_face(2), wave, seed=6, mode=mode, noisy=1)
+  z = pipe.sample_latents(_face(2), wave, seed=6, mode=mode, noisy=1)
+  pre = pipe.pre_roll_latents(_face(2))
+  assert z.shape[0] * FRAMES_PER_LATENT >= frames.shape[0] > (z.shape[0] - 1) * FRAMES_PER_LATENT
+  whole = pipe.decode_frames(np.concatenate([pre, z]), decode_key(jax.random.key(6), 0))
+  np.testing.assert_allclose(whole[-z.shape[0] * FRAMES_PER_LATENT:][:frames.shape[0]], frames, atol=1)
+  with pytest.raises(TypeError, match="progress"):
+    pipe.sample_latents(_face(2), wave, mode=mode, progress=None)

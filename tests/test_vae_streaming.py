@@ -218,3 +218,71 @@ def test_stage_fine_tunes_a_causal_decoder(tmp_path):
     np.testing.assert_array_equal(kept[name], np.asarray(variables["buffers"][name]))
   config.freeze_encoder = False
   assert init_vae_stats(config) is None
+
+
+def test_decoder_loss_on_given_latents(tmp_path):
+  """The stage's decoder-only batches (latents + the frames they should decode to): the loss is training_loss's
+  fit of the decoder (equal on the encoder's own latents of the same frames), only the decoder gets a gradient,
+  and a stage that trains its encoder refuses such batches."""
+  config = load_config("demo_vae.py:causal,smoke")
+  stage = VAEStage(config)
+  model = stage.model
+  variables = _random_variables(model)
+  params = variables["params"]
+  x = np.random.default_rng(0).integers(0, 256, (2, 17, 32, 32, 3), dtype=np.uint8)
+  z = model.apply({"params": params, "buffers": stage.buffers}, vae.to_pixels(x), method=model.encode).mode()
+
+  @jax.jit
+  def both(params, z, x):
+    v = {"params": params, "buffers": stage.buffers}
+    fit, m = vae.decoder_loss(model, v, z, vae.to_pixels(x), motion_weight=30.0)
+    whole, _ = vae.training_loss(model, v, vae.to_pixels(x), None, kl_weight=0.0, sample_posterior=False,
+                                 motion_weight=30.0)
+    steady, _ = vae.decoder_loss(model, v, z, vae.to_pixels(x), motion_weight=30.0, temporal_weight=4.0)
+    grads = jax.grad(lambda p: stage.loss_fn(p, {"latents": z, "video": x}, None)[0])(params)
+    return fit, whole, m["psnr"], steady, model.apply(v, z, method=model.decode), grads
+
+  fit, whole, psnr, steady, y, grads = both(params, z, x)
+  np.testing.assert_allclose(fit, whole, rtol=1e-5)
+  # temporal_weight adds the L1 of the frame-to-frame differences against the target's.
+  target = np.asarray(vae.to_pixels(x))
+  steps = np.abs(np.diff(np.asarray(y), axis=1) - np.diff(target, axis=1)).mean()
+  np.testing.assert_allclose(steady, fit + 4.0 * steps, rtol=1e-5)
+  assert np.isfinite(psnr) and float(fit) > 0
+  assert not any(np.any(g) for g in jax.tree.leaves(grads["encoder"]))
+  assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads["decoder"]))
+  assert sum(float(np.abs(g).sum()) for g in jax.tree.leaves(grads["decoder"])) > 0
+  with pytest.raises(ValueError, match="decode to"):
+    vae.decoder_loss(model, variables | {"buffers": stage.buffers}, z[:, :2], vae.to_pixels(x))
+  config.freeze_encoder = False
+  with pytest.raises(ValueError, match="freeze_encoder"):
+    VAEStage(config).loss_fn(params, {"latents": z, "video": x}, None)
+
+
+def test_pairs_batch_cuts_windows_of_latents_with_their_frames():
+  """read_jax.demo.vae's windows for the live decoder: latent a's 8 frames end at frame 8a (latent 0: frame 0
+  alone), so a window of k latents from a takes frames 8a … 8(a + k − 1): its first latent decodes, as a stream's
+  first, to its last frame alone. The student's share of the rows follows student_fraction."""
+  from read_jax.demo.vae import _pairs_batch
+
+  def pair(T, tag):  # latent t holds t; frame i holds the latent it belongs to (and the pair's tag)
+    z = np.broadcast_to(np.arange(T, dtype=np.float32)[:, None, None, None], (T, 1, 1, 2)).copy()
+    owner = np.concatenate([[0], 1 + np.arange(8 * (T - 1)) // 8])
+    frames = np.zeros((1 + 8 * (T - 1), 2, 2, 3), np.uint8)
+    frames[..., 0], frames[..., 1] = owner[:, None, None], tag
+    return z, frames
+
+  pairs = [pair(7, 1), pair(9, 1), pair(12, 2), pair(6, 2)]  # two "real", two "student"
+  rng = np.random.default_rng(0)
+  for fraction, tags in ((0.0, {1}), (1.0, {2}), (0.5, {1, 2})):
+    seen = set()
+    for _ in range(20):
+      b = _pairs_batch(pairs, rng, 4, 3, fraction, real=2)
+      z, video = np.asarray(b["latents"]), np.asarray(b["video"])
+      assert z.shape == (4, 3, 1, 1, 2) and video.shape == (4, 17, 2, 2, 3)
+      for zz, vv in zip(z, video):
+        a = int(zz[0, 0, 0, 0])
+        np.testing.assert_array_equal(zz[:, 0, 0, 0], [a, a + 1, a + 2])
+        np.testing.assert_array_equal(vv[:, 0, 0, 0], [a] + [a + 1] * 8 + [a + 2] * 8)
+        seen.add(int(vv[0, 0, 0, 1]))
+    assert seen == tags, fraction

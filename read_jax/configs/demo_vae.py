@@ -36,6 +36,7 @@ def get_config(arg=None):
       kl_weight=1e-6,  # weight of the per-latent-element KL against the per-pixel L1 (more collapses the posterior)
       sample_posterior=False,  # decode the posterior mean (see read_jax/train/vae_stage.py)
       motion_weight=0.0,  # > 0: pixels that move within a window weigh up to 1 + this in the L1 (training_loss)
+      temporal_weight=0.0,  # > 0: also the L1 of frame-to-frame differences, so weighted (training_loss)
       decode_timestep=0.0,  # timestep-conditioned decoders (LTX 0.9.1+) only: decode as the pipeline does
       decode_noise_scale=0.0,  # idem: z ← (1 − s)·z + s·ε before decoding
   ))

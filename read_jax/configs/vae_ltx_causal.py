@@ -45,6 +45,7 @@ def get_config(arg=None):
       kl_weight=1e-6,  # the stage's; with the encoder frozen the KL is a constant
       sample_posterior=False,  # decode the posterior mean: the latents the diffusion model is trained on
       motion_weight=0.0,  # > 0: pixels that move within a window weigh up to 1 + this in the L1 (training_loss)
+      temporal_weight=0.0,  # > 0: also the L1 of frame-to-frame differences, so weighted (training_loss)
       decode_timestep=0.05,  # the timestep LTX-Video 0.9.1's pipeline decodes at (its decoder is conditioned on it)
       decode_noise_scale=0.025,  # and the noise it mixes into the latents first: z ← (1 − s)·z + s·ε
   ))

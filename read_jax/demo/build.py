@@ -43,8 +43,12 @@ With ``distill`` (scripts/train_demo.py --distill), after the teacher (docs/dist
 18. causal_distill_4, causal_distill_2   progressive rounds of the cached window's step (distill.py:demo,causal,…)
      causal_student_4, causal_student_2   the 2-step causal student, its pipeline.json mode/live_mode "causal"
                 (docs/distillation.md, "A causal student"; smoke: one round, 2 → 1 steps)
-19. assets_live  ``<out>_live``: the causal student bundled like assets_2step, the live model
-     (``python scripts/sample.py --live`` uses it when it is there)
+     live_vae   (scripts/train_demo_vae.py --causal --init ckpt/vae --student causal_student_2)   the live
+                model's decoder: the VAE's decoder fine-tuned causal (encoder frozen), on the training clips and on
+                the causal student's own latents decoded whole by the VAE, so that it streams each latent frame
+                once, with no look-ahead (read_jax/demo/vae.py; docs/demo.md "A causal decoder")
+19. assets_live  ``<out>_live``: the causal student bundled like assets_2step with its own vae/ (the causal decoder),
+     the live model (``python scripts/sample.py --live`` uses it when it is there)
 
 Each student is a whole checkpoint directory in the workdir (``student_g``, ``student_4`` …: the teacher's parts
 with the student's a2v_dit/ and pipeline.json), so ``scripts/sample.py --ckpt WORKDIR/student_2`` runs it.
@@ -246,18 +250,41 @@ def causal_student(step, train_stage, path, ckpt: str, rounds: tuple = CAUSAL_ST
   return last
 
 
+# The live decoder (step live_vae): train_demo_vae.py's settings. The bundled one was made in two runs on the 2-core
+# CPU instead (docs/demo.md: 60 min causal on the training clips, then 32 with the student's latents).
+LIVE_VAE = dict(minutes=60.0, batch=4, frames=33, lr=1e-4, motion_weight=30.0, pool=256, student_clips=96,
+                student_seconds=8.0, student_fraction=0.5, eval_clips=8)
+SMOKE_LIVE_VAE = dict(steps=2, batch=2, frames=17, lr=1e-4, pool=2, student_clips=1, student_seconds=2.0,
+                      eval_clips=1, eval_seconds=2.0)
+
+
+def live_decoder(out: str, student: str, vae: str, *, smoke: bool = False) -> None:
+  """Step live_vae: ``vae``'s decoder fine-tuned causal on the training clips and the live ``student``'s own latents
+  (``read_jax.demo.vae.train_vae``) into ``out``, then copied into the student's checkpoint as its vae/."""
+  from read_jax.demo.vae import train_vae  # the VAE driver imports the pipeline and the eval suite: only here
+
+  train_vae(out, causal=True, init=vae, student=student, smoke=smoke, **(SMOKE_LIVE_VAE if smoke else LIVE_VAE))
+  tmp = os.path.join(student, "vae.tmp")
+  shutil.rmtree(tmp, ignore_errors=True)
+  shutil.copytree(out, tmp)
+  shutil.rmtree(os.path.join(student, "vae"))
+  os.replace(tmp, os.path.join(student, "vae"))
+
+
 SHARED_PARTS = ("vae", checkpoint_dir.SPEECH_ENCODER, "speech_ae")  # a student's parts that are its teacher's
 
 
-def bundle_student(student: str, teacher_out: str, dest: str) -> None:
-  """``dest``: the student's own files (a2v_dit/, pipeline.json) and relative links to the bundled teacher's
-  unchanged parts and inputs, so a bundled student adds only its A2V-DiT (1.5 MB for the demo)."""
+def bundle_student(student: str, teacher_out: str, dest: str, own: tuple[str, ...] = ()) -> None:
+  """``dest``: the student's own files (a2v_dit/, pipeline.json and the parts named in ``own``, e.g. "vae") and
+  relative links to the bundled teacher's unchanged parts and inputs, so a bundled student adds only its A2V-DiT
+  (1.5 MB for the demo) and what ``own`` names."""
   tmp = dest.rstrip("/") + ".tmp"
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(tmp)
-  shutil.copytree(os.path.join(student, "a2v_dit"), os.path.join(tmp, "a2v_dit"))
+  for name in ("a2v_dit",) + own:
+    shutil.copytree(os.path.join(student, name), os.path.join(tmp, name))
   shutil.copyfile(os.path.join(student, PIPELINE_CONFIG), os.path.join(tmp, PIPELINE_CONFIG))
-  for name in SHARED_PARTS + ("reference.png", "speech.wav"):
+  for name in [n for n in SHARED_PARTS if n not in own] + ["reference.png", "speech.wav"]:
     target = os.path.join(teacher_out, name)
     if not os.path.exists(target):
       raise FileNotFoundError(f"{target}: the bundled teacher lacks it")
@@ -369,6 +396,7 @@ def build(workdir: str, out: str, *, num: int = 320, vae: str = "", dit_steps: i
     for n in BUNDLED_STUDENTS:  # beside the teacher: <out>_2step
       step(f"assets_{n}step", lambda n=n: bundle_student(students[f"student_{n}"], out, f"{out.rstrip('/')}_{n}step"))
     live = causal_student(step, train_stage, path, ckpt, SMOKE_CAUSAL_STUDENT_STEPS if smoke else CAUSAL_STUDENT_STEPS)
-    step("assets_live", lambda: bundle_student(live, out, f"{out.rstrip('/')}_live"))
+    step("live_vae", lambda: live_decoder(path("live_vae"), live, os.path.join(ckpt, "vae"), smoke=smoke))
+    step("assets_live", lambda: bundle_student(live, out, f"{out.rstrip('/')}_live", own=("vae",)))
   log(f"demo model in {out} ({sum(step.done.values()) / 60:.1f} min of steps)")
   return dict(step.done)

@@ -649,7 +649,7 @@ def motion_weights(x: jax.Array, motion_weight: float) -> jax.Array:
 
 def training_loss(model: "AutoencoderKLLTXVideo", variables, x, key, *, kl_weight: float,
                   sample_posterior: bool = True, motion_weight: float = 0.0, decode_timestep: float = 0.0,
-                  decode_noise_scale: float = 0.0) -> tuple[jax.Array, dict]:
+                  decode_noise_scale: float = 0.0, temporal_weight: float = 0.0) -> tuple[jax.Array, dict]:
   """``L1(decode(z), x) + kl_weight · KL(q(z | x) ‖ N(0, I))`` for pixels ``x`` [B, T, H, W, 3] in [−1, 1].
 
   L1 is the mean over pixels, KL the mean over latent elements; z is drawn from the posterior or
@@ -657,8 +657,11 @@ def training_loss(model: "AutoencoderKLLTXVideo", variables, x, key, *, kl_weigh
   ``1 + motion_weight · |x − x's mean over the clip's frames|`` (``motion_weights``), so that what moves (a
   mouth, blinking eyes) counts more than the still background. A timestep-conditioned decoder (0.9.1+) decodes
   as the pipeline does (:meth:`AutoencoderKLLTXVideo.decode_latents`): at ``decode_timestep``, from
-  z ← (1 − s)·z + s·ε with s = ``decode_noise_scale`` (ε from ``key``). Returns ``(loss, {"l1", "kl", "psnr"})``:
-  the plain L1 and the PSNR in dB of the clipped reconstruction (peak-to-peak 2).
+  z ← (1 − s)·z + s·ε with s = ``decode_noise_scale`` (ε from ``key``). ``temporal_weight`` > 0 adds that weight
+  times the L1 of the frame-to-frame differences, ``|(y[t+1] − y[t]) − (x[t+1] − x[t])|``: a step between two
+  frames that the target does not take (a causal decoder's jitter) costs on its own, not only through each
+  frame's error. Returns ``(loss, {"l1", "kl", "psnr"})``: the plain L1 and the PSNR in dB of the clipped
+  reconstruction (peak-to-peak 2).
   """
   posterior = model.apply(variables, x, method=AutoencoderKLLTXVideo.encode)
   z = posterior.sample(key) if sample_posterior else posterior.mode()
@@ -668,13 +671,37 @@ def training_loss(model: "AutoencoderKLLTXVideo", variables, x, key, *, kl_weigh
     if decode_noise_scale:
       z_dec, _ = mix_latent_noise(z, decode_noise_scale, jax.random.fold_in(key, 1))
   y = model.apply(variables, z_dec, timestep, method=AutoencoderKLLTXVideo.decode).astype(jnp.float32)
+  fit, metrics = _reconstruction_fit(y, x, motion_weight, temporal_weight)
+  kl = jnp.mean(posterior.kl()) / np.prod(z.shape[1:])  # kl() sums over each example: per latent element
+  return fit + kl_weight * kl, {**metrics, "kl": kl}
+
+
+def decoder_loss(model: "AutoencoderKLLTXVideo", variables, z, x, *, motion_weight: float = 0.0,
+                 decode_timestep: float = 0.0, temporal_weight: float = 0.0) -> tuple[jax.Array, dict]:
+  """The decoder's part of :func:`training_loss` on given latents: ``L1(decode(z), x)`` for (not normalised)
+  latents z [B, t, h, w, C] and the pixels x [B, 1 + 8(t − 1), H, W, 3] in [−1, 1] they should decode to, which
+  need not be the pixels they were encoded from (e.g. another decoder's frames of generated latents, to distil a
+  causal decoder on what a live session decodes). ``motion_weight`` and ``temporal_weight`` as in
+  :func:`training_loss`; a
+  timestep-conditioned decoder decodes at ``decode_timestep``. Returns ``(loss, {"l1", "psnr", "kl"})`` (kl 0)."""
+  timestep = jnp.full((z.shape[0],), decode_timestep, jnp.float32) if model.config.timestep_conditioning else None
+  y = model.apply(variables, z, timestep, method=AutoencoderKLLTXVideo.decode).astype(jnp.float32)
+  if y.shape != x.shape:
+    raise ValueError(f"decoder_loss: latents {z.shape} decode to {y.shape}, the targets are {x.shape}")
+  fit, metrics = _reconstruction_fit(y, x, motion_weight, temporal_weight)
+  return fit, {**metrics, "kl": jnp.zeros(())}
+
+
+def _reconstruction_fit(y, x, motion_weight: float, temporal_weight: float = 0.0):
+  """(the motion-weighted L1 of y against x plus the weighted L1 of their frame differences, {"l1", "psnr"}):
+  the fit of :func:`training_loss`."""
   err = jnp.abs(y - x)
   l1 = jnp.mean(err)
   fit = jnp.mean(motion_weights(x, motion_weight) * err) if motion_weight else l1
-  kl = jnp.mean(posterior.kl()) / np.prod(z.shape[1:])  # kl() sums over each example: per latent element
+  if temporal_weight:
+    fit = fit + temporal_weight * jnp.mean(jnp.abs(jnp.diff(y, axis=1) - jnp.diff(x, axis=1)))
   mse = jnp.mean(jnp.square(jnp.clip(y, -1, 1) - x))
-  psnr = 10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-10))
-  return fit + kl_weight * kl, {"l1": l1, "kl": kl, "psnr": psnr}
+  return fit, {"l1": l1, "psnr": 10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-10))}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from read_jax.convert.vae import load_vae
 from read_jax.data import records
 from read_jax.files import CheckpointError, read_json
 from read_jax.models.vae import (AutoencoderKLLTXVideo, causal_decoder_params, compression_ratios,
-                                 inflate_image_params, to_pixels, training_loss, unit_latent_stats)
+                                 decoder_loss, inflate_image_params, to_pixels, training_loss, unit_latent_stats)
 from read_jax.train import checkpoint as ckpt_lib
 from read_jax.train.stage import train_val_datasets
 
@@ -78,11 +78,18 @@ class VAEStage:
 
   def loss_fn(self, params, batch, key):
     l = self.config.loss
+    if "latents" in batch:  # given latents and the frames they should decode to: the decoder alone
+      if not self.config.freeze_encoder:
+        raise ValueError("VAE stage: a batch of latents trains the decoder only (set config.freeze_encoder=True)")
+      return decoder_loss(self.model, {"params": params, "buffers": self.buffers}, batch["latents"],
+                          to_pixels(batch["video"]), motion_weight=l.motion_weight,
+                          decode_timestep=l.decode_timestep, temporal_weight=l.temporal_weight)
     if self.config.freeze_encoder:  # no gradient into the encoder: XLA drops its backward pass
       params = {**params, "encoder": jax.lax.stop_gradient(params["encoder"])}
     return training_loss(self.model, {"params": params, "buffers": self.buffers}, to_pixels(batch["video"]), key,
                          kl_weight=l.kl_weight, sample_posterior=l.sample_posterior, motion_weight=l.motion_weight,
-                         decode_timestep=l.decode_timestep, decode_noise_scale=l.decode_noise_scale)
+                         decode_timestep=l.decode_timestep, decode_noise_scale=l.decode_noise_scale,
+                         temporal_weight=l.temporal_weight)
 
   def trainable(self, params):
     if not self.config.freeze_encoder:
