@@ -78,6 +78,7 @@ from read_jax.convert.ctranslate2 import is_ctranslate2_dir
 from read_jax.convert import checkpoint_dir, export_vae, load_vae
 from read_jax.convert.speech_encoders import load_speech_encoder, part_path
 from read_jax.data import espeak, preprocess, records, speech, synthetic
+from read_jax.demo.vae import train_vae
 from read_jax.files import atomic_path, read_json, write_json
 from read_jax.pipeline import PIPELINE_CONFIG, PipelineConfig, ReadPipeline
 from read_jax.speech import speech_features
@@ -250,19 +251,18 @@ def causal_student(step, train_stage, path, ckpt: str, rounds: tuple = CAUSAL_ST
   return last
 
 
-# The live decoder (step live_vae): train_demo_vae.py's settings. The bundled one was made in two runs on the 2-core
-# CPU instead (docs/demo.md: 60 min causal on the training clips, then 32 with the student's latents).
-LIVE_VAE = dict(minutes=60.0, batch=4, frames=33, lr=1e-4, motion_weight=30.0, pool=256, student_clips=96,
-                student_seconds=8.0, student_fraction=0.5, eval_clips=8)
-SMOKE_LIVE_VAE = dict(steps=2, batch=2, frames=17, lr=1e-4, pool=2, student_clips=1, student_seconds=2.0,
-                      eval_clips=1, eval_seconds=2.0)
+# The live decoder (step live_vae): train_demo_vae.py's settings, in one run. The bundled one was made in three on
+# the 2-core CPU instead (docs/demo.md, "The live decoder": 60 min causal on the training clips, 32 with the
+# student's latents, 22 more with the frame-difference term).
+LIVE_VAE = dict(minutes=90.0, batch=4, frames=33, lr=1e-4, motion_weight=30.0, temporal_weight=10.0, pool=256,
+                student_clips=96, student_seconds=8.0, student_fraction=0.7, eval_clips=8)
+SMOKE_LIVE_VAE = dict(steps=2, batch=2, frames=17, lr=1e-4, motion_weight=30.0, temporal_weight=10.0, pool=2,
+                      student_clips=1, student_seconds=2.0, eval_clips=0)  # smoke: no scores (the test scores it)
 
 
 def live_decoder(out: str, student: str, vae: str, *, smoke: bool = False) -> None:
   """Step live_vae: ``vae``'s decoder fine-tuned causal on the training clips and the live ``student``'s own latents
   (``read_jax.demo.vae.train_vae``) into ``out``, then copied into the student's checkpoint as its vae/."""
-  from read_jax.demo.vae import train_vae  # the VAE driver imports the pipeline and the eval suite: only here
-
   train_vae(out, causal=True, init=vae, student=student, smoke=smoke, **(SMOKE_LIVE_VAE if smoke else LIVE_VAE))
   tmp = os.path.join(student, "vae.tmp")
   shutil.rmtree(tmp, ignore_errors=True)

@@ -228,7 +228,8 @@ def train_vae(out: str, *, minutes: float = 6.0, steps: int = 0, image_minutes: 
   """Train (module docstring) and write the VAE to ``out``; returns what ``out``/train_log.json holds.
 
   ``minutes``: wall-clock budget of the video steps, or ``steps`` of them when > 0; ``frames``: per clip
-  (1 + 8k); ``pool``: clips drawn up front; ``eval_clips`` held-out clips of ``eval_seconds`` score the result.
+  (1 + 8k); ``pool``: clips drawn up front; ``eval_clips`` held-out clips of ``eval_seconds`` score the result
+  (0: no scores).
   ``student`` (with ``causal``): a live checkpoint whose own latents the causal decoder also learns from,
   ``student_clips`` sequences of ``student_seconds`` (:func:`student_sequences`), each decoded whole by that
   checkpoint's VAE as the target; a ``student_fraction`` of each batch's windows are theirs; the result is scored on
@@ -305,21 +306,21 @@ def train_vae(out: str, *, minutes: float = 6.0, steps: int = 0, image_minutes: 
   n = int(state.step)
   export_vae(stage.model, {"params": jax.tree.map(np.asarray, state.params), "buffers": buffers}, out)
   print(f"{n} steps ({image_steps} single-frame) in {time.perf_counter() - start:.0f} s → {out}", flush=True)
-  scores = {"trained": vae_scores(out, num=eval_clips, seconds=eval_seconds, size=res)["summary"]}
-  if config.init_checkpoint:
+  scores = {"trained": vae_scores(out, num=eval_clips, seconds=eval_seconds, size=res)["summary"]} if eval_clips else {}
+  if config.init_checkpoint and eval_clips:
     scores["init"] = vae_scores(config.init_checkpoint, num=eval_clips, seconds=eval_seconds, size=res)["summary"]
   for name, s in scores.items():
     print(f"held-out reconstructions, {name}: PSNR {s['psnr']:.2f} dB, mouth r {s['mouth_r']:.3f} (one opening per "
           f"latent frame: {s['mouth_r_latent_frame_average']:.3f}), latent-boundary ratio "
           f"{s['boundary_ratio_latent']:.3f} (true clips {s['boundary_ratio_latent_truth']:.3f})", flush=True)
   # A live session of the clips: today's window decode (init) vs streaming this one (with a student: its own latents).
-  if causal and config.init_causal_decoder and not student:
+  if causal and config.init_causal_decoder and not student and eval_clips:
     live = live_decode_scores(config.init_checkpoint, out, num=eval_clips, seconds=eval_seconds, size=res)
     scores["live_decode"] = live
     print("live decode, " + "; ".join(f"{k}: PSNR {live[k]['psnr']:.2f} dB, latent-boundary ratio "
                                        f"{live[k]['boundary_ratio_latent']:.3f}"
                                        for k in ("window", "stream", "whole")), flush=True)
-  if student:  # the live model's own latents (held-out speech): the windowed, whole and streamed decodes
+  if student and eval_clips:  # the live model's own latents (held-out speech): the windowed, whole and streamed decodes
     scores["student_decode"] = student_decode_scores(student, out, num=eval_clips, seconds=student_seconds,
                                                       progress=False)
     for k in ("window", "whole", "stream"):
@@ -331,7 +332,7 @@ def train_vae(out: str, *, minutes: float = 6.0, steps: int = 0, image_minutes: 
             "temporal_weight": temporal_weight,
             "latent_channels": stage.model.config.latent_channels, "seconds": time.perf_counter() - start,
             "student": student, "student_clips": student_clips if student else 0, "student_fraction":
-            student_fraction if student else 0.0, "eval": scores["trained"], "eval_init": scores.get("init"),
+            student_fraction if student else 0.0, "eval": scores.get("trained"), "eval_init": scores.get("init"),
             "live_decode": scores.get("live_decode"), "student_decode": scores.get("student_decode"), "log": log}
   with atomic_path(os.path.join(out, "train_log.json")) as tmp:
     with open(tmp, "w") as fh:
