@@ -624,6 +624,8 @@ class CausalSession(RollingSession):
     jax.block_until_ready(causal.advance(self.pipe.denoiser, self.sampler, self.params, job))
     if self._stream is None:
       self.pipe.decode_frames(np.zeros((self.decode_context,) + shape, np.float32), decode_key(self._key, 0))
+    else:  # a step of the decode stream on a stand-in latent (the state is a value: the session's stays as it is)
+      self.pipe.decode_stream_step(self._stream, np.zeros((1,) + shape, np.float32))
     self.timings.reference += time.perf_counter() - t0
 
   def _sampler_window(self) -> causal.CausalWindow | None:

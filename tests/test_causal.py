@@ -268,3 +268,27 @@ def test_bundled_live_model_is_the_causal_student():
   for a, b in zip(jax.tree.leaves((ours["params"]["encoder"], ours["buffers"])),
                   jax.tree.leaves((theirs["params"]["encoder"], theirs["buffers"]))):
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_bundled_live_session_compiles_before_the_speech(count_compiles):
+  """assets/demo_live (the causal student with its streaming decoder): everything the session runs per latent
+  frame (speech window, the cached advance, the decoder stream's step) compiles when the session is made, so the
+  first block does not wait for a compile."""
+  from read_jax import audio as audio_lib
+  from read_jax import live
+  from read_jax.pipeline import ReadPipeline
+  bundled_student("demo_live", own=("vae",))  # skips when assets/demo_live is not checked out
+  pipe = ReadPipeline.from_pretrained(os.path.join(ROOT, "assets", "demo_live"))
+  assert pipe.streams_decode
+  speech = os.path.join(ROOT, "assets", "demo_live", "speech.wav")
+  wave = audio_lib.load_audio(speech)[:int(1.2 * audio_lib.SAMPLE_RATE)]
+  pcm = np.round(np.clip(wave, -1, 1) * 32767).astype(np.int16)
+  session = live.LiveSession(pipe, os.path.join(ROOT, "assets", "demo_live", "reference.png"), seed=3)
+  assert isinstance(session, live.CausalSession)
+  with count_compiles() as c:
+    blocks = []
+    for lo in range(0, pcm.shape[0], 320):
+      session.feed(pcm[lo:lo + 320])
+      blocks += list(session.frames())
+  assert len(blocks) >= 2 and c.count == 0
