@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from read_jax import cli
+from read_jax import cli, media
 from read_jax.config import load_config
 from read_jax.convert.vae import export_vae, load_vae
 from read_jax.data import synthetic
@@ -191,8 +191,7 @@ def student_decode_scores(live_ckpt: str, causal: str, *, num: int = 8, seconds:
     shown = (len(z) - pre) * kt
     window = np.concatenate([pipe.decode_frames(z[q - context + 1:q + 1], jax.random.key(q))[-kt:]
                              for q in range(pre, len(z))])
-    stream = np.asarray(decode(jnp.asarray(z)[None])[0])
-    stream = np.clip(np.round((stream + 1) * 127.5), 0, 255).astype(np.uint8)
+    stream = media.to_uint8(decode(jnp.asarray(z)[None])[0])
     for name, video in (("window", window), ("whole", whole[-shown:]), ("stream", stream[-shown:])):
       video = video[:len(clip.frames)]
       rows[name].append({
