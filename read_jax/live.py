@@ -532,7 +532,8 @@ class RollingSession(LiveSession):
     self._window = None  # the RollingSampler, made once the pre-roll's speech latents are final
     self._num_latents = None  # stream latents in all, known at the end
     self._pre_samples = rolling.pre_roll_frames(self.clip_frames) * audio_lib.SAMPLE_RATE // self.fps
-    self._add_rows(self._features.feed(np.zeros(self._pre_samples, np.float32)))
+    self._features, rows = pipe.live_speech_features(self.policy, self._pre_samples)  # the silence, computed once
+    self._add_rows(rows)
 
   def _stream_latents(self, num_video: int) -> int:
     self._num_latents = rolling.stream_latents(num_video, self.clip_frames, self.noisy)

@@ -180,6 +180,7 @@ class ReadPipeline:
     if kt != FRAMES_PER_LATENT:
       raise ValueError(f"the VAE compresses time {kt}×; the SpeechAE and sampler assume {FRAMES_PER_LATENT}×")
     self._denoise = a2v_dit.Denoiser(dit)  # a value: programs compiled for one pipeline serve every equal one
+    self._silence = {}  # (policy, samples) → (speech stream fed that silence, its rows): live_speech_features
 
   def _vae_ratios(self):
     return compression_ratios(self.vae.config)
@@ -290,6 +291,19 @@ class ReadPipeline:
     pixels = jnp.asarray(self._reference_pixels(image))
     still = jnp.broadcast_to(pixels, (rolling.pre_roll_frames(self.config.clip_frames),) + pixels.shape)
     return np.asarray(_encode_image(self.vae, self.vae_variables, still[None])[0], np.float32)
+
+  def live_speech_features(self, policy, silence_samples: int = 0) -> tuple[speech_lib.LiveSpeechFeatures, np.ndarray]:
+    """A live speech stream (:class:`speech.LiveSpeechFeatures`) of this pipeline's encoder under ``policy``, already
+    fed ``silence_samples`` of silence, and the rows [n, 10, D] that silence gave. Every rolling and causal session
+    starts with the same silence (its pre-roll's), so those Whisper windows are computed once per pipeline, policy
+    and length, and each session gets its own copy of the stream."""
+    features = speech_lib.LiveSpeechFeatures(self.speech_encoder, policy)
+    key = (features.policy, int(silence_samples))
+    if key not in self._silence:
+      rows = features.feed(np.zeros(int(silence_samples), np.float32))
+      self._silence[key] = (features.copy(), rows)
+    primed, rows = self._silence[key]
+    return primed.copy(self.speech_encoder), rows.copy()
 
   def rolling_settings(self, noisy: int | None = None, decode_context: int | None = None) -> tuple[int, int]:
     """(noisy frames W, decode context D) of the rolling mode, the config's where None."""
@@ -470,8 +484,8 @@ class ReadPipeline:
     if not self.streams_decode:
       return None
     stream = self.decode_stream(decode_key(key, 0))
-    if pre_roll is not None:
-      stream, _ = self.decode_stream_step(stream, pre_roll)
+    if pre_roll is not None:  # its frames are not shown: they stay on the device, unconverted
+      stream, _ = stream_decode_step(self.vae, self.vae_variables, stream, jnp.asarray(pre_roll)[None])
     return stream
 
   def with_config(self, **changes) -> "ReadPipeline":

@@ -39,6 +39,7 @@ The signal processing (log-mel, time grids, windows) is ``read_jax.audio``; the 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -338,6 +339,14 @@ class LiveSpeechFeatures:
     self._buffer_start = 0
     self._next = 0  # the next latent frame to compute
     self._finished = False
+
+  def copy(self, encoder: SpeechEncoder | None = None) -> "LiveSpeechFeatures":
+    """An independent stream in this one's state (fed the same samples so far), on ``encoder`` if given (the same
+    encoder's weights on another device)."""
+    other = copy.copy(self)
+    other.encoder = self.encoder if encoder is None else encoder
+    other._buffer = self._buffer.copy()
+    return other
 
   def feed(self, pcm) -> np.ndarray:
     """Append 16 kHz mono samples; return the rows ``[n, 10, D]`` (n ≥ 0) that became final."""

@@ -197,6 +197,40 @@ def test_live_rolling_equals_offline(pipe, noisy):
       assert fed_at is None
 
 
+def test_sessions_share_the_pre_roll_silence(pipe):
+  """Every rolling session starts with the same pre-roll silence: its Whisper windows are computed once per
+  pipeline, and each later session starts from a copy of that stream (no encoder call), independent of the others
+  and equal to feeding the silence itself."""
+  f = pipe.config.clip_frames
+  samples = rolling.pre_roll_frames(f) * audio_lib.SAMPLE_RATE // 25
+  fresh = speech.LiveSpeechFeatures(pipe.speech_encoder, POLICY)
+  want = fresh.feed(np.zeros(samples, np.float32))
+  first, rows = pipe.live_speech_features(POLICY, samples)
+  np.testing.assert_array_equal(rows, want)
+  calls = []
+  encoder = pipe.speech_encoder
+
+  class Counting:
+    def __getattr__(self, name):
+      return getattr(encoder, name)
+
+    def encode_tail(self, *a, **kw):
+      calls.append(1)
+      return encoder.encode_tail(*a, **kw)
+
+  counted = pipe.with_config()
+  counted.speech_encoder = Counting()
+  second, rows2 = counted.live_speech_features(POLICY, samples)
+  np.testing.assert_array_equal(rows2, want)
+  assert calls == [] and second.encoder is counted.speech_encoder
+  speech_in = np.random.default_rng(0).uniform(-0.3, 0.3, 2 * 5120).astype(np.float32)
+  np.testing.assert_array_equal(second.feed(speech_in), fresh.feed(speech_in))  # as if it had fed the silence
+  assert len(calls) > 0 and second.frames == fresh.frames
+  assert first.num_samples == samples  # the first stream did not move
+  session = live.LiveSession(counted, PORTRAIT, policy=POLICY, mode="rolling")
+  assert session._features.num_samples == samples
+
+
 def test_live_rolling_checks_its_settings(pipe):
   with pytest.raises(ConfigError, match="multiple"):
     live.LiveSession(pipe, PORTRAIT, policy=POLICY, mode="rolling", noisy=3)
