@@ -19,6 +19,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from read_jax import cli  # noqa: E402
 from read_jax.demo import vae  # noqa: E402
+from read_jax.errors import InputError  # noqa: E402
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+  try:
+    return tuple(int(x) for x in text.split(",")) if text.strip() else ()
+  except ValueError:
+    raise InputError(f"{flag} {text}: need comma-separated integers, e.g. 8,16,32,32") from None
 
 
 def main(argv=None) -> int:
@@ -48,6 +56,12 @@ def main(argv=None) -> int:
   parser.add_argument("--student-seconds", type=float, default=8.0, help="--student: speech per sequence")
   parser.add_argument("--student-fraction", type=float, default=0.5,
                       help="--student: the share of each batch's windows taken from its sequences")
+  parser.add_argument("--decoder-widths", default="",
+                      help="a narrower decoder than --init's, one width per decoder block (e.g. 8,16,32,32), started "
+                           "from its leading channels")
+  parser.add_argument("--decoder-layers", default="",
+                      help="a shallower decoder than --init's, resnets per decoder block as the config lists them "
+                           "(e.g. 0,1,1,1,1: none in the full-resolution block), started from its leading resnets")
   parser.add_argument("--eval-clips", type=int, default=4, help="held-out clips scored at the end")
   parser.add_argument("--eval-seconds", type=float, default=4.0, help="length of each held-out clip")
   args = parser.parse_args(argv)
@@ -56,7 +70,9 @@ def main(argv=None) -> int:
                 init=args.init, latent_channels=args.latent_channels, motion_weight=args.motion_weight,
                 causal=args.causal, eval_clips=args.eval_clips, eval_seconds=args.eval_seconds,
                 student=args.student, student_clips=args.student_clips, student_seconds=args.student_seconds,
-                student_fraction=args.student_fraction, temporal_weight=args.temporal_weight)
+                student_fraction=args.student_fraction, temporal_weight=args.temporal_weight,
+                decoder_widths=_ints(args.decoder_widths, "--decoder-widths"),
+                decoder_layers=_ints(args.decoder_layers, "--decoder-layers"))
   return 0
 
 

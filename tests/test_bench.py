@@ -99,3 +99,42 @@ def test_distill_bench_counts_denoiser_rows_per_clip(tmp_path):
   assert [(r["model"], r["steps"], r["cfg"], r["rows_per_clip"]) for r in rows] == [
       ("teacher", 8, "split", 24), ("student", 2, "distilled", 2), ("student", 1, "distilled", 1)]
   assert all(_positive(r["s_per_clip"]) and _positive(r["speedup"]) for r in rows)
+
+
+@pytest.mark.slow
+def test_cost_model_streams_live_sessions_through_the_live_decoder():
+  """``bench.py cost``'s decoder programs at full size (XLA's counts of lowered programs, nothing allocated): the
+  live decoder (configs/vae_ltx_causal.py:live) streams a latent frame for under a fifth of the released decoder's
+  FLOPs; the causal row decodes with it, the row beside it with the released decoder made causal, and each row's
+  totals and session counts follow from its parts as the module says (the DiT's counts given here: lowering the
+  24-block model is what ``bench.py cost`` itself is for)."""
+  import argparse
+  from read_jax.bench import cost
+  parser = argparse.ArgumentParser()
+  cost.add_args(parser)
+  args = parser.parse_args([])
+  vae, speech = cost.vae_costs(args), cost.speech_costs(args)
+  assert vae["live_decoder"] == {"decoder_block_out_channels": [128, 256, 512], "decoder_layers_per_block": [0, 6, 7, 8]}
+  assert 0 < vae["live_stream_step"] < vae["stream_step"] / 5 and vae["live_carry_bytes"] < vae["stream_carry_bytes"]
+  assert vae["live_decoder_params"] < vae["decoder_params"] / 3
+  dit = {"split_pass": 53.6e12, "cached_pass": 1.06e12, "dit_params": 4.1e9, "kv_cache_bytes": 805306368}
+  rows = {r["mode"]: r for r in cost.rows_from(dit, vae, speech, args)}
+  lps = 25 / 8
+  causal, released = rows["causal"], rows["causal, released decoder"]
+  assert causal["decode_flops_per_video_s"] == pytest.approx(vae["live_stream_step"] * lps)
+  assert released["decode_flops_per_video_s"] == pytest.approx(vae["stream_step"] * lps)
+  assert causal["dit_flops_per_video_s"] == pytest.approx(3 * dit["cached_pass"] * lps)
+  assert rows["causal, K/V from the last step (modelled)"]["dit_flops_per_video_s"] == pytest.approx(
+      2 * dit["cached_pass"] * lps)
+  util = cost.H100_MEASURED["flops"] / cost.H100_MEASURED["seconds"]
+  for row in rows.values():
+    total = row["dit_flops_per_video_s"] + row["decode_flops_per_video_s"] + row["other_flops_per_video_s"]
+    assert row["flops_per_video_s"] == pytest.approx(total)
+    assert row["sessions_h100_by_flops"] == pytest.approx(util / total, abs=0.01)
+    assert row["sessions_h100"] == int(min(row["sessions_h100_by_flops"], row["sessions_h100_by_memory"]))
+  weights = {"causal": dit["dit_params"] + vae["live_decoder_params"],
+             "causal, released decoder": dit["dit_params"] + vae["decoder_params"]}
+  for mode, w in weights.items():
+    assert rows[mode]["sessions_h100_by_memory"] == pytest.approx((80e9 - w) / rows[mode]["session_memory_bytes"],
+                                                                  abs=0.1)
+  assert causal["sessions_h100"] > released["sessions_h100"]

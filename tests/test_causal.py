@@ -260,11 +260,15 @@ def test_bundled_live_model_is_the_causal_student():
   assert settings.cfg == "distilled" and settings.steps == 2 and settings.distilled_steps == (2,)
   assert config["causal"] is True and config["guidance_embeds"] is True
   # Its VAE: the teacher's encoder and latent statistics (the latents the student was trained on), a causal
-  # decoder (so sessions stream each latent frame once: docs/demo.md, "A causal decoder").
+  # decoder (so sessions stream each latent frame once: docs/demo.md, "A causal decoder"), the live decoder's
+  # smaller size (half width, no resnets in the full-resolution block).
   from read_jax.convert.vae import load_vae
+  from read_jax.models.vae_variants import live_decoder
   (model, ours), (teacher_model, theirs) = (load_vae(os.path.join(ROOT, "assets", d, "vae"))
                                             for d in ("demo_live", "demo"))
   assert model.config.decoder_causal and not teacher_model.config.decoder_causal
+  size = live_decoder(teacher_model.config.to_diffusers())
+  assert {k: tuple(model.config.to_diffusers()[k]) for k in size} == size
   for a, b in zip(jax.tree.leaves((ours["params"]["encoder"], ours["buffers"])),
                   jax.tree.leaves((theirs["params"]["encoder"], theirs["buffers"]))):
     np.testing.assert_array_equal(a, b)

@@ -94,8 +94,15 @@ def test_distill_steps_add_students_to_the_build(demo):
   live = ReadPipeline.from_pretrained(out + "_live")  # the causal student, bundled the same way: the live model
   assert live.dit.causal and (live.config.mode, live.config.live_mode) == ("causal", "causal")
   assert live.config.distilled_steps == (1,)
-  # Its own VAE: the teacher's encoder, a causal decoder trained a few steps on the clips and the student's latents.
+  # Its own VAE: the teacher's encoder, a causal decoder trained a few steps on the clips and the student's latents,
+  # the live decoder's cut of the teacher's (half width, no resnets in the full-resolution block).
   assert not os.path.islink(os.path.join(out + "_live", "vae")) and live.streams_decode
+  from read_jax.models.vae_variants import live_decoder
+  size, got = live_decoder(teacher.vae.config.to_diffusers()), live.vae.config.to_diffusers()
+  assert tuple(got["decoder_block_out_channels"]) == size["decoder_block_out_channels"]
+  assert tuple(got["decoder_layers_per_block"]) == size["decoder_layers_per_block"]
+  assert got["decoder_layers_per_block"][0] == 0 and size != {
+      k: tuple(teacher.vae.config.to_diffusers()[k]) for k in size}
   for a, b in zip(*(jax.tree.leaves(p.vae_variables["params"]["encoder"]) for p in (live, teacher))):
     np.testing.assert_array_equal(a, b)
   log = json.load(open(os.path.join(work, "run", "live_vae", "train_log.json")))

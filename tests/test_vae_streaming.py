@@ -282,3 +282,50 @@ def test_pairs_batch_cuts_windows_of_latents_with_their_frames():
         np.testing.assert_array_equal(vv[:, 0, 0, 0], [a] + [a + 1] * 8 + [a + 2] * 8)
         seen.add(int(vv[0, 0, 0, 1]))
     assert seen == tags, fraction
+
+
+def test_narrow_decoder_params_keep_the_leading_channels_and_resnets(tmp_path):
+  """The live decoder's start: every decoder array of the smaller decoder (half the widths, no resnets in the
+  full-resolution block) is the trained array cut to its leading entries, the resnets past a block's new count
+  are dropped, the encoder is untouched; a decoder wider than the trained one cannot be cut. The VAE stage reads
+  such an init only with init_narrow_decoder (else it names the differing keys)."""
+  config = load_config("demo_vae.py:causal,smoke")
+  wide = AutoencoderKLLTXVideo.from_config(config.model)
+  variables = _random_variables(wide)
+  live = load_config("vae_ltx_causal.py:live,tiny").model  # the full-size recipe's cut, on the tiny 0.9.1
+  assert tuple(live.decoder_block_out_channels) == (4, 8, 16) and tuple(live.decoder_layers_per_block)[0] == 0
+  small_fields = {"decoder_block_out_channels": [w // 2 for w in config.model.decoder_block_out_channels],
+                  "decoder_layers_per_block": [0] + list(config.model.decoder_layers_per_block)[1:]}
+  small = AutoencoderKLLTXVideo.from_config({**config.model, **small_fields})
+  shapes = jax.eval_shape(small.init, jax.random.key(0), jnp.zeros((1, 1, 32, 32, 3)), jnp.zeros((1,)))["params"]
+  cut = vae.narrow_decoder_params(variables["params"], shapes)
+  wide_flat, cut_flat = flatten_dict(variables["params"]), flatten_dict(cut)
+  assert jax.tree.map(lambda a: a.shape, cut) == jax.tree.map(lambda a: a.shape, shapes)
+  assert any(k[0] == "decoder" and k not in cut_flat for k in wide_flat)  # the full-resolution block's resnets
+  for k, a in cut_flat.items():
+    want = wide_flat[k][tuple(slice(0, n) for n in a.shape)]
+    np.testing.assert_array_equal(a, want)
+    if k[0] == "encoder":
+      assert a.shape == wide_flat[k].shape
+  assert any(a.shape != wide_flat[k].shape for k, a in cut_flat.items() if k[0] == "decoder")
+  wider = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), variables["params"])
+  with pytest.raises(ValueError, match="cannot be cut|is not in the trained decoder"):
+    vae.narrow_decoder_params(cut, wider)
+  # The stage: the frozen encoder is the init's, the decoder its cut.
+  export_vae(wide, variables, str(tmp_path / "vae"))
+  config.model.update(small_fields)
+  stage = VAEStage(config)
+  fresh = jax.eval_shape(stage.init, jax.random.key(0), stage.batch_spec())
+  with pytest.raises(CheckpointError, match="decoder_block_out_channels"):
+    stage.init_from_checkpoint(str(tmp_path / "vae"), fresh)
+  config.init_narrow_decoder = True
+  config.init_causal_decoder = False  # (the smoke model's decoder is causal already)
+  got = VAEStage(config).init_from_checkpoint(str(tmp_path / "vae"), fresh)
+  jax.tree.map(np.testing.assert_array_equal, got, cut)
+  export_vae(small, {**variables, "params": cut}, str(tmp_path / "small"))  # a wider decoder cannot come from it
+  wide_config = load_config("demo_vae.py:causal,smoke")
+  wide_config.init_narrow_decoder, wide_config.init_causal_decoder = True, False
+  wide_stage = VAEStage(wide_config)
+  with pytest.raises(CheckpointError, match="cannot be cut|is not in the trained decoder"):
+    wide_stage.init_from_checkpoint(str(tmp_path / "small"),
+                                    jax.eval_shape(wide_stage.init, jax.random.key(0), wide_stage.batch_spec()))

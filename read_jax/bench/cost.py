@@ -8,6 +8,9 @@ unrolled, :func:`read_jax.models.a2v_dit.unrolled_layers`, because the analysis 
 models are the paper's: configs/a2v_dit.py (24 blocks × 2048, 17 × 16 × 16 latents, a 128-token prompt, bf16),
 LTX-Video 0.9.1's VAE at 512² (configs/vae_ltx.py:0.9.1) and Whisper tiny + the SpeechAE on the live speech window
 (a 4 s window per latent frame). A latent frame is 8 video frames, 0.32 s; a second of video is 3.125 of them.
+Live sessions stream their frames through the live decoder (configs/vae_ltx_causal.py:live: the released decoder
+cut to half width with no resnets in its full-resolution block, causal); the released decoder made causal is
+the row beside it.
 
 One row per mode (docs/design.md §3.10):
 
@@ -17,7 +20,8 @@ One row per mode (docs/design.md §3.10):
            passes over the whole 17-frame window and a window decode of D = 16 latent frames
   causal   the cached causal window (read_jax/ans/causal.py) with the 2-step student (one row, guidance
            distilled in): per latent frame 2 one-frame passes against the KV cache + 1 at t = 0 for the cache, and
-           one step of the streaming causal decoder
+           one step of the streaming live decoder
+  causal, released decoder   the same with the released decoder made causal (configs/vae_ltx_causal.py) instead
   causal, K/V from the last step   (modelled variant) the cache fed from the last denoising pass: 2 passes
 
 Sessions per device: the smaller of the FLOP bound (utilised FLOP/s / FLOPs per second of video; the utilisation
@@ -112,28 +116,37 @@ def dit_costs(args) -> dict:
 
 
 def vae_costs(args) -> dict:
-  """FLOPs of a window decode of f latent frames and of one streaming step of the causal decoder, the stream's
-  carry and the decoder's weights, bf16."""
+  """FLOPs of a window decode of f latent frames and of one streaming step of a causal decoder (the released one
+  made causal, and the live decoder), the streams' carry and the decoders' weights, bf16."""
   fields = {**load_config(f"vae_ltx.py:{args.vae_variant}").to_dict(), "dtype": "bfloat16", "param_dtype": "bfloat16"}
   noncausal = AutoencoderKLLTXVideo.from_config(fields)
-  causal = AutoencoderKLLTXVideo.from_config({**fields, "decoder_causal": True})
   cfg = noncausal.config
   ks, _ = compression_ratios(cfg)
   h = w = args.latent_side
-  variables = jax.eval_shape(noncausal.init, jax.random.key(0), jnp.zeros((1, 1, ks, ks, 3), jnp.bfloat16),
-                             jnp.zeros((1,)))
   key = jax.eval_shape(lambda: jax.random.key(0))
   z = lambda n: _sds((1, n, h, w, cfg.latent_channels))  # noqa: E731
   timestep = 0.05 if cfg.timestep_conditioning else 0.0
-  window = _flops(_window_decode(noncausal, timestep), variables, z(args.clip_frames), key)
-  first, step = (functools.partial(vae_lib.stream_decode_apply, module=causal, stream=s) for s in ("first", "next"))
-  state = jax.eval_shape(lambda: vae_lib.stream_decode_init(causal, 1, h, w, decode_timestep=timestep,
-                                                            key=jax.random.key(0)))
-  state, _ = jax.eval_shape(first, variables, state, z(1))
-  stream = _flops(step, variables, state, z(1))
-  decoder = _bytes({k: v for k, v in variables["params"].items() if "decoder" in k})
-  return {"window_decode": window, "stream_step": stream, "stream_carry_bytes": _bytes(state.cache),
-          "decoder_params": decoder}
+
+  def init(model):
+    return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 1, ks, ks, 3), jnp.bfloat16), jnp.zeros((1,)))
+
+  def streamed(model) -> tuple[float, int, int]:  # FLOPs of a step, the carry's bytes, the decoder's bytes
+    variables = init(model)
+    first, step = (functools.partial(vae_lib.stream_decode_apply, module=model, stream=s) for s in ("first", "next"))
+    state = jax.eval_shape(lambda: vae_lib.stream_decode_init(model, 1, h, w, decode_timestep=timestep,
+                                                              key=jax.random.key(0)))
+    state, _ = jax.eval_shape(first, variables, state, z(1))
+    decoder = _bytes({k: v for k, v in variables["params"].items() if "decoder" in k})
+    return _flops(step, variables, state, z(1)), _bytes(state.cache), decoder
+
+  window = _flops(_window_decode(noncausal, timestep), init(noncausal), z(args.clip_frames), key)
+  released = streamed(AutoencoderKLLTXVideo.from_config({**fields, "decoder_causal": True}))
+  live_fields = load_config(f"vae_ltx_causal.py:live,variant={args.vae_variant}").model.to_dict()
+  live = streamed(AutoencoderKLLTXVideo.from_config({**fields, **live_fields, "decoder_causal": True}))
+  return {"window_decode": window, "stream_step": released[0], "stream_carry_bytes": released[1],
+          "decoder_params": released[2], "live_stream_step": live[0], "live_carry_bytes": live[1],
+          "live_decoder_params": live[2],
+          "live_decoder": {k: list(live_fields[k]) for k in ("decoder_block_out_channels", "decoder_layers_per_block")}}
 
 
 def speech_costs(args) -> dict:
@@ -160,6 +173,8 @@ def rows_from(dit: dict, vae: dict, speech: dict, args) -> list[dict]:
   other = (speech["whisper_window"] + speech["speech_ae"]) * lps
   latents = lambda frames: frames * args.latent_side ** 2 * 128 * 4  # noqa: E731  float32 latents
   n = args.causal_steps
+  live_state = dit["kv_cache_bytes"] + vae["live_carry_bytes"] + latents(3)
+  released_state = dit["kv_cache_bytes"] + vae["stream_carry_bytes"] + latents(3)
   rows = [
     {"mode": "clip", "dit_flops_per_video_s": args.clip_steps * dit["split_pass"] / clip_seconds,
      "decode_flops_per_video_s": vae["window_decode"] / clip_seconds, "session_memory_bytes": latents(2 * f + 1),
@@ -168,21 +183,24 @@ def rows_from(dit: dict, vae: dict, speech: dict, args) -> list[dict]:
      "decode_flops_per_video_s": vae["window_decode"] * lps, "session_memory_bytes": latents(2 * f + 1),
      "passes": f"{args.clip_steps} steps × 3 rows × {1 + f} frames per latent frame"},
     {"mode": "causal", "dit_flops_per_video_s": (n + 1) * dit["cached_pass"] * lps,
-     "decode_flops_per_video_s": vae["stream_step"] * lps,
-     "session_memory_bytes": dit["kv_cache_bytes"] + vae["stream_carry_bytes"] + latents(3),
-     "passes": f"{n} + 1 (cache, t = 0) one-frame passes × 1 row per latent frame"},
+     "decode_flops_per_video_s": vae["live_stream_step"] * lps, "session_memory_bytes": live_state,
+     "passes": f"{n} + 1 (cache, t = 0) one-frame passes × 1 row per latent frame; the live decoder",
+     "weights_bytes": dit["dit_params"] + vae["live_decoder_params"]},
+    {"mode": "causal, released decoder", "dit_flops_per_video_s": (n + 1) * dit["cached_pass"] * lps,
+     "decode_flops_per_video_s": vae["stream_step"] * lps, "session_memory_bytes": released_state,
+     "passes": f"{n} + 1 (cache, t = 0) one-frame passes × 1 row per latent frame; 0.9.1's decoder made causal"},
     {"mode": "causal, K/V from the last step (modelled)", "dit_flops_per_video_s": n * dit["cached_pass"] * lps,
-     "decode_flops_per_video_s": vae["stream_step"] * lps,
-     "session_memory_bytes": dit["kv_cache_bytes"] + vae["stream_carry_bytes"] + latents(3),
-     "passes": f"{n} one-frame passes × 1 row per latent frame"},
+     "decode_flops_per_video_s": vae["live_stream_step"] * lps, "session_memory_bytes": live_state,
+     "passes": f"{n} one-frame passes × 1 row per latent frame; the live decoder",
+     "weights_bytes": dit["dit_params"] + vae["live_decoder_params"]},
   ]
-  weights = dit["dit_params"] + vae["decoder_params"]
   util = H100_MEASURED["flops"] / H100_MEASURED["seconds"] / DEVICES["h100"]["peak_flops"]
   for row in rows:
     row["other_flops_per_video_s"] = other
     total = row["dit_flops_per_video_s"] + row["decode_flops_per_video_s"] + other
     row["flops_per_video_s"] = total
     row["vs_clip_flops"] = total / (rows[0]["dit_flops_per_video_s"] + rows[0]["decode_flops_per_video_s"] + other)
+    weights = row.pop("weights_bytes", dit["dit_params"] + vae["decoder_params"])
     for name, dev in DEVICES.items():
       by_flops = util * dev["peak_flops"] / total
       by_memory = (dev["hbm_bytes"] - weights) / row["session_memory_bytes"]
@@ -207,8 +225,11 @@ def run(args) -> dict:
         f"80 / 16 GB, bf16 weights {assumptions['weights_bytes_bf16'] / 1e9:.2f} GB")
   print(f"per pass: Split-CFG window {dit['split_pass'] / 1e12:.2f} TFLOP, cached one-frame {dit['cached_pass'] / 1e12:.3f}"
         f" TFLOP; decode: window of {args.clip_frames} latents {vae['window_decode'] / 1e12:.1f} TFLOP, stream step "
-        f"{vae['stream_step'] / 1e12:.2f} TFLOP; KV cache {dit['kv_cache_bytes'] / 2**20:.0f} MiB, decoder carry "
-        f"{vae['stream_carry_bytes'] / 2**20:.0f} MiB per session (bf16)")
+        f"{vae['stream_step'] / 1e12:.2f} TFLOP (released decoder, causal), {vae['live_stream_step'] / 1e12:.2f} TFLOP "
+        f"(live decoder: widths {vae['live_decoder']['decoder_block_out_channels']}, resnets "
+        f"{vae['live_decoder']['decoder_layers_per_block']}); KV cache {dit['kv_cache_bytes'] / 2**20:.0f} MiB, decoder "
+        f"carry {vae['live_carry_bytes'] / 2**20:.0f} MiB (released: {vae['stream_carry_bytes'] / 2**20:.0f}) per "
+        f"session (bf16)")
   table = [{**r, **{k: r[k] / 1e12 for k in ("dit_flops_per_video_s", "decode_flops_per_video_s",
                                               "other_flops_per_video_s", "flops_per_video_s")},
             "session_memory_bytes": r["session_memory_bytes"] / 2**20} for r in rows]

@@ -10,17 +10,20 @@ frames (``ReadPipeline.decode_rolling``): a window decode per latent frame. The 
 * **Timed** (``--vae``, default the bundled demo VAE, 64²): per latent frame, the median of ``--repeats`` calls of
   the window decode (D = ``--window`` latent frames, as ``decode_rolling``), the streaming step of the decoder made
   causal (``decoder_causal=True``; the weights do not change the cost), and the exact streaming step of the
-  non-causal decoder as it is (same per-step work, after a look-ahead of ``stream_lookahead`` latent frames); each
+  non-causal decoder as it is (same per-step work, after a look-ahead of ``stream_lookahead`` latent frames), and
+  the streaming step of a live decoder (``--live-vae``, default the live model's: its own smaller decoder); each
   with its XLA FLOP count.
 * **Full size, by XLA's cost analysis** (``--full-variant``, default LTX-Video 0.9.1, ``--full-size`` 512²): FLOPs and
   bytes accessed of the compiled programs, lowered from ShapeDtypeStructs (params from ``jax.eval_shape``, nothing
-  allocated): one window decode of each of ``--full-windows`` latent frames vs one streaming step. Target: a
-  streamed latent frame ≤ 1/8 of a window decode's FLOPs.
+  allocated): one window decode of each of ``--full-windows`` latent frames vs one streaming step, of the decoder
+  made causal and of the live decoder (``vae_variants.live_decoder``'s cut of it). Target: a streamed latent frame
+  ≤ 1/8 of a window decode's FLOPs.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import time
 
 import jax
@@ -32,10 +35,13 @@ from read_jax.config import load_config
 from read_jax.convert.vae import load_vae
 from read_jax.models import vae as vae_lib
 from read_jax.models.vae import AutoencoderKLLTXVideo, compression_ratios, make_config
+from read_jax.models.vae_variants import live_decoder
 
 
 def add_args(parser):
   parser.add_argument("--vae", default="assets/demo/vae", help="VAE timed on this machine (diffusers layout)")
+  parser.add_argument("--live-vae", default="assets/demo_live/vae",
+                      help="a live decoder timed beside them (its own, smaller decoder; '' to skip)")
   parser.add_argument("--window", type=int, default=8, help="latent frames of the rolling window's decode (D)")
   parser.add_argument("--repeats", type=int, default=20, help="timed calls of each")
   parser.add_argument("--full-variant", default="0.9.1", choices=("0.9.0", "0.9.1", "0.9.5"),
@@ -87,18 +93,24 @@ def timed(args) -> dict:
   rows.append({"decode": f"window of {args.window} latents, keep 8 frames", "ms_per_latent": 1e3 * r["median"],
                "min_ms": 1e3 * r["min"], **_cost(compiled)})
 
-  for name, model in (("stream, causal decoder", causal), ("stream, non-causal (exact, look-ahead "
-                                                           f"{vae_lib.stream_lookahead(cfg)})", noncausal)):
+  streams = [("stream, causal decoder", causal, variables),
+             (f"stream, non-causal (exact, look-ahead {vae_lib.stream_lookahead(cfg)})", noncausal, variables)]
+  if args.live_vae and os.path.isdir(args.live_vae):
+    live, live_variables = load_vae(args.live_vae)
+    sizes = live.config.decoder_block_out_channels, live.config.decoder_layers_per_block
+    streams.append((f"stream, live decoder (widths {list(sizes[0])}, resnets {list(sizes[1])})", live, live_variables))
+    out["live_vae"] = args.live_vae
+  for name, model, params in streams:
     plan = vae_lib.stream_plan(model.config)
     first, step = _stream_fns(model)
     state = vae_lib.stream_decode_init(model, 1, h, w)
-    state, _ = first(variables, state, z[:, :plan.prime_latents])
-    compiled = step.lower(variables, state, z[:, :1]).compile()
+    state, _ = first(params, state, z[:, :plan.prime_latents])
+    compiled = step.lower(params, state, z[:, :1]).compile()
     i = plan.prime_latents
 
     def one():
       nonlocal state, i
-      state, frames = compiled(variables, state, z[:, i % z.shape[1]:i % z.shape[1] + 1])
+      state, frames = compiled(params, state, z[:, i % z.shape[1]:i % z.shape[1] + 1])
       frames.block_until_ready()
       i += 1
 
@@ -136,14 +148,22 @@ def full_size_cost(args) -> dict:
   for n in (int(x) for x in args.full_windows.split(",")):
     compiled = _window_fn(noncausal, timestep).lower(variables, z(n), key).compile()
     rows.append({"decode": f"window of {n} latents ({1 + kt * (n - 1)} frames), keep 8", **_cost(compiled)})
-  first, step = _stream_fns(causal)
-  state = jax.eval_shape(lambda: vae_lib.stream_decode_init(causal, 1, h, w, decode_timestep=timestep,
-                                                            key=jax.random.key(0)))
-  state, _ = jax.eval_shape(first, variables, state, z(1))
-  compiled = step.lower(variables, state, z(1)).compile()
-  stream = {"decode": "stream, causal decoder: one latent frame", **_cost(compiled)}
+
+  def streamed(model, params):
+    first, step = _stream_fns(model)
+    state = jax.eval_shape(lambda: vae_lib.stream_decode_init(model, 1, h, w, decode_timestep=timestep,
+                                                              key=jax.random.key(0)))
+    state, _ = jax.eval_shape(first, params, state, z(1))
+    return _cost(step.lower(params, state, z(1)).compile()), state
+
+  cost, state = streamed(causal, variables)
+  stream = {"decode": "stream, causal decoder: one latent frame", **cost}
   cache_bytes = sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(state.cache))
   rows.append(stream)
+  live = AutoencoderKLLTXVideo.from_config({**fields, **live_decoder(fields), "decoder_causal": True})
+  cost, _ = streamed(live, jax.eval_shape(live.init, jax.random.key(0), jnp.zeros((1, 1, ks, ks, 3), dtype),
+                                          jnp.zeros((1,))))
+  rows.append({"decode": "stream, the live decoder (vae_variants.live_decoder): one latent frame", **cost})
   for row in rows:
     row["flops_vs_stream"] = row["flops"] / stream["flops"]
     row["bytes_vs_stream"] = row["bytes"] / stream["bytes"]
@@ -154,7 +174,7 @@ def full_size_cost(args) -> dict:
   print(f"stream carry: {cache_bytes / 2**20:.1f} MiB per session; the non-causal decoder as it is streams exactly "
         f"with a look-ahead of {plan.lookahead} latent frames ({plan.lag_frames} video frames, "
         f"{plan.lag_frames / 25:.2f} s at 25 fps)")
-  ok = all(stream["flops"] <= row["flops"] / 8 for row in rows[:-1])
+  ok = all(stream["flops"] <= row["flops"] / 8 for row in rows[:-2])
   print(f"target: streamed FLOPs per latent frame ≤ 1/8 of a window decode's: {'met' if ok else 'NOT met'}")
   return {"variant": args.full_variant, "size": args.full_size, "dtype": dtype.name, "latents": [h, w, c],
           "rows": rows, "cache_bytes": cache_bytes, "noncausal_plan": plan._asdict(), "target_met": ok}

@@ -30,6 +30,7 @@ def get_config(arg=None):
   c.init_from_image = False  # init_checkpoint saw single frames only: inflate it for video (inflate_image_params)
   c.init_causal_decoder = False  # init_checkpoint's decoder is not causal, the model's is (causal_decoder_params)
   c.freeze_encoder = False  # train the decoder only: the encoder, and so the latents, stay as they are
+  c.init_narrow_decoder = False  # a smaller decoder than init_checkpoint's (narrower blocks, fewer resnets): cut from it
   vae = load_config("demo.py:tiny" if arg.smoke else "demo.py").vae.to_dict()  # smoke: the tiny sizes
   c.model = {k: v for k, v in vae.items() if k not in ("dtype", "param_dtype")}  # configs/vae_ltx.py keys
   c.loss = ml_collections.ConfigDict(dict(

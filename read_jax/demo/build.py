@@ -43,10 +43,12 @@ With ``distill`` (scripts/train_demo.py --distill), after the teacher (docs/dist
 18. causal_distill_4, causal_distill_2   progressive rounds of the cached window's step (distill.py:demo,causal,…)
      causal_student_4, causal_student_2   the 2-step causal student, its pipeline.json mode/live_mode "causal"
                 (docs/distillation.md, "A causal student"; smoke: one round, 2 → 1 steps)
-     live_vae   (scripts/train_demo_vae.py --causal --init ckpt/vae --student causal_student_2)   the live
-                model's decoder: the VAE's decoder fine-tuned causal (encoder frozen), on the training clips and on
-                the causal student's own latents decoded whole by the VAE, so that it streams each latent frame
-                once, with no look-ahead (read_jax/demo/vae.py; docs/demo.md "A causal decoder")
+     live_vae   (scripts/train_demo_vae.py --causal --init ckpt/vae --student causal_student_2 --decoder-widths
+                --decoder-layers)   the live model's decoder: the VAE's decoder cut to the live decoder's size (half
+                width, no resnets at full resolution: read_jax.models.vae_variants.live_decoder) and fine-tuned
+                causal (encoder frozen), on the training clips and on the causal student's own latents decoded whole
+                by the VAE, so that it streams each latent frame once, with no look-ahead (read_jax/demo/vae.py;
+                docs/demo.md "The live decoder")
 19. assets_live  ``<out>_live``: the causal student bundled like assets_2step with its own vae/ (the causal decoder),
      the live model (``python scripts/sample.py --live`` uses it when it is there)
 
@@ -80,6 +82,7 @@ from read_jax.convert.speech_encoders import load_speech_encoder, part_path
 from read_jax.data import espeak, preprocess, records, speech, synthetic
 from read_jax.demo.vae import train_vae
 from read_jax.files import atomic_path, read_json, write_json
+from read_jax.models.vae_variants import live_decoder as live_decoder_fields
 from read_jax.pipeline import PIPELINE_CONFIG, PipelineConfig, ReadPipeline
 from read_jax.speech import speech_features
 from read_jax.train import train, vae_stage
@@ -251,19 +254,24 @@ def causal_student(step, train_stage, path, ckpt: str, rounds: tuple = CAUSAL_ST
   return last
 
 
-# The live decoder (step live_vae): train_demo_vae.py's settings, in one run. The bundled one was made in three on
-# the 2-core CPU instead (docs/demo.md, "The live decoder": 60 min causal on the training clips, 32 with the
-# student's latents, 22 more with the frame-difference term).
-LIVE_VAE = dict(minutes=90.0, batch=4, frames=33, lr=1e-4, motion_weight=30.0, temporal_weight=10.0, pool=256,
+# The live decoder (step live_vae): train_demo_vae.py's settings, in one run from the VAE (cut to the live decoder's
+# size, made causal). The bundled one was made in steps on the 2-core CPU instead (docs/demo.md, "The live decoder"):
+# the VAE's whole decoder made causal and distilled on the student's latents first, then cut and distilled again,
+# 36 + 20 min with the frame-difference weight 10 → 3 and the rate 3e-4 → 1e-4 (a third run, weight 1, was worse).
+LIVE_VAE = dict(minutes=90.0, batch=4, frames=33, lr=2e-4, motion_weight=30.0, temporal_weight=3.0, pool=256,
                 student_clips=96, student_seconds=8.0, student_fraction=0.7, eval_clips=8)
 SMOKE_LIVE_VAE = dict(steps=2, batch=2, frames=17, lr=1e-4, motion_weight=30.0, temporal_weight=10.0, pool=2,
                       student_clips=1, student_seconds=2.0, eval_clips=0)  # smoke: no scores (the test scores it)
 
 
 def live_decoder(out: str, student: str, vae: str, *, smoke: bool = False) -> None:
-  """Step live_vae: ``vae``'s decoder fine-tuned causal on the training clips and the live ``student``'s own latents
-  (``read_jax.demo.vae.train_vae``) into ``out``, then copied into the student's checkpoint as its vae/."""
-  train_vae(out, causal=True, init=vae, student=student, smoke=smoke, **(SMOKE_LIVE_VAE if smoke else LIVE_VAE))
+  """Step live_vae: ``vae``'s decoder cut to the live decoder's size and fine-tuned causal on the training clips and
+  the live ``student``'s own latents (``read_jax.demo.vae.train_vae``) into ``out``, then copied into the student's
+  checkpoint as its vae/."""
+  size = live_decoder_fields(read_json(os.path.join(vae, "config.json")))
+  train_vae(out, causal=True, init=vae, student=student, smoke=smoke,
+            decoder_widths=size["decoder_block_out_channels"], decoder_layers=size["decoder_layers_per_block"],
+            **(SMOKE_LIVE_VAE if smoke else LIVE_VAE))
   tmp = os.path.join(student, "vae.tmp")
   shutil.rmtree(tmp, ignore_errors=True)
   shutil.copytree(out, tmp)

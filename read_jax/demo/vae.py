@@ -69,10 +69,12 @@ SCHEDULE_STEPS = 100_000  # the learning rate's cosine horizon: a budget run sto
 
 def demo_vae_config(*, batch: int, frames: int, lr: float, init: str = "", latent_channels: int = 0,
                     motion_weight: float = 0.0, causal: bool = False, smoke: bool = False,
-                    temporal_weight: float = 0.0):
+                    temporal_weight: float = 0.0, decoder_widths: tuple[int, ...] = (),
+                    decoder_layers: tuple[int, ...] = ()):
   """configs/demo_vae.py (``:causal`` with ``causal``, ``:smoke`` the tiny model) with this driver's settings:
   ``batch`` clips of ``frames`` frames per step, peak learning rate ``lr`` after 20 warm-up steps, the schedule's
-  horizon SCHEDULE_STEPS."""
+  horizon SCHEDULE_STEPS; ``decoder_widths`` / ``decoder_layers``: a smaller decoder (``decoder_block_out_channels``,
+  ``decoder_layers_per_block``) cut from ``init``'s (``init_narrow_decoder``)."""
   config = load_config("demo_vae.py:" + ",".join(a for a, on in (("causal", causal), ("smoke", smoke)) if on))
   config.data.batch_size, config.data.num_frames = batch, frames
   config.train.update(dict(lr=lr, steps=SCHEDULE_STEPS, warmup_steps=20, end_lr_fraction=0.1))
@@ -83,6 +85,18 @@ def demo_vae_config(*, batch: int, frames: int, lr: float, init: str = "", laten
     config.init_causal_decoder = False  # continuing a causal fine-tune: its taps are where they belong
   if latent_channels:
     config.model.latent_channels = latent_channels
+  for arg, key, values, least in (("decoder-widths", "decoder_block_out_channels", decoder_widths, 1),
+                                  ("decoder-layers", "decoder_layers_per_block", decoder_layers, 0)):
+    if not values:
+      continue
+    have = tuple(config.model[key])
+    if len(values) != len(have) or any(n < least for n in values):
+      raise ConfigError(f"need {len(have)} integers ≥ {least}, one per decoder block (the config's: "
+                        f"{','.join(map(str, have))})", arg=arg, value=",".join(map(str, values)))
+    if not init:
+      raise ConfigError("a smaller decoder is cut from a trained VAE's: it needs --init", arg=arg)
+    config.model[key] = tuple(values)
+    config.init_narrow_decoder = True
   return config
 
 
@@ -223,7 +237,8 @@ def train_vae(out: str, *, minutes: float = 6.0, steps: int = 0, image_minutes: 
               latent_channels: int = 0, motion_weight: float = 0.0, causal: bool = False,
               eval_clips: int = 4, eval_seconds: float = 4.0, student: str = "", student_clips: int = 64,
               student_seconds: float = 8.0, student_fraction: float = 0.5, smoke: bool = False,
-              temporal_weight: float = 0.0) -> dict:
+              temporal_weight: float = 0.0, decoder_widths: tuple[int, ...] = (),
+              decoder_layers: tuple[int, ...] = ()) -> dict:
   """Train (module docstring) and write the VAE to ``out``; returns what ``out``/train_log.json holds.
 
   ``minutes``: wall-clock budget of the video steps, or ``steps`` of them when > 0; ``frames``: per clip
@@ -233,7 +248,8 @@ def train_vae(out: str, *, minutes: float = 6.0, steps: int = 0, image_minutes: 
   ``student_clips`` sequences of ``student_seconds`` (:func:`student_sequences`), each decoded whole by that
   checkpoint's VAE as the target; a ``student_fraction`` of each batch's windows are theirs; the result is scored on
   held-out sequences as long (:func:`student_decode_scores`). ``smoke``: configs/demo.py:tiny's VAE (the build's
-  end-to-end test).
+  end-to-end test). ``decoder_widths`` / ``decoder_layers``: train a narrower / shallower decoder than ``init``'s,
+  starting from its leading channels and resnets (the live decoder's cheaper form, docs/demo.md).
   """
   if init and (latent_channels or image_minutes):
     raise ConfigError("--init continues a trained VAE: it takes neither --latent-channels nor --image-minutes")
@@ -245,7 +261,8 @@ def train_vae(out: str, *, minutes: float = 6.0, steps: int = 0, image_minutes: 
   if student and (frames - 1) % FRAMES_PER_LATENT:
     raise ConfigError(f"must be 1 + {FRAMES_PER_LATENT}k", arg="frames", value=frames)
   config = demo_vae_config(batch=batch, frames=frames, lr=lr, init=init, latent_channels=latent_channels,
-                           motion_weight=motion_weight, causal=causal, smoke=smoke, temporal_weight=temporal_weight)
+                           motion_weight=motion_weight, causal=causal, smoke=smoke, temporal_weight=temporal_weight,
+                           decoder_widths=tuple(decoder_widths), decoder_layers=tuple(decoder_layers))
   stage = VAEStage(config)
   res = config.data.resolution
   t0 = time.perf_counter()
@@ -329,6 +346,8 @@ def train_vae(out: str, *, minutes: float = 6.0, steps: int = 0, image_minutes: 
   result = {"steps": n, "image_steps": image_steps, "batch": batch, "image_batch": image_batch, "frames": frames,
             "lr": lr, "init": config.init_checkpoint, "causal": causal, "motion_weight": motion_weight,
             "temporal_weight": temporal_weight,
+            "decoder_widths": list(stage.model.config.decoder_block_out_channels),
+            "decoder_layers": list(stage.model.config.decoder_layers_per_block),
             "latent_channels": stage.model.config.latent_channels, "seconds": time.perf_counter() - start,
             "student": student, "student_clips": student_clips if student else 0, "student_fraction":
             student_fraction if student else 0.0, "eval": scores.get("trained"), "eval_init": scores.get("init"),

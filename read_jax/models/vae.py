@@ -931,6 +931,42 @@ def stream_decode_flush(module: "AutoencoderKLLTXVideo", variables, state: Decod
   return _stream_jit(variables, state, state.pending, module=module, stream="last")[1]
 
 
+def narrow_decoder_params(params, shapes):
+  """A trained VAE's params with the decoder cut to a smaller decoder's parameter ``shapes`` (a tree of arrays or
+  ShapeDtypeStructs, e.g. ``jax.eval_shape`` of the smaller model's init): narrower blocks
+  (``decoder_block_out_channels``) and fewer resnets per block (``decoder_layers_per_block``), the same blocks
+  otherwise. Every decoder array of ``shapes`` is the trained array of the same name cut to its leading entries on
+  each axis; the trained resnets past a block's new count are dropped. The encoder's params are returned as
+  they are.
+
+  The start of a smaller decoder distilled from the trained one (the live decoder's cheaper form, docs/demo.md):
+  channel c of every layer keeps the trained layer's channel c. The upsamplers' depth-to-space reads channels as
+  (c, sT, sH, sW), c outermost, so their leading outputs are whole channels too. The cut decoder draws little at
+  first (its convs sum over part of their inputs); what it keeps are the trained one's features, which a
+  fine-tune (``init_narrow_decoder`` in the VAE stage's configs) starts from.
+  """
+  def cut(path, shape):
+    names = [getattr(k, "key", None) for k in path]
+    if names[0] != "decoder":
+      return _at(params, names)
+    try:
+      x = _at(params, names)
+    except KeyError:
+      raise ValueError(f"narrow_decoder_params: {jax.tree_util.keystr(path)} is not in the trained decoder (only "
+                       "narrower blocks and fewer resnets can be cut from it)") from None
+    if len(x.shape) != len(shape.shape) or any(a < b for a, b in zip(x.shape, shape.shape)):
+      raise ValueError(f"narrow_decoder_params: {jax.tree_util.keystr(path)} {tuple(x.shape)} cannot be cut to "
+                       f"{tuple(shape.shape)}")
+    return x[tuple(slice(0, n) for n in shape.shape)]
+  return jax.tree_util.tree_map_with_path(cut, shapes)
+
+
+def _at(tree, names):
+  for name in names:
+    tree = tree[name]
+  return tree
+
+
 def causal_decoder_params(params, kernel_t: int = 3):
   """VAE params whose decoder is not causal, made ready to train as a causal one (``decoder_causal=True``).
 

@@ -27,6 +27,9 @@ file) or a run, ``model.decoder_causal=True``, ``init_causal_decoder=True`` (its
 moved onto the present: ``read_jax.models.vae.causal_decoder_params``) and ``freeze_encoder=True``: the encoder
 and so the latents stay as they are, and the diffusion model trained on them keeps working; the loss is the
 same. The frozen encoder runs forward only (its gradient is stopped, so XLA computes no backward for it).
+With ``init_narrow_decoder=True`` the model's decoder may be narrower and shallower than the checkpoint's
+(``decoder_block_out_channels``, ``decoder_layers_per_block``): it starts from the checkpoint's leading channels
+and resnets (``read_jax.models.vae.narrow_decoder_params``), the live decoder's cheaper form (docs/demo.md).
 
 ``read_jax.demo.vae`` drives this stage's loss and the loop's train step on in-memory synthetic clips for a
 wall-clock budget (scripts/train_demo_vae.py): one definition of the VAE training step for both paths.
@@ -44,7 +47,8 @@ from read_jax.convert.vae import load_vae
 from read_jax.data import records
 from read_jax.files import CheckpointError, read_json
 from read_jax.models.vae import (AutoencoderKLLTXVideo, causal_decoder_params, compression_ratios,
-                                 decoder_loss, inflate_image_params, to_pixels, training_loss, unit_latent_stats)
+                                 decoder_loss, inflate_image_params, narrow_decoder_params, to_pixels, training_loss,
+                                 unit_latent_stats)
 from read_jax.train import checkpoint as ckpt_lib
 from read_jax.train.stage import train_val_datasets
 
@@ -116,14 +120,22 @@ class VAEStage:
       return ckpt_lib.restore_params(path, abstract, "vae")
     model, variables = load_vae(path)
     ours, theirs = self.model.config, model.config
+    narrow = self.config.get("init_narrow_decoder", False)
     differ = sorted(k for k in ours.to_diffusers() if k != "decoder_causal"
+                    and not (narrow and k in ("decoder_block_out_channels", "decoder_layers_per_block"))
                     and ours.to_diffusers()[k] != theirs.to_diffusers()[k])
     if differ:
       raise CheckpointError(f"config.init_checkpoint={path}: its VAE config differs from config.model in {differ}")
     if self.config.init_causal_decoder and theirs.decoder_causal:
       raise CheckpointError(f"config.init_checkpoint={path}: its decoder is causal already; "
                             "config.init_causal_decoder=True would move its taps again (set it False)")
-    return jax.tree.map(lambda a, f: np.asarray(a, f.dtype), variables["params"], fresh_params)
+    params = variables["params"]
+    if narrow:  # a smaller decoder starts from the checkpoint's leading channels and resnets
+      try:
+        params = narrow_decoder_params(params, fresh_params)
+      except ValueError as e:  # a wider or deeper decoder than the checkpoint's
+        raise CheckpointError(f"config.init_checkpoint={path}: {e}") from None
+    return jax.tree.map(lambda a, f: np.asarray(a, f.dtype), params, fresh_params)
 
   def datasets(self, process_index, process_count):
     d = self.config.data
