@@ -108,7 +108,7 @@ def variant_fields(variant: str = "0.9.0", tiny: bool = False) -> dict:
 def live_decoder(fields: dict) -> dict:
   """The live decoder's fields of a VAE's config ``fields``: every decoder block at half width, and no resnets in
   the full-resolution block (the first of ``decoder_layers_per_block``), which at 512² runs 3-D convolutions over
-  eight 128² frames per latent frame: 60 % of the half-width decoder's FLOPs (``python scripts/bench.py cost``).
+  eight 128² frames per latent frame: 40 % of the half-width decoder's FLOPs (``python scripts/bench.py cost``).
   The blocks are the trained decoder's otherwise, so the live decoder starts from its leading channels and resnets
   (``read_jax.models.vae.narrow_decoder_params``) and is distilled from it (configs/vae_ltx_causal.py:live; the
   demo's live decoder is the same cut of the demo VAE, docs/demo.md)."""
