@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -608,6 +609,24 @@ def slow_request_head(srv):
   return ("conn", "open", "never closed")
 
 
+def _read_answer(s, response=b""):
+  """The whole HTTP answer on a raw socket: its head and body may come in separate segments, so the body is read
+  to its Content-Length."""
+  s.settimeout(5)
+  while b"\r\n\r\n" not in response:
+    more = s.recv(4096)
+    if not more:
+      return response
+    response += more
+  length = re.search(rb"content-length: *(\d+)", response.partition(b"\r\n\r\n")[0], re.IGNORECASE)
+  while length and len(response.partition(b"\r\n\r\n")[2]) < int(length.group(1)):
+    more = s.recv(4096)
+    if not more:
+      break
+    response += more
+  return response
+
+
 def slow_upload_body(srv):
   """A POST whose body comes a few bytes a second: 408 after upload_timeout_seconds, the slot freed."""
   with socket.create_connection(("127.0.0.1", srv.port), timeout=15) as s:
@@ -627,6 +646,7 @@ def slow_upload_body(srv):
         pass
       if b"\r\n\r\n" in response:
         break
+    response = _read_answer(s, response)
   head, _, body = response.decode(errors="replace").partition("\r\n\r\n")
   assert _wait_for(lambda: srv.metrics()["read_videos_admitted"] == 0)
   return ("http", int(head.split(" ", 2)[1]), body)
@@ -703,9 +723,8 @@ def content_length_100mb(srv):
   with socket.create_connection(("127.0.0.1", srv.port), timeout=15) as s:
     s.sendall((f"POST /v1/videos HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\nAuthorization: Bearer {KEY}\r\n"
                "Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 104857600\r\n\r\n").encode())
-    head = s.recv(4096).decode(errors="replace")
-  status = int(head.split(" ", 2)[1])
-  return ("http", status, head.rsplit("\r\n\r\n", 1)[-1])
+    head, _, body = _read_answer(s).decode(errors="replace").partition("\r\n\r\n")
+  return ("http", int(head.split(" ", 2)[1]), body)
 
 
 def chunked_body_over_cap(srv):
