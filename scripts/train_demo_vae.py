@@ -62,6 +62,9 @@ def main(argv=None) -> int:
   parser.add_argument("--decoder-layers", default="",
                       help="a shallower decoder than --init's, resnets per decoder block as the config lists them "
                            "(e.g. 0,1,1,1,1: none in the full-resolution block), started from its leading resnets")
+  parser.add_argument("--anneal", action="store_true",
+                      help="with --steps: the learning rate decays (cosine) to a tenth of --lr by the last step, "
+                           "where a run otherwise keeps it nearly constant (e.g. the last run of a fine-tune)")
   parser.add_argument("--eval-clips", type=int, default=4, help="held-out clips scored at the end")
   parser.add_argument("--eval-seconds", type=float, default=4.0, help="length of each held-out clip")
   args = parser.parse_args(argv)
@@ -72,7 +75,7 @@ def main(argv=None) -> int:
                 student=args.student, student_clips=args.student_clips, student_seconds=args.student_seconds,
                 student_fraction=args.student_fraction, temporal_weight=args.temporal_weight,
                 decoder_widths=_ints(args.decoder_widths, "--decoder-widths"),
-                decoder_layers=_ints(args.decoder_layers, "--decoder-layers"))
+                decoder_layers=_ints(args.decoder_layers, "--decoder-layers"), anneal=args.anneal)
   return 0
 
 

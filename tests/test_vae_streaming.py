@@ -329,3 +329,20 @@ def test_narrow_decoder_params_keep_the_leading_channels_and_resnets(tmp_path):
   with pytest.raises(CheckpointError, match="cannot be cut|is not in the trained decoder"):
     wide_stage.init_from_checkpoint(str(tmp_path / "small"),
                                     jax.eval_shape(wide_stage.init, jax.random.key(0), wide_stage.batch_spec()))
+
+
+def test_anneal_ends_the_learning_rate_at_the_last_step():
+  """train_demo_vae.py --anneal: the cosine's horizon is the run's --steps (a tenth of the peak at the last step);
+  without it the horizon is far past any budget run (the rate nearly constant); --anneal needs a step count."""
+  from read_jax.demo import vae as demo_vae
+  from read_jax.errors import ConfigError
+  from read_jax.train import optim
+  lr = 1e-4
+  annealed = optim.lr_schedule(demo_vae.demo_vae_config(batch=2, frames=17, lr=lr, schedule_steps=800).train)
+  default = optim.lr_schedule(demo_vae.demo_vae_config(batch=2, frames=17, lr=lr).train)
+  assert float(annealed(800)) == pytest.approx(lr / 10, rel=1e-3)
+  assert float(annealed(410)) == pytest.approx(lr * 0.55, rel=1e-2)  # halfway down the cosine
+  assert float(default(800)) > 0.999 * lr
+  for kwargs in (dict(steps=0), dict(steps=20), dict(steps=100, image_minutes=1.0)):
+    with pytest.raises(ConfigError, match="--anneal"):
+      demo_vae.train_vae("/nonexistent", anneal=True, **kwargs)

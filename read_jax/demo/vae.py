@@ -70,14 +70,14 @@ SCHEDULE_STEPS = 100_000  # the learning rate's cosine horizon: a budget run sto
 def demo_vae_config(*, batch: int, frames: int, lr: float, init: str = "", latent_channels: int = 0,
                     motion_weight: float = 0.0, causal: bool = False, smoke: bool = False,
                     temporal_weight: float = 0.0, decoder_widths: tuple[int, ...] = (),
-                    decoder_layers: tuple[int, ...] = ()):
+                    decoder_layers: tuple[int, ...] = (), schedule_steps: int = SCHEDULE_STEPS):
   """configs/demo_vae.py (``:causal`` with ``causal``, ``:smoke`` the tiny model) with this driver's settings:
-  ``batch`` clips of ``frames`` frames per step, peak learning rate ``lr`` after 20 warm-up steps, the schedule's
-  horizon SCHEDULE_STEPS; ``decoder_widths`` / ``decoder_layers``: a smaller decoder (``decoder_block_out_channels``,
+  ``batch`` clips of ``frames`` frames per step, peak learning rate ``lr`` after 20 warm-up steps, then a cosine to a
+  tenth of it at ``schedule_steps``; ``decoder_widths`` / ``decoder_layers``: a smaller decoder (``decoder_block_out_channels``,
   ``decoder_layers_per_block``) cut from ``init``'s (``init_narrow_decoder``)."""
   config = load_config("demo_vae.py:" + ",".join(a for a, on in (("causal", causal), ("smoke", smoke)) if on))
   config.data.batch_size, config.data.num_frames = batch, frames
-  config.train.update(dict(lr=lr, steps=SCHEDULE_STEPS, warmup_steps=20, end_lr_fraction=0.1))
+  config.train.update(dict(lr=lr, steps=schedule_steps, warmup_steps=20, end_lr_fraction=0.1))
   config.loss.motion_weight, config.loss.temporal_weight = motion_weight, temporal_weight
   if init or not causal:
     config.init_checkpoint = init
@@ -238,7 +238,7 @@ def train_vae(out: str, *, minutes: float = 6.0, steps: int = 0, image_minutes: 
               eval_clips: int = 4, eval_seconds: float = 4.0, student: str = "", student_clips: int = 64,
               student_seconds: float = 8.0, student_fraction: float = 0.5, smoke: bool = False,
               temporal_weight: float = 0.0, decoder_widths: tuple[int, ...] = (),
-              decoder_layers: tuple[int, ...] = ()) -> dict:
+              decoder_layers: tuple[int, ...] = (), anneal: bool = False) -> dict:
   """Train (module docstring) and write the VAE to ``out``; returns what ``out``/train_log.json holds.
 
   ``minutes``: wall-clock budget of the video steps, or ``steps`` of them when > 0; ``frames``: per clip
@@ -249,20 +249,26 @@ def train_vae(out: str, *, minutes: float = 6.0, steps: int = 0, image_minutes: 
   checkpoint's VAE as the target; a ``student_fraction`` of each batch's windows are theirs; the result is scored on
   held-out sequences as long (:func:`student_decode_scores`). ``smoke``: configs/demo.py:tiny's VAE (the build's
   end-to-end test). ``decoder_widths`` / ``decoder_layers``: train a narrower / shallower decoder than ``init``'s,
-  starting from its leading channels and resnets (the live decoder's cheaper form, docs/demo.md).
+  starting from its leading channels and resnets (the live decoder's cheaper form, docs/demo.md). ``anneal`` (with
+  ``steps``): the learning rate's cosine ends at the last step, a tenth of ``lr``, where a run otherwise keeps it
+  nearly constant (the horizon SCHEDULE_STEPS).
   """
   if init and (latent_channels or image_minutes):
     raise ConfigError("--init continues a trained VAE: it takes neither --latent-channels nor --image-minutes")
   if causal and (latent_channels or image_minutes):
     raise ConfigError("--causal fine-tunes a trained VAE's decoder: it takes neither --latent-channels nor "
                       "--image-minutes")
+  if anneal and (steps <= 20 or image_minutes):
+    raise ConfigError("--anneal decays the learning rate over a fixed number of video steps: it needs --steps > 20 "
+                      "(the warm-up's) and no --image-minutes", arg="steps", value=steps)
   if student and not causal:
     raise ConfigError("--student distils a causal decoder on a live model's latents: it needs --causal")
   if student and (frames - 1) % FRAMES_PER_LATENT:
     raise ConfigError(f"must be 1 + {FRAMES_PER_LATENT}k", arg="frames", value=frames)
   config = demo_vae_config(batch=batch, frames=frames, lr=lr, init=init, latent_channels=latent_channels,
                            motion_weight=motion_weight, causal=causal, smoke=smoke, temporal_weight=temporal_weight,
-                           decoder_widths=tuple(decoder_widths), decoder_layers=tuple(decoder_layers))
+                           decoder_widths=tuple(decoder_widths), decoder_layers=tuple(decoder_layers),
+                           schedule_steps=steps if anneal else SCHEDULE_STEPS)
   stage = VAEStage(config)
   res = config.data.resolution
   t0 = time.perf_counter()
@@ -345,7 +351,7 @@ def train_vae(out: str, *, minutes: float = 6.0, steps: int = 0, image_minutes: 
             f"{d['boundary_ratio_latent']:.3f}, flicker {d['flicker']:.3f}", flush=True)
   result = {"steps": n, "image_steps": image_steps, "batch": batch, "image_batch": image_batch, "frames": frames,
             "lr": lr, "init": config.init_checkpoint, "causal": causal, "motion_weight": motion_weight,
-            "temporal_weight": temporal_weight,
+            "temporal_weight": temporal_weight, "schedule_steps": config.train.steps,
             "decoder_widths": list(stage.model.config.decoder_block_out_channels),
             "decoder_layers": list(stage.model.config.decoder_layers_per_block),
             "latent_channels": stage.model.config.latent_channels, "seconds": time.perf_counter() - start,
