@@ -73,8 +73,8 @@ def demo_vae_config(*, batch: int, frames: int, lr: float, init: str = "", laten
                     decoder_layers: tuple[int, ...] = (), schedule_steps: int = SCHEDULE_STEPS):
   """configs/demo_vae.py (``:causal`` with ``causal``, ``:smoke`` the tiny model) with this driver's settings:
   ``batch`` clips of ``frames`` frames per step, peak learning rate ``lr`` after 20 warm-up steps, then a cosine to a
-  tenth of it at ``schedule_steps``; ``decoder_widths`` / ``decoder_layers``: a smaller decoder (``decoder_block_out_channels``,
-  ``decoder_layers_per_block``) cut from ``init``'s (``init_narrow_decoder``)."""
+  tenth of it at ``schedule_steps``; ``decoder_widths`` / ``decoder_layers``: a smaller decoder
+  (``decoder_block_out_channels``, ``decoder_layers_per_block``) cut from ``init``'s (``init_narrow_decoder``)."""
   config = load_config("demo_vae.py:" + ",".join(a for a, on in (("causal", causal), ("smoke", smoke)) if on))
   config.data.batch_size, config.data.num_frames = batch, frames
   config.train.update(dict(lr=lr, steps=schedule_steps, warmup_steps=20, end_lr_fraction=0.1))
